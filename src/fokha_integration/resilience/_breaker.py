@@ -174,6 +174,8 @@ class CircuitBreaker:
         self._emit()
 
     def _emit(self) -> None:
+        if not self._machine.has_changes:
+            return
         changes = self._machine.drain_changes()
         for change in changes:
             self._logger.log(

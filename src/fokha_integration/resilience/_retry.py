@@ -228,7 +228,7 @@ class RetryPolicy:
                 attempts = min(attempts, mode.attempts)
         clock = self.clock
         start = clock.monotonic()
-        delays = self.delays()
+        delays: Iterator[float] | None = None  # made on the first failure only
         attempt = 0
         while True:
             attempt += 1
@@ -240,6 +240,8 @@ class RetryPolicy:
                 hinted = _retry_after_of(exc, clock.time())
                 if hinted is not None and hinted > self.max_retry_after:
                     raise
+                if delays is None:
+                    delays = self.delays()
                 base = next(delays)
                 delay = hinted if hinted is not None else self._jittered(base)
                 if not waits:
