@@ -177,3 +177,35 @@ def test_config_and_keywords_are_exclusive() -> None:
 
     with pytest.raises(TypeError):
         CircuitBreaker("x", config=BreakerConfig(), failure_threshold=3)
+
+
+async def test_half_open_probe_limit_and_timeout_with_manual_clock() -> None:
+    """Half-open lets K probes run at once; a hung probe reopens after probe_timeout."""
+    clock = ManualClock()
+    b = CircuitBreaker(
+        "probe",
+        failure_threshold=1,
+        open_duration=10,
+        half_open_max_probes=2,
+        probe_timeout=4,
+        clock=clock,
+    )
+    with pytest.raises(Boom):
+        await b.call(fail)
+    clock.advance(10)
+    hang = asyncio.Event()
+
+    async def hung() -> None:
+        await hang.wait()
+
+    probes = [asyncio.create_task(b.call(hung)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(CircuitOpenError) as info:
+        await b.call(ok)  # the third concurrent probe is refused
+    assert info.value.state == "half_open"
+    clock.advance(4)
+    assert b.state is BreakerState.OPEN  # the hung probes timed out
+    hang.set()
+    await asyncio.gather(*probes)
+    assert b.state is BreakerState.OPEN  # their late success changes nothing
+    assert b.metrics().stale == 2
