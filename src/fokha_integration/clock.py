@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
+from .errors import OperationTimeoutError
+
 __all__ = ["SYSTEM_CLOCK", "Clock", "ManualClock", "SystemClock", "utc_from_timestamp"]
 
 
@@ -147,7 +149,10 @@ class ManualClock:
             async with cond:
                 await cond.wait_for(lambda: self.sleepers >= count)
 
-        await asyncio.wait_for(_wait(), timeout)
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+            raise OperationTimeoutError("wait_for_sleepers", timeout) from None
 
     async def run_until_idle(self, *, max_steps: int = 10_000) -> None:
         """Advance to each next sleeper's deadline until nobody sleeps here.
