@@ -249,3 +249,20 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after("120") == 120
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None
+
+
+async def test_attempt_timeout_bounds_each_attempt() -> None:
+    """A hung attempt is cut off by attempt_timeout and retried; the next one succeeds."""
+    calls = 0
+    never = asyncio.Event()
+
+    async def first_hangs() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await never.wait()
+        return "done"
+
+    policy = RetryPolicy(attempts=2, initial=0, attempt_timeout=0.05)
+    assert await asyncio.wait_for(policy.call(first_hangs), 5) == "done"
+    assert calls == 2

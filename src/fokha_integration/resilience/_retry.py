@@ -13,6 +13,7 @@ for the next wait. The loop here is small and driven by an injectable clock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import functools
@@ -28,7 +29,7 @@ import backoff
 from typing_extensions import ParamSpec
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import CircuitOpenError, ConfigError, RetryExhaustedError
+from ..errors import CircuitOpenError, ConfigError, OperationTimeoutError, RetryExhaustedError
 
 __all__ = [
     "DEFAULT_RETRY_STATUSES",
@@ -157,6 +158,10 @@ class RetryPolicy:
     A ``retry_after`` longer than ``max_retry_after`` also stops the retries (the
     last exception is re-raised): a peer asking for a five-minute pause is better
     surfaced than silently waited on. Cancellation is never retried.
+
+    ``attempt_timeout`` bounds each attempt (real time, via :func:`asyncio.wait_for`);
+    an attempt that overruns raises :class:`OperationTimeoutError`, which is retried
+    like any other exception ``retry_on`` accepts.
     """
 
     attempts: int = 5
@@ -168,6 +173,7 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] | Callable[[BaseException], bool] = (Exception,)
     retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES
     max_retry_after: float = 300.0
+    attempt_timeout: float | None = None
     name: str = "retry"
     hooks: Sequence[RetryHook] = ()
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
@@ -186,6 +192,8 @@ class RetryPolicy:
             raise ConfigError("jitter", "must be 'full' or 'none'", self.jitter)
         if self.deadline is not None and self.deadline <= 0:
             raise ConfigError("deadline", "must be > 0 or None", self.deadline)
+        if self.attempt_timeout is not None and self.attempt_timeout <= 0:
+            raise ConfigError("attempt_timeout", "must be > 0 or None", self.attempt_timeout)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether this policy would retry after ``exc``."""
@@ -233,7 +241,9 @@ class RetryPolicy:
         while True:
             attempt += 1
             try:
-                return await fn(*args, **kwargs)
+                if self.attempt_timeout is None:
+                    return await fn(*args, **kwargs)
+                return await self._bounded(fn(*args, **kwargs), self.attempt_timeout)
             except Exception as exc:
                 if attempt >= attempts or not self.is_retryable(exc):
                     raise
@@ -259,6 +269,13 @@ class RetryPolicy:
                         delay,
                     )
             await clock.sleep(delay)
+
+    @staticmethod
+    async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        try:
+            return await asyncio.wait_for(awaitable, seconds)
+        except asyncio.TimeoutError:  # builtin TimeoutError only from Python 3.11
+            raise OperationTimeoutError("retry attempt", seconds) from None
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         """Decorate an async function so every call goes through :meth:`call`."""
