@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from ..errors import ValidationError
+from ..errors import ConfigError, ValidationError
 
 __all__ = [
     "ClaimResult",
@@ -187,8 +187,12 @@ class SyncDedupBackend(DedupBackend, Protocol):
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-def check_name(field: str, value: object) -> str:
-    """Validate a type name or namespace: 1..64 characters of ``[A-Za-z0-9_.-]``."""
+def check_name(field: str, value: object, *, config: bool = False) -> str:
+    """Validate a type name or namespace: 1..64 characters of ``[A-Za-z0-9_.-]``.
+
+    Raises :class:`ValidationError`, or :class:`ConfigError` when ``config`` is true.
+    """
     if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ValidationError(field, "must be 1..64 characters of [A-Za-z0-9_.-]", value)
+        error = ConfigError if config else ValidationError
+        raise error(field, "must be 1..64 characters of [A-Za-z0-9_.-]", value)
     return value

@@ -88,7 +88,7 @@ class DedupCache:
         if not isinstance(ttl_by_type, Mapping):
             raise ConfigError("ttl_by_type", "must be a mapping of type name to seconds", None)
         self._ttls = {
-            check_name("ttl_by_type", name): _positive(f"ttl_by_type[{name!r}]", ttl)
+            check_name("ttl_by_type", name, config=True): _positive(f"ttl_by_type[{name!r}]", ttl)
             for name, ttl in ttl_by_type.items()
         }
         self._default_ttl = _positive("default_ttl", default_ttl)
@@ -136,12 +136,17 @@ class DedupCache:
         else:
             self._in_flight += 1
 
-    def _unavailable(self, exc: BackendUnavailableError, what: str, key: str) -> None:
-        """Fail closed (re-raise) or fail open (warn and count); returns only when open."""
+    def _unavailable(
+        self, exc: BackendUnavailableError, what: str, key: str, count: int = 1
+    ) -> None:
+        """Fail closed (re-raise) or fail open (warn and count); returns only when open.
+
+        ``count`` is how many answers the failure decides (the keys of a batch).
+        """
         self._errors += 1
         if self.fail_mode == "closed":
             raise exc
-        self._fail_open += 1
+        self._fail_open += count
         self._log.warning(
             "dedup backend %s unavailable during %s of %r; failing open: %s",
             self.backend.name,
@@ -288,7 +293,7 @@ class DedupCache:
             else:
                 answers = await self.backend.claim_many(type, batch, expiry)
         except BackendUnavailableError as exc:
-            self._unavailable(exc, "claim_many", f"{len(batch)} keys")
+            self._unavailable(exc, "claim_many", f"{len(batch)} keys", len(batch))
             return [self._degraded(k) for k in batch]
         if isinstance(answers, ClaimBatch):
             first = answers.first

@@ -12,10 +12,10 @@ drift from the wall clock by however much it is stepped while the backend lives.
 
 **Size bound and eviction policy.** Each message type holds at most
 ``max_entries`` entries. When a new key finds its type full: if at least
-``max_entries // 4`` keys arrived since the last sweep, every expired entry of the
-type is swept first (free, not counted). If the type is still full, the oldest
-``max(1, max_entries // 64)`` entries — oldest by the claim or commit that last
-wrote them — are dropped in one go; live ones among them are counted in
+``max_entries // 4`` keys have arrived at the full bound since the last sweep,
+every expired entry of the type is swept first (free, not counted). If the type
+is still full, the oldest ``max(1, max_entries // 64)`` entries (oldest by the
+claim or commit that last wrote them) are dropped in one go; live ones among them are counted in
 :attr:`MemoryDedupBackend.evictions`. Evicting in small groups keeps the cost O(1)
 per claim on average. An evicted key is forgotten early, so a repeat of it would be
 FIRST: size the bound well above the number of keys one TTL can hold, and watch

@@ -86,9 +86,10 @@ def _translate(exc: BaseException, what: str) -> BackendError:
         OSError,
         TimeoutError,
     )
+    detail = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, unavailable):
-        return BackendUnavailableError("redis", f"{what}: {exc!r}")
-    return BackendError("redis", f"{what}: {exc!r}")
+        return BackendUnavailableError("redis", detail)
+    return BackendError("redis", detail)
 
 
 def _digest(fingerprint: str) -> bytes:
@@ -139,7 +140,7 @@ class RedisDedupBackend:
         connect_timeout: float = 2.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.namespace = check_name("namespace", namespace)
+        self.namespace = check_name("namespace", namespace, config=True)
         if (url is None) == (client is None):
             raise ConfigError("url", "give exactly one of url= or client=", url)
         if client is None:
