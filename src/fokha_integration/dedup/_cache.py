@@ -8,7 +8,6 @@ not retry backend calls (a retry would hide an outage the fail mode must see).
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal
@@ -39,7 +38,6 @@ MAX_FINGERPRINT_LENGTH = 256
 MAX_BATCH = 10_000
 
 _log = logging.getLogger("fokha_integration.dedup")
-_class_of = operator.attrgetter("__class__")
 
 
 def _positive(field: str, value: object) -> float:
@@ -275,15 +273,22 @@ class DedupCache:
         batch = keys if isinstance(keys, (list, tuple)) else list(keys)
         if len(batch) > MAX_BATCH:
             raise ValidationError("keys", f"at most {MAX_BATCH} keys per batch", len(batch))
-        # Checked with C-level passes (map), not a Python loop: this is the batch hot path.
-        if batch and (
-            set(map(_class_of, batch)) != {str}
-            or min(map(len, batch)) == 0
-            or max(map(len, batch)) > MAX_KEY_LENGTH
-        ):
-            raise _bad_key(
-                next(k for k in batch if k.__class__ is not str or not k or len(k) > MAX_KEY_LENGTH)
-            )
+        # Checked with C-level passes, not a Python loop: this is the batch hot path.
+        # (str.join refuses anything that is not a str.)
+        if batch:
+            try:
+                "".join(batch)
+                bad = "" in batch or max(map(len, batch)) > MAX_KEY_LENGTH
+            except TypeError:
+                bad = True
+            if bad:
+                raise _bad_key(
+                    next(
+                        k
+                        for k in batch
+                        if k.__class__ is not str or not k or len(k) > MAX_KEY_LENGTH
+                    )
+                )
         expiry = self._ttls.get(type)
         if expiry is None:
             expiry = self._resolve(type, None)
@@ -297,10 +302,8 @@ class DedupCache:
             return [self._degraded(k) for k in batch]
         if isinstance(answers, ClaimBatch):
             first = answers.first
-            if first < len(batch):
-                for status in answers.statuses():
-                    if status is not FIRST:
-                        self._count(status)
+            self._in_flight += answers.in_flight
+            self._duplicates += len(answers) - first - answers.in_flight
         else:
             first = 0
             for answer in answers:

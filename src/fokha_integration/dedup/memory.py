@@ -61,10 +61,11 @@ def _status(entry: _Entry) -> ClaimStatus:
 class ClaimBatch(Sequence[ClaimResult]):
     """The results of a memory ``claim_many``: a sequence of :class:`ClaimResult`, built lazily.
 
-    ``first`` is how many keys were FIRST and ``first_keys`` which, in order.
+    ``first`` is how many keys were FIRST and ``first_keys`` which, in order;
+    ``in_flight`` how many were IN_FLIGHT; the rest were DUPLICATE.
     """
 
-    __slots__ = ("_entries", "_fresh", "_keys", "first_keys")
+    __slots__ = ("_entries", "_fresh", "_keys", "first_keys", "in_flight")
 
     def __init__(
         self,
@@ -72,11 +73,13 @@ class ClaimBatch(Sequence[ClaimResult]):
         entries: list[_Entry],
         fresh: _Entry,
         first_keys: list[str],
+        in_flight: int,
     ) -> None:
         self._keys = keys
         self._entries = entries
         self._fresh = fresh
         self.first_keys = first_keys
+        self.in_flight = in_flight
 
     @property
     def first(self) -> int:
@@ -208,11 +211,17 @@ class MemoryDedupBackend:
         firsts: list[str] = []
         add, won, get = entries.append, firsts.append, m.get
         room = self.max_entries - len(m)
+        in_flight = 0
         for key in keys:
             entry = get(key)
             if entry is not None:
                 if entry[4] > now:
-                    add(repeat if entry is fresh else entry)
+                    if entry is fresh:
+                        add(repeat)
+                    else:
+                        add(entry)
+                        if entry[5] is not None and entry[3] is None:
+                            in_flight += 1
                     continue
                 del m[key]
                 room += 1
@@ -223,7 +232,7 @@ class MemoryDedupBackend:
             won(key)
             add(fresh)
             room -= 1
-        return ClaimBatch(keys, entries, fresh, firsts)
+        return ClaimBatch(keys, entries, fresh, firsts, in_flight)
 
     # -- bound keeping ------------------------------------------------------
 
