@@ -89,9 +89,9 @@ class DedupStats(NamedTuple):
 
     ``first``, ``duplicates``, ``conflicts`` and ``in_flight`` count claim answers;
     ``evictions`` counts live entries the backend dropped to stay within its size
-    bound (memory backend); ``fail_open`` counts claims answered FIRST because the
-    backend was unreachable in ``fail_mode="open"``; ``errors`` counts backend
-    failures seen (raised or failed open).
+    bound (memory backend); ``fail_open`` counts answers given by failing open
+    (``fail_mode="open"``, backend unreachable; each key of a batch counts);
+    ``errors`` counts unreachable-backend failures seen (raised or failed open).
     """
 
     first: int = 0

@@ -270,7 +270,8 @@ class DedupCache:
         returns a lazy :class:`~fokha_integration.dedup.memory.ClaimBatch` (its
         ``first_keys`` lists the keys won); other backends return a list.
         """
-        batch = keys if isinstance(keys, (list, tuple)) else list(keys)
+        # A private copy: a memory ClaimBatch reads the keys lazily.
+        batch = keys if isinstance(keys, tuple) else list(keys)
         if len(batch) > MAX_BATCH:
             raise ValidationError("keys", f"at most {MAX_BATCH} keys per batch", len(batch))
         # Checked with C-level passes, not a Python loop: this is the batch hot path.
@@ -353,7 +354,8 @@ class DedupCache:
         your lease already ran out and another holder has the key, nothing is
         stored and the answer is ``False``. When the entry is gone (expired), it is
         created, so the work you did is still remembered. ``str`` results are stored
-        as UTF-8; at most ``max_result_bytes``. Fail open: ``False`` with a warning.
+        as UTF-8; at most ``max_result_bytes``. ``ttl`` overrides the type's TTL.
+        Fail open: ``False`` with a warning.
         """
         self._check(key, type)
         data = result.encode("utf-8") if isinstance(result, str) else result

@@ -100,10 +100,15 @@ def _digest(fingerprint: str) -> bytes:
 def _parse(raw: bytes | str) -> tuple[float, float, bytes, bytes, bytes, bytes]:
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     parts = data.split(b"|", 6)
-    if len(parts) != 7 or parts[0] != b"1":
-        raise BackendError("redis", "a dedup key holds a value this library did not write")
-    _, first, expires, state, fp, token, result = parts
-    return float(first), float(expires), state, fp, token, result
+    try:
+        if len(parts) != 7 or parts[0] != b"1":
+            raise ValueError("not a dedup value")
+        _, first, expires, state, fp, token, result = parts
+        return float(first), float(expires), state, fp, token, result
+    except ValueError:
+        raise BackendError(
+            "redis", "a dedup key holds a value this library did not write"
+        ) from None
 
 
 def _answer(key: str, raw: bytes | str, fingerprint: bytes | None) -> ClaimResult:
