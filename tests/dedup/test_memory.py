@@ -171,3 +171,15 @@ def test_max_entries_is_validated() -> None:
     """A non-positive bound is refused."""
     with pytest.raises(ValidationError):
         MemoryDedupBackend(max_entries=0)
+
+
+async def test_batch_reclaim_of_an_expired_key_moves_it_to_the_back() -> None:
+    """A key re-claimed by a batch after expiry is evicted after keys written before it."""
+    cache, _, clock = make(max_entries=64)
+    await cache.claim_many(["old"], type="webhook")
+    clock.advance(31)  # "old" expired
+    await cache.claim_many([f"k{i}" for i in range(62)], type="webhook")
+    await cache.claim_many(["old"], type="webhook")  # re-claimed: now the newest
+    await cache.claim_many(["x1", "x2"], type="webhook")  # x2 finds it full: the oldest goes
+    assert (await cache.claim("old", type="webhook")).status is DUPLICATE
+    assert (await cache.claim("k0", type="webhook")).status is FIRST

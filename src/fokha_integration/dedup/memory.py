@@ -61,30 +61,31 @@ def _status(entry: _Entry) -> ClaimStatus:
 class ClaimBatch(Sequence[ClaimResult]):
     """The results of a memory ``claim_many``: a sequence of :class:`ClaimResult`, built lazily.
 
-    ``first`` is how many keys were FIRST and ``first_keys`` which, in order;
+    ``first`` is how many keys were FIRST (``first_keys`` which, in order),
     ``in_flight`` how many were IN_FLIGHT; the rest were DUPLICATE.
     """
 
-    __slots__ = ("_entries", "_fresh", "_keys", "first_keys", "in_flight")
+    __slots__ = ("_entries", "_fresh", "_keys", "first", "in_flight")
 
     def __init__(
         self,
         keys: Sequence[str],
         entries: list[_Entry],
         fresh: _Entry,
-        first_keys: list[str],
+        first: int,
         in_flight: int,
     ) -> None:
         self._keys = keys
         self._entries = entries
         self._fresh = fresh
-        self.first_keys = first_keys
+        self.first = first
         self.in_flight = in_flight
 
     @property
-    def first(self) -> int:
-        """How many keys of the batch were FIRST."""
-        return len(self.first_keys)
+    def first_keys(self) -> list[str]:
+        """The keys that were FIRST, in order."""
+        fresh = self._fresh
+        return [k for k, e in zip(self._keys, self._entries, strict=True) if e is fresh]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -208,10 +209,26 @@ class MemoryDedupBackend:
         # A repeat of a key inside the batch must not look like the batch's own entry.
         repeat = _new(ClaimResult, (DUPLICATE, None, now, None, now + ttl, None, False))
         entries: list[_Entry] = []
-        firsts: list[str] = []
-        add, won, get = entries.append, firsts.append, m.get
-        room = self.max_entries - len(m)
-        in_flight = 0
+        add, get = entries.append, m.get
+        first = in_flight = 0
+        if len(m) + len(keys) <= self.max_entries:
+            # Room for every key: the loop needs no bound check.
+            for key in keys:
+                entry = get(key)
+                if entry is not None:
+                    if entry[4] > now:
+                        if entry is fresh:
+                            add(repeat)
+                        else:
+                            add(entry)
+                            if entry[5] is not None and entry[3] is None:
+                                in_flight += 1
+                        continue
+                    del m[key]  # re-inserted below, at the end of the eviction order
+                m[key] = fresh
+                add(fresh)
+                first += 1
+            return ClaimBatch(keys, entries, fresh, first, in_flight)
         for key in keys:
             entry = get(key)
             if entry is not None:
@@ -224,15 +241,12 @@ class MemoryDedupBackend:
                             in_flight += 1
                     continue
                 del m[key]
-                room += 1
-            if room <= 0:
+            if len(m) >= self.max_entries:
                 self._make_room(type, m, now)
-                room = self.max_entries - len(m)
             m[key] = fresh
-            won(key)
             add(fresh)
-            room -= 1
-        return ClaimBatch(keys, entries, fresh, firsts, in_flight)
+            first += 1
+        return ClaimBatch(keys, entries, fresh, first, in_flight)
 
     # -- bound keeping ------------------------------------------------------
 

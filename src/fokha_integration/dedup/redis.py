@@ -186,8 +186,17 @@ class RedisDedupBackend:
         state = "c" if lease is None else "l"
         value = f"1|{now:.6f}|{now + span:.6f}|{state}|".encode() + fp + f"|{token}|".encode()
         try:
-            old = await self._r.set(
-                self.redis_key(type, key), value, nx=True, px=max(1, int(span * 1000)), get=True
+            # execute_command skips set()'s option building; get=True tells redis-py's
+            # response callback to hand back the previous value.
+            old = await self._r.execute_command(
+                "SET",
+                f"{self._prefix}{type}:{{{key}}}",
+                value,
+                "NX",
+                "PX",
+                max(1, int(span * 1000)),
+                "GET",
+                get=True,
             )
         except Exception as exc:
             raise _translate(exc, "claim") from exc
@@ -206,8 +215,9 @@ class RedisDedupBackend:
         prefix = f"{self._prefix}{type}:{{"
         try:
             async with self._r.pipeline(transaction=False) as pipe:
+                command = pipe.execute_command
                 for key in keys:
-                    pipe.set(f"{prefix}{key}}}", value, nx=True, px=px, get=True)
+                    command("SET", f"{prefix}{key}}}", value, "NX", "PX", px, "GET", get=True)
                 replies = await pipe.execute()
         except Exception as exc:
             raise _translate(exc, "claim_many") from exc
