@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import fokha_integration
@@ -74,3 +77,25 @@ def test_top_level_exports() -> None:
     from fokha_integration import dedup
 
     assert dedup.RedisDedupBackend.__name__ == "RedisDedupBackend"  # lazy attribute
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_package_root_does_not_import_redis() -> None:
+    """Importing fokha_integration (and its dedup package) never imports redis-py."""
+    done = _python(
+        "import sys, fokha_integration, fokha_integration.dedup; print('redis' in sys.modules)"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_missing_redis_extra_names_the_extra() -> None:
+    """Without redis-py, importing the Redis backend says which extra to install."""
+    done = _python("import sys; sys.modules['redis'] = None; import fokha_integration.dedup.redis")
+    assert done.returncode != 0
+    assert "pip install 'fokha-integration[redis]'" in done.stderr
