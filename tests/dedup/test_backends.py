@@ -242,6 +242,10 @@ async def test_limits_are_enforced(env: Env) -> None:
     with pytest.raises(ValidationError):
         await cache.claim("k", type="bad type")
     with pytest.raises(ValidationError):
+        await cache.claim("k", type="bad type", ttl=5)
+    with pytest.raises(ValidationError):
+        await cache.claim("k", ttl=-1)
+    with pytest.raises(ValidationError):
         await cache.claim("k", fingerprint="f" * 257)
     with pytest.raises(ValidationError):
         await cache.claim("k", lease=0)
@@ -249,6 +253,10 @@ async def test_limits_are_enforced(env: Env) -> None:
     with pytest.raises(ValidationError):
         await cache.commit("k", b"x" * 17)
     assert await cache.commit("k", b"x" * 16)
+    with pytest.raises(ValidationError):
+        await cache.commit("k", b"x", token="t" * 65)
+    with pytest.raises(ValidationError):
+        await cache.release("k", token=b"bytes")  # type: ignore[arg-type]
 
 
 async def test_binary_safe_keys_and_results(env: Env) -> None:

@@ -40,11 +40,13 @@ MAX_BATCH = 10_000
 _log = logging.getLogger("fokha_integration.dedup")
 
 
-def _positive(field: str, value: object) -> float:
+def _positive(field: str, value: object, *, config: bool = True) -> float:
+    """A duration in seconds: > 0 and at most ten years (ConfigError or ValidationError)."""
+    error = ConfigError if config else ValidationError
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(field, "must be a positive number of seconds", value)
+        raise error(field, "must be a positive number of seconds", value)
     if value > 10 * 365 * 86400:
-        raise ConfigError(field, "must be at most ten years", value)
+        raise error(field, "must be at most ten years", value)
     return float(value)
 
 
@@ -114,13 +116,12 @@ class DedupCache:
         return self._ttls.get(type, self._default_ttl)
 
     def _resolve(self, type: str, ttl: float | None) -> float:
-        if ttl is not None:
-            return _positive("ttl", ttl)
+        """The TTL for a call: ``ttl`` when given, else the type's; checks the type name."""
         found = self._ttls.get(type)
-        if found is not None:
-            return found
-        check_name("type", type)
-        return self._default_ttl
+        if found is None:
+            check_name("type", type)
+            found = self._default_ttl
+        return found if ttl is None else _positive("ttl", ttl, config=False)
 
     # -- counting and failing -----------------------------------------------
 
@@ -175,7 +176,7 @@ class DedupCache:
             not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= MAX_FINGERPRINT_LENGTH
         ):
             raise ValidationError("fingerprint", "must be a string of 1..256 characters", None)
-        return expiry, None if lease is None else _positive("lease", lease)
+        return expiry, None if lease is None else _positive("lease", lease, config=False)
 
     async def claim(
         self,
@@ -317,10 +318,12 @@ class DedupCache:
 
     # -- look, commit, release ---------------------------------------------
 
-    def _check(self, key: str, type: str) -> None:
+    def _check(self, key: str, type: str, token: str | None = None) -> None:
         if key.__class__ is not str or not 0 < len(key) <= MAX_KEY_LENGTH:
             raise _bad_key(key)
         check_name("type", type)
+        if token is not None and (not isinstance(token, str) or not 0 < len(token) <= 64):
+            raise ValidationError("token", "must be the token of a claim (1..64 characters)", None)
 
     async def peek(self, key: str, *, type: str = "signal") -> ClaimResult | None:
         """The live entry of ``key`` (DUPLICATE or IN_FLIGHT, with its result), or ``None``.
@@ -357,7 +360,7 @@ class DedupCache:
         as UTF-8; at most ``max_result_bytes``. ``ttl`` overrides the type's TTL.
         Fail open: ``False`` with a warning.
         """
-        self._check(key, type)
+        self._check(key, type, token)
         data = result.encode("utf-8") if isinstance(result, str) else result
         if not isinstance(data, bytes):
             raise ValidationError("result", "must be bytes or str", result.__class__.__name__)
@@ -377,7 +380,7 @@ class DedupCache:
         With ``token`` only your own claim is released. A committed key is kept (use
         :meth:`forget`). Fail open: ``False`` with a warning.
         """
-        self._check(key, type)
+        self._check(key, type, token)
         try:
             return await self.backend.release(type, key, token)
         except BackendUnavailableError as exc:
