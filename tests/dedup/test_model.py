@@ -142,8 +142,7 @@ async def _play(cache: DedupCache, clock: ManualClock, ops: list[tuple[object, .
 @settings(max_examples=150, deadline=None)
 @given(OPS)
 def test_memory_backend_matches_the_model(ops: list[tuple[object, ...]]) -> None:
-    """Any sequence of claims, batches, commits, releases, forgets and time steps
-    answers as the reference model says."""
+    """Any sequence of claims, batches, commits, releases, forgets, time steps obeys the model."""
     asyncio.run(play(ops))
 
 

@@ -87,8 +87,7 @@ async def test_a_foreign_value_is_a_backend_error(redis_url: str) -> None:
 async def test_fail_modes_through_an_outage(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis down: closed raises BackendUnavailableError, open answers FIRST with a warning;
-    Redis back: both work again without a restart."""
+    """Redis stopped: closed raises, open says FIRST and warns; restarted: both work again."""
     closed = DedupCache(
         RedisDedupBackend(own_redis.url, namespace="ns", socket_timeout=1, connect_timeout=1)
     )
