@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fokha_integration import BackendError, BackendUnavailableError, ConfigError
-from fokha_integration.dedup import ClaimStatus, DedupCache
-from tests.support import RedisServer, free_port
+from fokha_integration.dedup import ClaimStatus, DedupCache, signal_key
+from tests.support import RedisServer, free_port, timeout
 
 redis = pytest.importorskip("redis")
 from fokha_integration.dedup.redis import RedisDedupBackend  # noqa: E402
@@ -159,3 +161,22 @@ async def test_works_with_a_caller_made_client(redis_url: str) -> None:
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_real_sliding_window_and_lease(redis_url: str) -> None:
+    """Real time on Redis: a 0.3 s sliding window and a 0.3 s lease run out on the server."""
+    async with DedupCache(RedisDedupBackend(redis_url, namespace="rt")) as cache:
+        key = signal_key("EURUSD", "BUY", time.time(), 1, mode="sliding")
+        first = await cache.claim(key, ttl=0.3)
+        held = await cache.claim("job", lease=0.3)
+        assert (await cache.claim(key, ttl=0.3)).status is ClaimStatus.DUPLICATE
+        assert (await cache.claim("job")).status is ClaimStatus.IN_FLIGHT
+        deadline = time.monotonic() + timeout(5)
+        while await cache.seen(key) or await cache.seen("job"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)  # waiting on the server's expiry, bounded
+        assert time.time() >= first.first_seen + 0.29
+        assert (await cache.claim(key, ttl=0.3)).status is ClaimStatus.FIRST
+        taker = await cache.claim("job", lease=30)
+        assert taker.status is ClaimStatus.FIRST
+        assert not await cache.commit("job", b"late", token=held.token)

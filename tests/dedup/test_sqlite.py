@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fokha_integration import BackendUnavailableError, ClosedError, ConfigError, ManualClock
-from fokha_integration.dedup import ClaimStatus, DedupCache, SQLiteDedupBackend
+from fokha_integration.dedup import ClaimStatus, DedupCache, SQLiteDedupBackend, signal_key
 from tests.support import timeout
 
 
@@ -137,3 +137,22 @@ def test_bad_configuration(tmp_path: Path) -> None:
         SQLiteDedupBackend(tmp_path / "d.db", busy_timeout=0)
     with pytest.raises(ConfigError):
         SQLiteDedupBackend(tmp_path / "d.db", sweep_interval=-1)
+
+
+async def test_real_sliding_and_tumbling_windows(tmp_path: Path) -> None:
+    """Real time on SQLite: a sliding window of 0.3 s holds, then frees; tumbling keys split."""
+    async with DedupCache(SQLiteDedupBackend(tmp_path / "d.db")) as cache:
+        key = signal_key("EURUSD", "BUY", time.time(), 1, mode="sliding")
+        first = await cache.claim(key, ttl=0.3)
+        assert first.status is ClaimStatus.FIRST
+        assert (await cache.claim(key, ttl=0.3)).status is ClaimStatus.DUPLICATE
+        deadline = time.monotonic() + timeout(5)
+        while (await cache.claim(key, ttl=0.3)).status is ClaimStatus.DUPLICATE:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)  # waiting on real wall time passing, bounded
+        assert time.time() >= first.first_seen + 0.3
+        boundary = float(int(time.time()))
+        before = signal_key("EURUSD", "BUY", boundary - 0.001, 1)
+        after = signal_key("EURUSD", "BUY", boundary, 1)
+        assert (await cache.claim(before)).status is ClaimStatus.FIRST
+        assert (await cache.claim(after)).status is ClaimStatus.FIRST
