@@ -1,0 +1,321 @@
+"""DedupCache throughput next to its anchors, measured side by side in one run.
+
+Rows (operations per second; each stream claims every key twice, so half the
+answers are FIRST and half DUPLICATE):
+
+* ``dict_loop``: a plain ``dict`` of expiry times, check-and-set inline — the
+  practical limit of an in-process dedup in Python;
+* ``cachetools_ttlcache``: ``key in TTLCache`` then ``cache[key] = ...``;
+* ``memory_backend_claim``: ``MemoryDedupBackend.claim_nowait`` (synchronous);
+* ``memory_claim``: ``await DedupCache.claim`` on the memory backend (the public
+  async API: validation, stats, one coroutine per claim);
+* ``memory_claim_many``: ``await DedupCache.claim_many`` in batches of 1,000;
+* ``redis_raw_set_nx_px`` / ``redis_raw_pipelined``: redis-py ``SET NX PX``, one at
+  a time and pipelined by 1,000;
+* ``redis_claim`` / ``redis_claim_many``: our Redis backend, the same two ways;
+* ``sqlite_claim`` / ``sqlite_claim_many``: our SQLite backend (WAL, one file).
+
+Redis runs on a private ``redis-server`` this script starts on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import cachetools
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Report, log, now, parse_args
+from fokha_integration.dedup import DedupCache, MemoryDedupBackend, SQLiteDedupBackend
+
+TTL = 300.0
+
+
+def stream(n: int, prefix: str = "EURUSD_BUY_") -> list[str]:
+    """``n`` claims: n/2 distinct keys, each claimed twice (the second half repeats)."""
+    keys = [f"{prefix}{i}" for i in range(n // 2)]
+    return keys + keys
+
+
+# -- in-process anchors and ours ----------------------------------------------
+
+
+def run_dict_loop(keys: list[str]) -> float:
+    seen: dict[str, float] = {}
+    first = 0
+    started = now()
+    clock = time.monotonic()
+    for key in keys:
+        expires = seen.get(key)
+        if expires is None or expires <= clock:
+            seen[key] = clock + TTL
+            first += 1
+    elapsed = now() - started
+    assert first == len(keys) // 2
+    return elapsed
+
+
+def run_ttlcache(keys: list[str]) -> float:
+    cache: cachetools.TTLCache[str, bool] = cachetools.TTLCache(maxsize=10**7, ttl=TTL)
+    first = 0
+    started = now()
+    for key in keys:
+        if key not in cache:
+            cache[key] = True
+            first += 1
+    elapsed = now() - started
+    assert first == len(keys) // 2
+    return elapsed
+
+
+def run_backend_claim(keys: list[str]) -> float:
+    claim = MemoryDedupBackend(max_entries=10**7).claim_nowait
+    started = now()
+    for key in keys:
+        claim("signal", key, TTL, None, None)
+    return now() - started
+
+
+async def run_memory_claim(keys: list[str]) -> float:
+    cache = DedupCache(MemoryDedupBackend(max_entries=10**7))
+    started = now()
+    for key in keys:
+        await cache.claim(key)
+    elapsed = now() - started
+    assert cache.stats().first == len(keys) // 2
+    return elapsed
+
+
+async def run_memory_claim_many(keys: list[str]) -> float:
+    cache = DedupCache(MemoryDedupBackend(max_entries=10**7))
+    batches = [keys[i : i + 1000] for i in range(0, len(keys), 1000)]
+    started = now()
+    for batch in batches:
+        await cache.claim_many(batch)
+    elapsed = now() - started
+    assert cache.stats().first == len(keys) // 2
+    return elapsed
+
+
+# -- Redis ---------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server on a free port, for this benchmark only."""
+
+    def __init__(self, workdir: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found")
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def redis_rows(
+    url: str, keys: list[str], batch_keys: list[str], rounds: int
+) -> dict[str, float]:
+    import redis.asyncio as aioredis
+
+    from fokha_integration.dedup.redis import RedisDedupBackend
+
+    raw = aioredis.Redis.from_url(url)
+    cache = DedupCache(RedisDedupBackend(url, namespace="bench"))
+    px = int(TTL * 1000)
+
+    async def raw_single() -> float:
+        await raw.flushall()
+        started = now()
+        for key in keys:
+            await raw.set(key, b"1", nx=True, px=px)
+        return now() - started
+
+    async def raw_pipelined() -> float:
+        await raw.flushall()
+        started = now()
+        for i in range(0, len(batch_keys), 1000):
+            async with raw.pipeline(transaction=False) as pipe:
+                for key in batch_keys[i : i + 1000]:
+                    pipe.set(key, b"1", nx=True, px=px)
+                await pipe.execute()
+        return now() - started
+
+    async def ours_single() -> float:
+        await raw.flushall()
+        started = now()
+        for key in keys:
+            await cache.claim(key)
+        return now() - started
+
+    async def ours_many() -> float:
+        await raw.flushall()
+        started = now()
+        for i in range(0, len(batch_keys), 1000):
+            await cache.claim_many(batch_keys[i : i + 1000])
+        return now() - started
+
+    rows: dict[str, list[float]] = {
+        "redis_raw_set_nx_px": [],
+        "redis_claim": [],
+        "redis_raw_pipelined": [],
+        "redis_claim_many": [],
+    }
+    runs: list[tuple[str, Callable[[], Awaitable[float]], int]] = [
+        ("redis_raw_set_nx_px", raw_single, len(keys)),
+        ("redis_claim", ours_single, len(keys)),
+        ("redis_raw_pipelined", raw_pipelined, len(batch_keys)),
+        ("redis_claim_many", ours_many, len(batch_keys)),
+    ]
+    try:
+        await ours_single()  # warm up connections
+        # Many short interleaved rounds: the server shares the CPUs with this process,
+        # so a median over rounds is steadier than one long run.
+        for _ in range(rounds):
+            for name, run, count in runs:
+                rows[name].append(count / await run())
+    finally:
+        await cache.aclose()
+        await raw.aclose()
+    out = {name: statistics.median(values) for name, values in rows.items()}
+    for ours, anchor in (
+        ("redis_claim", "redis_raw_set_nx_px"),
+        ("redis_claim_many", "redis_raw_pipelined"),
+    ):
+        out[f"{ours}_paired_ratio"] = statistics.median(
+            o / a for o, a in zip(rows[ours], rows[anchor], strict=True)
+        )
+    return out
+
+
+async def sqlite_rows(workdir: str, single: list[str], batch_keys: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with DedupCache(SQLiteDedupBackend(Path(workdir) / "single.db")) as cache:
+        started = now()
+        for key in single:
+            await cache.claim(key)
+        out["sqlite_claim"] = len(single) / (now() - started)
+    async with DedupCache(SQLiteDedupBackend(Path(workdir) / "batch.db")) as cache:
+        started = now()
+        for i in range(0, len(batch_keys), 1000):
+            await cache.claim_many(batch_keys[i : i + 1000])
+        out["sqlite_claim_many"] = len(batch_keys) / (now() - started)
+    return out
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    quick = args.quick
+    report = Report("bench_dedup")
+    n_memory = 20_000 if quick else 200_000
+    rounds = 5 if quick else 9
+    memory_rounds = 15 if quick else 25
+    keys = stream(n_memory)
+
+    log(args, f"in-process rows: {n_memory} claims x {memory_rounds} rounds (interleaved)")
+    samples: dict[str, list[float]] = {
+        "dict_loop": [],
+        "cachetools_ttlcache": [],
+        "memory_backend_claim": [],
+        "memory_claim": [],
+        "memory_claim_many": [],
+    }
+    for _ in range(memory_rounds):
+        samples["dict_loop"].append(len(keys) / run_dict_loop(keys))
+        samples["cachetools_ttlcache"].append(len(keys) / run_ttlcache(keys))
+        samples["memory_backend_claim"].append(len(keys) / run_backend_claim(keys))
+        samples["memory_claim"].append(len(keys) / asyncio.run(run_memory_claim(keys)))
+        samples["memory_claim_many"].append(len(keys) / asyncio.run(run_memory_claim_many(keys)))
+    # Figures: the best round of each (the one least disturbed by other work on the
+    # machine, the timeit convention). Ratios: the median of per-round ratios — each
+    # round measures ours and the anchor back to back, so slow drifts in the load of
+    # a shared machine cancel out.
+    ops = {name: max(values) for name, values in samples.items()}
+
+    def paired(ours: str, anchor: str) -> float:
+        return statistics.median(o / a for o, a in zip(samples[ours], samples[anchor], strict=True))
+
+    for name, value in ops.items():
+        report.figure(f"{name}_ops_per_s", value)
+
+    with tempfile.TemporaryDirectory(prefix="fokha-bench-dedup-") as workdir:
+        redis_single = stream(1_000 if quick else 5_000, "r_")
+        redis_batch = stream(10_000 if quick else 100_000, "rb_")
+        server = None
+        try:
+            server = PrivateRedis(workdir)
+            log(args, f"redis rows on a private redis-server at {server.url}")
+            rops = asyncio.run(redis_rows(server.url, redis_single, redis_batch, rounds))
+        except (RuntimeError, ImportError) as exc:
+            log(args, f"redis rows skipped: {exc}")
+            report.notes.append(f"redis rows skipped: {exc}")
+            rops = {}
+        finally:
+            if server is not None:
+                server.stop()
+        for name, value in rops.items():
+            if not name.endswith("_paired_ratio"):
+                report.figure(f"{name}_ops_per_s", value)
+
+        log(args, "sqlite rows")
+        sops = asyncio.run(
+            sqlite_rows(workdir, stream(2_000 if quick else 10_000, "s_"), stream(20_000, "sb_"))
+        )
+        for name, value in sops.items():
+            report.figure(f"{name}_ops_per_s", value)
+
+    ratio = report.figure
+    many_vs_dict = ratio("memory_claim_many_vs_dict_loop", paired("memory_claim_many", "dict_loop"))
+    claim_vs_ttl = ratio("memory_claim_vs_ttlcache", paired("memory_claim", "cachetools_ttlcache"))
+    backend_vs_ttl = ratio(
+        "memory_backend_claim_vs_ttlcache", paired("memory_backend_claim", "cachetools_ttlcache")
+    )
+    report.target("memory claim_many vs plain dict loop", many_vs_dict, 0.5, ">=", "x")
+    report.target("memory claim (await DedupCache.claim) vs TTLCache", claim_vs_ttl, 2.0, ">=", "x")
+    report.target("memory backend claim (sync) vs TTLCache", backend_vs_ttl, 2.0, ">=", "x")
+    if rops:
+        single = ratio("redis_claim_vs_raw", rops["redis_claim_paired_ratio"])
+        piped = ratio("redis_claim_many_vs_raw_pipelined", rops["redis_claim_many_paired_ratio"])
+        report.target("redis claim vs raw SET NX PX", single, 0.8, ">=", "x")
+        report.target("redis claim_many vs raw pipelined SET NX PX", piped, 0.8, ">=", "x")
+    report.emit(args.json)
+
+
+if __name__ == "__main__":
+    main()
