@@ -159,14 +159,19 @@ class WebSocketClient:
             self._stopping.clear()
             self._task = asyncio.get_running_loop().create_task(self._run())
         wait = self._open_timeout * 2 if timeout is None else timeout
+        connected = asyncio.ensure_future(self._connected.wait())
         try:
-            await asyncio.wait_for(self._connected.wait(), wait)
-        except asyncio.TimeoutError:
-            if self.state is ClientState.CLOSED:
-                raise ClosedError(
-                    f"closed by the server: {self.close_code} {self.close_reason}"
-                ) from None
-            raise OperationTimeoutError("connect", wait) from None
+            await asyncio.wait(
+                (connected, self._task), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            connected.cancel()
+        if self._connected.is_set():
+            return
+        if self._task.done():
+            self._task = None
+            raise ClosedError(f"closed by the server: {self.close_code} {self.close_reason}")
+        raise OperationTimeoutError("connect", wait)
 
     async def close(self) -> None:
         """Close for good (no reconnect); the iterator ends."""

@@ -571,7 +571,7 @@ class WebSocketServer:
             ws.fokha = conn
         self._conns.add(conn)
         try:
-            while not session.closed and not conn.closing:
+            while True:
                 deadline = session.hello_deadline()
                 try:
                     if deadline is None:
@@ -627,8 +627,10 @@ class WebSocketServer:
                 await self._send(conn, action.text)
             elif isinstance(action, Close):
                 conn.close_code = action.code
-                conn.closing = True
-                await conn.ws.close(action.code, action.reason)
+                # Close in the background: the handler keeps reading (and ignoring) what
+                # the peer already sent, else its close frame could sit behind unread
+                # frames until close_timeout.
+                self._spawn(conn.ws.close(action.code, action.reason))
                 return
             elif isinstance(action, HelloRequest):
                 await self._apply(conn, await self._hello(conn, action))
