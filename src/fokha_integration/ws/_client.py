@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -101,11 +101,13 @@ class WebSocketClient:
     ``token``: a string or a (sync or async) callable returning a fresh token at
     each connect. ``backoff``: ``(initial, cap)`` seconds. ``queue_size``: messages
     buffered for the consumer. ``request_timeout``: bound on each request.
+    ``url`` may be a list of node URLs: each reconnect moves to the next one, and
+    recovery with ``since`` works across nodes that share a Redis broker.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: TokenSource = None,
         name: str = "fokha-python",
@@ -120,7 +122,11 @@ class WebSocketClient:
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("at least one URL is needed")
+        self.url = self.urls[0]
+        self._url_index = 0
         self._token = token
         self._name = name
         self._backoff = backoff
@@ -314,6 +320,9 @@ class WebSocketClient:
                     self.retry_after = None
                 attempt += 1
                 self.reconnects += 1
+                # Fail over: the next attempt goes to the next URL (another node).
+                self._url_index = (self._url_index + 1) % len(self.urls)
+                self.url = self.urls[self._url_index]
                 self._set_state(
                     StateEvent(ClientState.RECONNECTING, code, reason, attempt, round(delay, 3))
                 )

@@ -425,6 +425,22 @@ def _channel_requests(frame: Mapping[str, Any], max_count: int) -> tuple[Channel
     return tuple(out.values())
 
 
+def _peek_id(text: str | None, limit: int) -> str | int | None:
+    """The request id of a frame we refuse anyway (so the client can match the error)."""
+    if text is None or len(text) > limit:
+        return None
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(frame, dict):
+        return None
+    try:
+        return _request_id(frame)
+    except _BadRequest:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # The session
 
@@ -485,7 +501,7 @@ class Session:
         """Handle one inbound text frame received at ``now``."""
         if self._state.closed:
             return []
-        limited = self._rate(now)
+        limited = self._rate(now, text)
         if limited is not None:
             return limited
         if len(text) > self.limits.max_frame_bytes or (
@@ -543,9 +559,10 @@ class Session:
         self._state.closed = True
         return [Close(int(code), reason)]
 
-    def _rate(self, now: float) -> list[Action] | None:
+    def _rate(self, now: float, text: str | None = None) -> list[Action] | None:
         if self._bucket.take(now):
             return None
+        rid = _peek_id(text, self.limits.max_frame_bytes)
         if self._bucket.flooding:
             return [
                 Send(error_frame(None, ErrorCode.RATE_LIMITED, "flooding: closing")),
@@ -554,7 +571,7 @@ class Session:
         return [
             Send(
                 error_frame(
-                    None,
+                    rid,
                     ErrorCode.RATE_LIMITED,
                     f"at most {self.limits.rate:g} frames per second",
                     retry_after=self._bucket.retry_after(),
