@@ -27,6 +27,7 @@ import contextlib
 import inspect
 import logging
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -75,7 +76,9 @@ class SlowClientPolicy:
     ``queue_size``: messages kept per ``all`` channel while slow before a gap marker;
     ``max_pending``: messages kept per connection over all its channels.
     ``grace``: seconds a connection may stay above the high watermark before it is
-    closed with 4001.
+    closed with 4001. ``send_buffer``: when set, the kernel send buffer (``SO_SNDBUF``)
+    of each connection is fixed to this many bytes; otherwise the kernel may grow it
+    to several MB per stalled client before the watermarks even see it.
     """
 
     high_watermark: int = 256 * 1024
@@ -83,6 +86,7 @@ class SlowClientPolicy:
     queue_size: int = 500
     max_pending: int = 5000
     grace: float = 10.0
+    send_buffer: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_watermark < self.high_watermark:
@@ -94,7 +98,8 @@ class SlowClientPolicy:
 @dataclass(frozen=True, slots=True)
 class WebSocketMetrics:
     """A snapshot of the server's counters (``connections``/``subscriptions``/``slow_clients``
-    are current values, the rest totals since start)."""
+    are current values, the rest totals since start; ``slow_events`` counts how often a
+    connection went over the high watermark)."""
 
     connections: int
     subscriptions: int
@@ -106,6 +111,7 @@ class WebSocketMetrics:
     dropped: int
     gaps: int
     slow_disconnects: int
+    slow_events: int
     recovery_hits: int
     recovery_misses: int
     auth_failures: int
@@ -122,6 +128,7 @@ class _Counters:
     dropped: int = 0
     gaps: int = 0
     slow_disconnects: int = 0
+    slow_events: int = 0
     recovery_hits: int = 0
     recovery_misses: int = 0
     auth_failures: int = 0
@@ -485,6 +492,7 @@ class WebSocketServer:
             if conn.slow or conn.closing or conn not in self._conns:
                 continue
             conn.slow = True
+            self._counters.slow_events += 1
             for ch in conn.modes:
                 fan = self._fanouts.get(ch)
                 if fan is not None:
@@ -543,7 +551,8 @@ class WebSocketServer:
                         fan.queued.discard(conn)
                         fan.fast.add(ws)
                 return
-        except ConnectionClosed:
+        except (ConnectionClosed, ConnectionError, OSError):
+            # The peer went away while we waited for its buffer; the handler cleans up.
             return
 
     async def _close_slow(self, conn: _Conn) -> None:
@@ -567,6 +576,10 @@ class WebSocketServer:
             allow_publish=self.allow_publish,
         )
         conn = _Conn(self, ws, session)
+        if self.slow_policy.send_buffer is not None:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.slow_policy.send_buffer)
         if isinstance(ws, _Connection):
             ws.fokha = conn
         self._conns.add(conn)
@@ -830,6 +843,7 @@ class WebSocketServer:
             dropped=c.dropped,
             gaps=c.gaps,
             slow_disconnects=c.slow_disconnects,
+            slow_events=c.slow_events,
             recovery_hits=c.recovery_hits,
             recovery_misses=c.recovery_misses,
             auth_failures=c.auth_failures,
