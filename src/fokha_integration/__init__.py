@@ -48,6 +48,16 @@ from .resilience import (
     StateChange,
     retry_testing,
 )
+from .ws import (
+    ChannelMessage,
+    ClientState,
+    SlowClientPolicy,
+    StateEvent,
+    TokenAuthenticator,
+    WebSocketClient,
+    WebSocketMetrics,
+    WebSocketServer,
+)
 
 __all__ = [
     "SYSTEM_CLOCK",
@@ -57,8 +67,10 @@ __all__ = [
     "BreakerMetrics",
     "BreakerRegistry",
     "BreakerState",
+    "ChannelMessage",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ClientState",
     "Clock",
     "ClosedError",
     "ConfigError",
@@ -81,9 +93,15 @@ __all__ = [
     "RetryExhaustedError",
     "RetryPolicy",
     "Signal",
+    "SlowClientPolicy",
     "StateChange",
+    "StateEvent",
     "SystemClock",
+    "TokenAuthenticator",
     "ValidationError",
+    "WebSocketClient",
+    "WebSocketMetrics",
+    "WebSocketServer",
     "__version__",
     "canonical_json",
     "model_fields",
