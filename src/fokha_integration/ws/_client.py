@@ -142,6 +142,7 @@ class WebSocketClient:
         self._wanted: dict[str, Mode | None] = {}
         self._positions: dict[str, Position] = {}
         self._recovering: set[str] = set()
+        self._recovery_ids: dict[int, str] = {}
         self._modes: dict[str, Mode] = {}
         self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
@@ -423,7 +424,12 @@ class WebSocketClient:
                     mode = entry.get("mode")
                     if mode in ("all", "latest"):
                         self._modes[ch] = Mode(mode)
-            fut = self._futures.get(frame.get("id"))  # type: ignore[arg-type]
+            rid = frame.get("id")
+            if isinstance(rid, int) and rid in self._recovery_ids:
+                # The answer to a gap recovery: on ack the channel flows again; on error
+                # stop waiting, so the next gap or heartbeat can try again.
+                self._recovering.discard(self._recovery_ids.pop(rid))
+            fut = self._futures.get(rid)  # type: ignore[arg-type]
             if fut is not None and not fut.done():
                 if kind == "error":
                     fut.set_exception(
@@ -457,6 +463,7 @@ class WebSocketClient:
         self._recovering.add(channel)
         self.gaps_detected += 1
         self._next_id += 1
+        self._recovery_ids[self._next_id] = channel
         text = dumps(
             {"op": "subscribe", "id": self._next_id, "channels": [self._channel_entry(channel)]}
         )

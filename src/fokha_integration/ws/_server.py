@@ -604,6 +604,11 @@ class WebSocketServer:
                 await self._apply(conn, actions)
         except ConnectionClosed:
             pass
+        except asyncio.TimeoutError:
+            # A direct send (reply, recovery) waited op_timeout for the peer to read.
+            self._counters.slow_disconnects += 1
+            conn.close_code = int(CloseCode.SLOW_CONSUMER)
+            self._spawn(ws.close(CloseCode.SLOW_CONSUMER, "slow consumer"))
         finally:
             self._detach(conn)
             if isinstance(ws, _Connection):

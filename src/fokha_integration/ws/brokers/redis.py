@@ -194,7 +194,14 @@ class RedisBroker:
                 while not self._closed:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
-                        await self._on_payload(msg["data"])
+                        try:
+                            await self._on_payload(msg["data"])
+                        except (_RedisError, OSError):
+                            raise
+                        except Exception:
+                            # One bad payload (or a bug downstream) must not make the
+                            # node deaf: log it and keep listening.
+                            self.log.exception("fan-out message could not be delivered")
             except asyncio.CancelledError:
                 raise
             except (_RedisError, OSError) as exc:
@@ -221,7 +228,11 @@ class RedisBroker:
             self.log.warning("malformed fan-out payload ignored")
             return
         channel, epoch, seq_text, ts_text, data_json = parts
-        seq = int(seq_text)
+        try:
+            seq, ts = int(seq_text), float(ts_text)
+        except ValueError:
+            self.log.warning("malformed fan-out payload ignored")
+            return
         last = self._last.get(channel)
         if last is not None and last.epoch == epoch and seq > last.seq + 1:
             # Pub/sub skipped some (a reconnect we did not notice): fill from the stream.
@@ -230,7 +241,7 @@ class RedisBroker:
                 for msg in missed:
                     self.backfilled += 1
                     self._emit(msg)
-        self._emit(make_message(channel, epoch, seq, float(ts_text), data_json, time.time()))
+        self._emit(make_message(channel, epoch, seq, ts, data_json, time.time()))
 
     def _emit(self, msg: Message) -> None:
         last = self._last.get(msg.channel)
