@@ -394,8 +394,12 @@ class WebSocketClient:
         while True:
             limit = self._heartbeat_timeout
             if limit is None:
+                # Before the welcome: the open timeout; after it: 3 heartbeat intervals.
                 hb = self.welcome.get("heartbeat") if self.welcome else None
-                limit = 3 * float(hb) if isinstance(hb, (int, float)) and hb > 0 else 60.0
+                if isinstance(hb, (int, float)) and not isinstance(hb, bool) and hb > 0:
+                    limit = 3 * float(hb)
+                else:
+                    limit = self._open_timeout
             try:
                 raw = await asyncio.wait_for(ws.recv(), limit)
             except asyncio.TimeoutError:
@@ -417,6 +421,8 @@ class WebSocketClient:
         if kind == "message":
             await self._on_message(ws, frame)
         elif kind in ("ack", "welcome", "pong", "error"):
+            if kind == "welcome":
+                self.welcome = frame
             if kind == "ack" and frame.get("op") == "subscribe":
                 for entry in frame.get("channels", ()):
                     ch = entry.get("channel")
