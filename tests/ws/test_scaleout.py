@@ -123,3 +123,34 @@ async def test_recovery_in_process_brokers_share_history(redis_url: str) -> None
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_node_whose_pubsub_link_drops_backfills_instead_of_going_deaf(
+    redis_url: str,
+) -> None:
+    """Killing node B's pub/sub connection mid-stream loses nothing for B's subscriber."""
+    import redis.asyncio as aioredis
+
+    a = await WebSocketServer(broker=RedisBroker(redis_url)).start()
+    b_broker = RedisBroker(redis_url)
+    b = await WebSocketServer(broker=b_broker).start()
+    admin = aioredis.from_url(redis_url)
+    try:
+        sub = await RawClient.open(b.url)
+        await sub.request("subscribe", channels=["signals.d"])
+        for i in range(10):
+            await a.publish("signals.d", {"i": i})
+        assert [m["seq"] for m in await sub.messages(10)] == list(range(1, 11))
+        killed = await admin.client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        for i in range(10, 40):
+            await a.publish("signals.d", {"i": i})
+        msgs = await sub.messages(30, wait=15)
+        assert [m["seq"] for m in msgs] == list(range(11, 41))
+        assert [m["data"]["i"] for m in msgs] == list(range(10, 40))
+        assert b_broker.backfilled >= 1  # the hole was filled from the stream
+        await sub.close()
+    finally:
+        await admin.aclose()
+        await a.close()
+        await b.close()

@@ -120,6 +120,7 @@ class RedisBroker:
         try:
             await asyncio.wait_for(self._listening.wait(), self.op_timeout)
         except asyncio.TimeoutError:
+            await self.close()
             raise BackendUnavailableError("redis", "could not subscribe in time") from None
 
     async def publish(self, channel: str, data_json: str, ts: float) -> Position:
