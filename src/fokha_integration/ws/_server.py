@@ -460,6 +460,8 @@ class WebSocketServer:
         """Fan one message out on this node; never waits (called by the broker)."""
         self._latest[msg.channel] = msg.position
         self._counters.messages_published += 1
+        if self._slow_pending:
+            self._apply_transitions()
         fan = self._fanouts.get(msg.channel)
         if fan is None:
             return
