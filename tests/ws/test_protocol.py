@@ -292,3 +292,45 @@ def test_session_never_raises_on_any_input(frames: list[str], auth: bool) -> Non
             if isinstance(action, Send):
                 frame = json.loads(action.text)
                 assert frame["type"] in ("error", "pong", "ack")
+
+
+FRAMES = json.loads((VECTORS.parent / "server_frames.json").read_text())
+
+
+def _build_frame(build: dict[str, Any]) -> dict[str, Any]:
+    from fokha_integration.ws._channels import conflated_frame, gap_frame, make_message
+
+    update = FRAMES["cases"][0]["build"]
+    msg = make_message(
+        update["channel"], update["epoch"], update["seq"], update["ts"],
+        json.dumps(update["data"], separators=(",", ":")), update["sent"],
+    )  # fmt: skip
+    fn = build["fn"]
+    session = Session(now=0.0)
+    if fn == "update":
+        raw: bytes | str = msg.frame
+    elif fn == "snapshot":
+        raw = snapshot_frame(msg, build["sent"], build["recovered"])
+    elif fn == "conflated":
+        raw = conflated_frame(msg, build["from"], build["sent"])
+    elif fn == "gap":
+        raw = gap_frame(
+            build["channel"], build["epoch"], build["from"], build["seq"], build["sent"]
+        )
+    elif fn == "heartbeat":
+        positions = {
+            ch: None if p is None else Position(p["epoch"], p["seq"])
+            for ch, p in build["channels"].items()
+        }
+        raw = session.heartbeat(build["time"], positions).text
+    else:
+        raw = session.drain(build["retry_after"], build["reason"]).text
+    frame = json.loads(raw)
+    assert isinstance(frame, dict)
+    return frame
+
+
+@pytest.mark.parametrize("case", FRAMES["cases"], ids=[c["name"] for c in FRAMES["cases"]])
+def test_server_frame_vectors(case: dict[str, Any]) -> None:
+    """Server-initiated frames (message kinds, heartbeat, drain) match the vectors exactly."""
+    assert _build_frame(case["build"]) == case["frame"]
