@@ -567,7 +567,10 @@ class WebSocketServer:
     # -- connections
 
     async def _handler(self, ws: ServerConnection) -> None:
-        if len(self._conns) >= self.limits.max_connections or self._closed:
+        if self._closed:
+            await ws.close(CloseCode.DRAINING, "draining")
+            return
+        if len(self._conns) >= self.limits.max_connections:
             self._counters.rejected_connections += 1
             await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
             return
