@@ -154,3 +154,34 @@ async def test_a_node_whose_pubsub_link_drops_backfills_instead_of_going_deaf(
         await admin.aclose()
         await a.close()
         await b.close()
+
+
+async def test_redis_outage_is_visible_and_the_node_recovers(redis_server, redis_url: str) -> None:
+    """With Redis down, publish raises BackendUnavailableError (no hang, nothing silent);
+    after Redis is back, publishing and delivery resume (a new epoch: Redis lost its data)."""
+    from fokha_integration.errors import BackendUnavailableError
+
+    srv = await WebSocketServer(broker=RedisBroker(redis_url, op_timeout=1.0)).start()
+    try:
+        sub = await RawClient.open(srv.url)
+        await sub.request("subscribe", channels=["signals.o"])
+        first = await srv.publish("signals.o", {"i": 0})
+        await sub.messages(1)
+        redis_server.stop()
+        with pytest.raises(BackendUnavailableError):
+            await srv.publish("signals.o", {"i": 1})
+        redis_server.start()
+        deadline = asyncio.get_running_loop().time() + timeout(15)
+        while True:  # the broker reconnects on its own; poll the real condition
+            try:
+                pos = await srv.publish("signals.o", {"i": 2})
+                break
+            except BackendUnavailableError:
+                assert asyncio.get_running_loop().time() < deadline, "Redis never came back"
+                await asyncio.sleep(0.1)
+        assert pos.epoch != first.epoch
+        [msg] = await sub.messages(1, wait=15)
+        assert (msg["epoch"], msg["seq"], msg["data"]) == (pos.epoch, pos.seq, {"i": 2})
+        await sub.close()
+    finally:
+        await srv.close()

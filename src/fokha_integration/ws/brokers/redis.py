@@ -219,6 +219,9 @@ class RedisBroker:
             epoch, missed = await self._read(channel, pos.seq + 1)
             if epoch is None:
                 continue
+            if epoch != pos.epoch:
+                # The stream was reset meanwhile (e.g. Redis restarted): replay the new epoch.
+                epoch, missed = await self._read(channel, 1)
             for msg in missed:
                 self.backfilled += 1
                 self._emit(msg)
@@ -235,10 +238,12 @@ class RedisBroker:
             self.log.warning("malformed fan-out payload ignored")
             return
         last = self._last.get(channel)
-        if last is not None and last.epoch == epoch and seq > last.seq + 1:
-            # Pub/sub skipped some (a reconnect we did not notice): fill from the stream.
+        expected = None if last is None else (last.seq + 1 if last.epoch == epoch else 1)
+        if expected is not None and seq > expected:
+            # Pub/sub skipped some (a reconnect we did not notice, or a stream reset
+            # while we were away): fill from the stream.
             with contextlib.suppress(_RedisError, OSError, asyncio.TimeoutError):
-                _, missed = await self._read(channel, last.seq + 1, f"{seq - 1}-1")
+                _, missed = await self._read(channel, expected, f"{seq - 1}-1")
                 for msg in missed:
                     self.backfilled += 1
                     self._emit(msg)
