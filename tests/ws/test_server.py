@@ -288,3 +288,29 @@ async def test_unsubscribe_stops_delivery(server, auth) -> None:
     assert (await c.request("ping"))["type"] == "pong"
     assert server.metrics().subscriptions == 0
     await c.close()
+
+
+async def test_client_resumes_from_saved_positions_and_models_publish(server, auth) -> None:
+    """A new client given saved positions gets exactly what it missed; models publish as dicts."""
+    from fokha_integration import PriceTick
+
+    token = auth.issue("u", ttl=60)
+    async with WebSocketClient(server.url, token=token) as first:
+        await first.subscribe("signals.s1")
+        for i in range(3):
+            await server.publish("signals.s1", {"i": i})
+        [await first.next_message(timeout(5)) for _ in range(3)]
+        saved = first.positions
+    for i in range(3, 6):
+        await server.publish("signals.s1", {"i": i})
+    async with WebSocketClient(server.url, token=token, positions=saved) as again:
+        await again.subscribe("signals.s1")
+        got = [await again.next_message(timeout(5)) for _ in range(3)]
+        assert [(m.seq, m.kind, m.data["i"]) for m in got] == [
+            (4, "update", 3), (5, "update", 4), (6, "update", 5),
+        ]  # fmt: skip
+        tick = PriceTick(symbol="EURUSD", bid=1.0842, ask=1.0843)
+        await server.publish("prices.EURUSD", tick)
+        await again.subscribe("prices.EURUSD")
+        snap = await again.next_message(timeout(5))
+        assert snap.data == tick.to_dict()

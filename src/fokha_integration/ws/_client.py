@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -103,6 +103,8 @@ class WebSocketClient:
     buffered for the consumer. ``request_timeout``: bound on each request.
     ``url`` may be a list of node URLs: each reconnect moves to the next one, and
     recovery with ``since`` works across nodes that share a Redis broker.
+    ``positions``: where a previous run stopped (e.g. saved ``client.positions``), so
+    the first subscribe already recovers what was missed while the app was closed.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class WebSocketClient:
         heartbeat_timeout: float | None = None,
         max_size: int = 4 * 1024 * 1024,
         on_state: Callable[[StateEvent], None] | None = None,
+        positions: Mapping[str, Position] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
@@ -140,7 +143,7 @@ class WebSocketClient:
         self.log = logger or logging.getLogger("fokha_integration.ws.client")
         self._queue: asyncio.Queue[ChannelMessage | _Closed] = asyncio.Queue(queue_size)
         self._wanted: dict[str, Mode | None] = {}
-        self._positions: dict[str, Position] = {}
+        self._positions: dict[str, Position] = dict(positions or {})
         self._recovering: set[str] = set()
         self._recovery_ids: dict[int, str] = {}
         self._modes: dict[str, Mode] = {}

@@ -40,6 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from .._version import __version__
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ClosedError
+from ..models import Model
 from ._auth import Authenticator, AuthError, Authorizer, Principal, token_channels
 from ._channels import Message, Recovery, conflated_frame, gap_frame, snapshot_frame
 from ._protocol import (
@@ -445,12 +446,18 @@ class WebSocketServer:
     # -- publishing
 
     async def publish(self, channel: str, data: Any, *, ts: float | None = None) -> Position:
-        """Publish ``data`` (JSON-serialisable) on ``channel``; its position in the stream."""
+        """Publish ``data`` on ``channel``; its position in the stream.
+
+        ``data`` is anything JSON-serialisable, or a model (``PriceTick``, ``Signal``,
+        ...), sent as its canonical dict. ``ts`` (Unix seconds) defaults to now.
+        """
         if self._closed:
             raise ClosedError("server is closed")
         why = validate_channel(channel)
         if why is not None:
             raise ValueError(f"bad channel name {channel!r}: {why}")
+        if isinstance(data, Model):
+            data = data.to_dict()
         data_json = dumps(data)
         return await self.broker.publish(
             channel, data_json, self.clock.time() if ts is None else ts
