@@ -30,6 +30,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--only", action="append", default=None, metavar="SECTION", help="run only these sections"
     )
     demo.add_argument("--list", action="store_true", help="list the demo sections and exit")
+    # --- ws (issue 5): fokha ws serve | token | tail ---
+    from .ws._cli import add_parser as _add_ws_parser
+
+    _add_ws_parser(sub)
+    # --- end ws ---
     return parser
 
 
@@ -49,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(name)
             return 0
         return asyncio.run(run_demo(only=args.only))
+    # --- ws (issue 5) ---
+    if args.command == "ws":
+        from .ws._cli import run as _run_ws
+
+        return _run_ws(args)
+    # --- end ws ---
     parser.print_help()
     return 2
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from . import dedup, resilience
+from . import dedup, resilience, ws
 
 __all__ = ["SECTIONS", "DemoContext", "run_demo"]
 
@@ -34,6 +34,7 @@ Section = Callable[[DemoContext], Awaitable[None]]
 SECTIONS: list[tuple[str, Section]] = [
     ("resilience", resilience.run),
     ("dedup", dedup.run),
+    ("ws", ws.run),
 ]
 
 

@@ -1,0 +1,368 @@
+"""WebSocket fan-out: WebSocketServer vs a raw ``websockets.broadcast`` of the same frames.
+
+Two servers run side by side in this process - e.g. ours and a raw websockets
+server that keeps a set of connections and calls ``broadcast`` - and ONE separate
+client process (this script with ``--client``) holds ``n`` connections to each.
+Every message is published to both servers back to back (alternating which goes
+first), so both see the same machine load at the same moment: on a shared 2-core
+box that is the only way the ratio means something.
+
+Each case has two phases:
+
+* a burst (messages as fast as the publisher can, yielding every few messages):
+  deliveries/s = burst deliveries / (last burst receive - first publish);
+* a paced feed (one message every few ms, started once the burst was fully
+  received): p50/p99 publish-to-receive latency in ms. Messages carry
+  ``time.monotonic()`` (one clock for all processes on Linux).
+
+Cases: 100 and 500 clients, ours vs raw; and ours vs ours with one stalled client
+(tiny receive buffer, never reads) added to the second server, both with 100
+clients and SO_SNDBUF fixed at 64 KB so the stall reaches the watermarks.
+
+Targets: ours >= 0.8x raw deliveries/s and p99 <= 1.25x raw at 100 and 500
+clients; with one stalled client the others' p99 <= 1.25x the run without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+
+from _harness import Report, log, percentile
+from fokha_integration.ws import (
+    Limits,
+    LocalBroker,
+    SlowClientPolicy,
+    WebSocketServer,
+)
+from fokha_integration.ws._protocol import dumps
+
+CHANNEL = "signals.bench"
+T_RE = re.compile(r'"t":([0-9.eE+-]+)')
+
+
+# ---------------------------------------------------------------------------
+# Client process
+
+
+async def _open(url: str, ours: bool, *, stalled: bool = False) -> Any:
+    kwargs: dict[str, Any] = {"compression": None, "max_size": 2**22, "open_timeout": 60}
+    if stalled:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        host, port = url.split("//", 1)[1].rstrip("/").split(":")
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        kwargs.update(sock=sock, max_queue=(2, 1))
+    ws = await connect(url, **kwargs)
+    if ours:
+        await ws.send(json.dumps({"op": "subscribe", "id": 1, "channels": [CHANNEL]}))
+        while '"ack"' not in str(await asyncio.wait_for(ws.recv(), 60)):
+            pass
+    return ws
+
+
+async def client_main(config: dict[str, Any]) -> None:
+    n, burst, expected = config["n"], config["burst"], config["expected"]
+    servers = config["servers"]
+    conns: list[list[Any]] = []
+    stuck: list[Any] = []
+    for spec in servers:
+        mine: list[Any] = []
+        while len(mine) < n:  # open in chunks of 50 concurrent handshakes
+            chunk = min(50, n - len(mine))
+            mine += await asyncio.gather(*(_open(spec["url"], spec["ours"]) for _ in range(chunk)))
+        conns.append(mine)
+        if spec["stalled"]:
+            stuck.append(await _open(spec["url"], spec["ours"], stalled=True))
+    print("READY", flush=True)
+    paced: list[list[float]] = [[] for _ in servers]
+    burst_last = [0.0 for _ in servers]
+    burst_count = [0 for _ in servers]
+    burst_total = n * burst * len(servers)
+    burst_done = asyncio.Event()
+
+    async def reader(index: int, ws: Any) -> None:
+        got = 0
+        while got < expected:
+            raw = await ws.recv()
+            if '"bench":1' not in raw:
+                continue
+            now = time.monotonic()
+            got += 1
+            if '"ph":0' in raw:
+                burst_count[index] += 1
+                burst_last[index] = max(burst_last[index], now)
+                if sum(burst_count) == burst_total:
+                    burst_done.set()
+                continue
+            m = T_RE.search(raw)
+            assert m is not None
+            paced[index].append(now - float(m.group(1)))
+
+    async def announce() -> None:
+        await burst_done.wait()
+        print("BURST_DONE", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    readers = [reader(i, ws) for i, group in enumerate(conns) for ws in group]
+    try:
+        await asyncio.wait_for(asyncio.gather(*readers), 120)
+        complete = True
+    except asyncio.TimeoutError:
+        complete = False
+    announcer.cancel()
+    out = [
+        {
+            "burst_deliveries": burst_count[i],
+            "burst_last": burst_last[i],
+            "p50": percentile(paced[i], 50),
+            "p99": percentile(paced[i], 99),
+            "complete": complete,
+        }
+        for i in range(len(servers))
+    ]
+    print(json.dumps(out), flush=True)
+    for group in conns:
+        for ws in group:
+            await ws.close()
+    for ws in stuck:
+        ws.transport.abort()
+
+
+# ---------------------------------------------------------------------------
+# Server side
+
+
+class _Raw:
+    """A raw websockets server: a set of connections and ``broadcast``."""
+
+    def __init__(self) -> None:
+        self.conns: set[ServerConnection] = set()
+        self.server: Server | None = None
+        self.seq = 0
+        self.want = 0
+        self.all_in = asyncio.Event()
+
+    async def start(self) -> str:
+        async def handler(ws: ServerConnection) -> None:
+            self.conns.add(ws)
+            if len(self.conns) >= self.want:
+                self.all_in.set()
+            try:
+                await ws.wait_closed()
+            finally:
+                self.conns.discard(ws)
+
+        self.server = await serve(handler, "127.0.0.1", 0, compression=None)
+        port = next(iter(self.server.sockets)).getsockname()[1]
+        return f"ws://127.0.0.1:{port}/"
+
+    async def publish(self, data: dict[str, Any]) -> None:
+        self.seq += 1
+        now = time.time()
+        frame = dumps(
+            {"type": "message", "channel": CHANNEL, "epoch": "e", "seq": self.seq,
+             "kind": "update", "ts": now, "sent": now, "data": data}
+        )  # fmt: skip
+        broadcast(self.conns, frame)
+
+    async def close(self) -> dict[str, Any]:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        return {}
+
+
+class _Ours:
+    """Our server, publishing through ``WebSocketServer.publish``."""
+
+    def __init__(self, send_buffer: int | None) -> None:
+        self.server = WebSocketServer(
+            broker=LocalBroker(history=100),
+            heartbeat=60,
+            limits=Limits(max_connections=5000),
+            slow=SlowClientPolicy(send_buffer=send_buffer),
+        )
+
+    async def start(self) -> str:
+        await self.server.start()
+        return self.server.url
+
+    async def publish(self, data: dict[str, Any]) -> None:
+        await self.server.publish(CHANNEL, data)
+
+    async def close(self) -> dict[str, Any]:
+        m = self.server.metrics()
+        await self.server.close()
+        return {"slow_events": m.slow_events}
+
+
+async def run_pair(
+    n: int,
+    burst: int,
+    paced: int,
+    interval: float,
+    *,
+    specs: list[dict[str, Any]],
+    pad: str,
+) -> list[dict[str, Any]]:
+    """Run two servers side by side; per server its deliveries/s, p50 and p99."""
+    servers = [_Ours(s.get("send_buffer")) if s["ours"] else _Raw() for s in specs]
+    for s, spec in zip(servers, specs, strict=True):
+        if isinstance(s, _Raw):
+            s.want = n + (1 if spec.get("stalled") else 0)
+    urls = [await s.start() for s in servers]
+    config = {
+        "n": n,
+        "burst": burst,
+        "expected": burst + paced,
+        "servers": [
+            {"url": u, "ours": s["ours"], "stalled": s.get("stalled", False)}
+            for u, s in zip(urls, specs, strict=True)
+        ],
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--client", json.dumps(config), stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    assert line.strip() == b"READY", line
+    for s in servers:
+        if isinstance(s, _Raw):  # wait until the raw server registered every connection
+            await asyncio.wait_for(s.all_in.wait(), 60)
+    busy = [0.0 for _ in servers]
+
+    async def publish_round(k: int, phase: int) -> None:
+        order = range(len(servers)) if k % 2 == 0 else reversed(range(len(servers)))
+        for i in order:
+            t0 = time.perf_counter()
+            await servers[i].publish({"bench": 1, "ph": phase, "t": time.monotonic(), "pad": pad})
+            if phase == 0:
+                busy[i] += time.perf_counter() - t0
+
+    first = time.monotonic()
+    for k in range(burst):
+        await publish_round(k, 0)
+        if k % 5 == 4:
+            await asyncio.sleep(0)
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    assert line.strip() == b"BURST_DONE", line
+    start = time.monotonic()
+    for k in range(paced):
+        await asyncio.sleep(max(0.0, start + k * interval - time.monotonic()))
+        await publish_round(k, 1)
+    results = json.loads(await asyncio.wait_for(proc.stdout.readline(), 180))
+    await proc.wait()
+    out = []
+    for i, s in enumerate(servers):
+        extra = await s.close()
+        r = results[i]
+        out.append(
+            {
+                "deliveries_per_s": r["burst_deliveries"] / max(1e-9, r["burst_last"] - first),
+                "p50_ms": r["p50"] * 1000,
+                "p99_ms": r["p99"] * 1000,
+                "cpu_us": busy[i] / max(1, n * burst) * 1e6,
+                "complete": r["complete"],
+                **extra,
+            }
+        )
+    return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+async def bench(args: argparse.Namespace) -> Report:
+    report = Report("bench_ws")
+    rounds = 2 if args.quick else 3
+    # (clients, burst messages, paced messages, pacing interval)
+    sizes = (
+        [(100, 100, 60, 0.01), (500, 30, 20, 0.05)]
+        if args.quick
+        else [(100, 400, 300, 0.01), (500, 150, 100, 0.05)]
+    )
+    for n, burst, paced, interval in sizes:
+        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "ours": []}
+        for r in range(rounds):
+            log(args, f"round {r + 1}: ours and raw side by side, {n} clients each")
+            # Alternate which server is first in the client process too.
+            names = ["raw", "ours"] if r % 2 == 0 else ["ours", "raw"]
+            specs = [{"ours": name == "ours"} for name in names]
+            pair = await run_pair(n, burst, paced, interval, specs=specs, pad="x" * 200)
+            for name, result in zip(names, pair, strict=True):
+                runs[name].append(result)
+                if not result["complete"]:
+                    report.notes.append(f"{name} {n}: not every delivery arrived in time")
+        for name in ("raw", "ours"):
+            rs = runs[name]
+            report.figure(f"{name}_{n}_deliveries_per_s", round(_median(rs, "deliveries_per_s")))
+            report.figure(f"{name}_{n}_p50_ms", round(_median(rs, "p50_ms"), 3))
+            report.figure(f"{name}_{n}_p99_ms", round(_median(rs, "p99_ms"), 3))
+            report.figure(f"{name}_{n}_server_us_per_delivery", round(_median(rs, "cpu_us"), 3))
+        ratio = report.figures[f"ours_{n}_deliveries_per_s"] / max(
+            1.0, report.figures[f"raw_{n}_deliveries_per_s"]
+        )
+        p99 = report.figures[f"ours_{n}_p99_ms"] / max(1e-6, report.figures[f"raw_{n}_p99_ms"])
+        report.figure(f"ratio_{n}_deliveries", round(ratio, 3))
+        report.figure(f"ratio_{n}_p99", round(p99, 3))
+        report.target(f"deliveries/s ours/raw at {n} clients", round(ratio, 3), 0.8, ">=", "x")
+        report.target(f"p99 ours/raw at {n} clients", round(p99, 3), 1.25, "<=", "x")
+    # One stalled client among 100: ours without it next to ours with it.
+    burst = 300 if args.quick else 1000
+    paced = 60 if args.quick else 300
+    base_runs, stall_runs = [], []
+    for r in range(rounds):
+        log(args, f"round {r + 1}: 100 clients, 2 KB messages, without vs with a stalled client")
+        specs = [
+            {"ours": True, "send_buffer": 64 * 1024, "stalled": False},
+            {"ours": True, "send_buffer": 64 * 1024, "stalled": True},
+        ]
+        if r % 2:
+            specs.reverse()
+        pair = await run_pair(100, burst, paced, 0.01, specs=specs, pad="x" * 2000)
+        for spec, result in zip(specs, pair, strict=True):
+            (stall_runs if spec["stalled"] else base_runs).append(result)
+    report.figure("stall_base_p99_ms", round(_median(base_runs, "p99_ms"), 3))
+    report.figure("stall_with_p99_ms", round(_median(stall_runs, "p99_ms"), 3))
+    report.figure("stall_base_deliveries_per_s", round(_median(base_runs, "deliveries_per_s")))
+    report.figure("stall_with_deliveries_per_s", round(_median(stall_runs, "deliveries_per_s")))
+    report.figure("stall_slow_events", _median(stall_runs, "slow_events"))
+    ratio = report.figures["stall_with_p99_ms"] / max(1e-6, report.figures["stall_base_p99_ms"])
+    report.figure("ratio_stall_p99", round(ratio, 3))
+    report.target("others' p99 with/without a stalled client", round(ratio, 3), 1.25, "<=", "x")
+    report.notes.append(
+        "both servers of a pair share this process and the 2 cores with the client process; "
+        "ratios compare them under the same load at the same time."
+    )
+    return report
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--client":
+        asyncio.run(client_main(json.loads(sys.argv[2])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    asyncio.run(bench(args)).emit(args.json)
+
+
+if __name__ == "__main__":
+    main()

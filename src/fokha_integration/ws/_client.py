@@ -1,0 +1,516 @@
+"""``WebSocketClient``: the Python client of protocol v1, built to never miss silently.
+
+It connects, says hello with a token, subscribes, and yields typed
+:class:`ChannelMessage` values from ``async for``. Behind that:
+
+* reconnect with exponential backoff and full jitter (capped), honouring the
+  server's close code (4500-4999 and "your fault" codes stop it) and the
+  ``retry_after`` of a drain notice;
+* after a reconnect it resubscribes every channel with ``since`` = the last
+  position it delivered, so the server replays exactly what was missed (or sends a
+  snapshot marked ``recovered=False`` when it cannot);
+* sequence gaps (a jump in ``seq``, a ``gap`` marker, a heartbeat showing a newer
+  position, an epoch change) trigger the same recovery for that channel, and
+  messages at or before the last delivered position are dropped as duplicates;
+* a heartbeat watchdog: no frame at all for ``3 x`` the server's heartbeat interval
+  means the connection is dead, so it reconnects;
+* connection-state events through ``on_state``.
+
+Messages are handed over through a bounded queue; while it is full the client stops
+reading, which the server sees as a slow client (and conflates or gaps for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from .._version import __version__
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import ClosedError, OperationTimeoutError, ProtocolError
+from ._protocol import Mode, Position, dumps, is_reconnect_code, validate_channel
+
+__all__ = ["ChannelMessage", "ClientState", "StateEvent", "WebSocketClient"]
+
+TokenSource = str | Callable[[], str | Awaitable[str]] | None
+
+
+class ClientState(str, Enum):
+    """Where the client's connection stands."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class StateEvent:
+    """A change of :class:`ClientState`, with the close code/reason and next delay."""
+
+    state: ClientState
+    code: int | None = None
+    reason: str = ""
+    attempt: int = 0
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMessage:
+    """One message of a channel as the application sees it.
+
+    ``kind``: ``update``, ``snapshot`` (latest value; ``recovered`` is ``False`` when
+    it replaces history the server no longer had) or ``conflated`` (stands for
+    ``first_seq`` .. ``seq``). ``ts`` is the publish time, ``sent`` the server's
+    send time (Unix seconds).
+    """
+
+    channel: str
+    epoch: str
+    seq: int
+    kind: str
+    data: Any
+    ts: float
+    sent: float
+    first_seq: int
+    recovered: bool | None = None
+
+    @property
+    def position(self) -> Position:
+        """This message's position (what ``since`` would carry)."""
+        return Position(self.epoch, self.seq)
+
+
+class _Closed(Exception):
+    pass
+
+
+class WebSocketClient:
+    """A reconnecting, recovering client (see the module docstring).
+
+    ``token``: a string or a (sync or async) callable returning a fresh token at
+    each connect. ``backoff``: ``(initial, cap)`` seconds. ``queue_size``: messages
+    buffered for the consumer. ``request_timeout``: bound on each request.
+    ``url`` may be a list of node URLs: each reconnect moves to the next one, and
+    recovery with ``since`` works across nodes that share a Redis broker.
+    ``positions``: where a previous run stopped (e.g. saved ``client.positions``), so
+    the first subscribe already recovers what was missed while the app was closed.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        token: TokenSource = None,
+        name: str = "fokha-python",
+        backoff: tuple[float, float] = (0.1, 10.0),
+        queue_size: int = 10_000,
+        request_timeout: float = 10.0,
+        open_timeout: float = 10.0,
+        heartbeat_timeout: float | None = None,
+        max_size: int = 4 * 1024 * 1024,
+        on_state: Callable[[StateEvent], None] | None = None,
+        positions: Mapping[str, Position] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("at least one URL is needed")
+        self.url = self.urls[0]
+        self._url_index = 0
+        self._token = token
+        self._name = name
+        self._backoff = backoff
+        self._request_timeout = request_timeout
+        self._open_timeout = open_timeout
+        self._heartbeat_timeout = heartbeat_timeout
+        self._max_size = max_size
+        self._on_state = on_state
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.log = logger or logging.getLogger("fokha_integration.ws.client")
+        self._queue: asyncio.Queue[ChannelMessage | _Closed] = asyncio.Queue(queue_size)
+        self._wanted: dict[str, Mode | None] = {}
+        self._positions: dict[str, Position] = dict(positions or {})
+        self._recovering: set[str] = set()
+        self._recovery_ids: dict[int, str] = {}
+        self._modes: dict[str, Mode] = {}
+        self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.state = ClientState.CLOSED
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.retry_after: float | None = None
+        self.welcome: dict[str, Any] = {}
+        self.gaps_detected = 0
+        self.reconnects = 0
+
+    # -- lifecycle
+
+    async def connect(self, *, timeout: float | None = None) -> None:
+        """Start the connection loop and wait until the first ``welcome``."""
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        wait = self._open_timeout * 2 if timeout is None else timeout
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            await asyncio.wait(
+                (connected, self._task), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            connected.cancel()
+        if self._connected.is_set():
+            return
+        if self._task.done():
+            self._task = None
+            raise ClosedError(f"closed by the server: {self.close_code} {self.close_reason}")
+        raise OperationTimeoutError("connect", wait)
+
+    async def close(self) -> None:
+        """Close for good (no reconnect); the iterator ends."""
+        self._stopping.set()
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> WebSocketClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[ChannelMessage]:
+        return self
+
+    async def __anext__(self) -> ChannelMessage:
+        item = await self._queue.get()
+        if isinstance(item, _Closed):
+            self._queue.put_nowait(item)
+            raise StopAsyncIteration
+        return item
+
+    async def next_message(self, timeout: float) -> ChannelMessage:
+        """The next message, waiting at most ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except asyncio.TimeoutError:
+            raise OperationTimeoutError("next_message", timeout) from None
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """The last delivered position of each channel."""
+        return dict(self._positions)
+
+    # -- requests
+
+    async def subscribe(self, *channels: str, mode: Mode | str | None = None) -> None:
+        """Subscribe (now if connected, else at the next connect); waits for the ack."""
+        m = None if mode is None else Mode(mode)
+        for ch in channels:
+            why = validate_channel(ch)
+            if why is not None:
+                raise ValueError(f"bad channel name {ch!r}: {why}")
+        for ch in channels:
+            self._wanted[ch] = m
+        if self._ws is not None and self._connected.is_set():
+            await self._request(
+                {"op": "subscribe", "channels": [self._channel_entry(ch) for ch in channels]}
+            )
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Stop receiving ``channels``."""
+        for ch in channels:
+            self._wanted.pop(ch, None)
+            self._positions.pop(ch, None)
+        if self._ws is not None and self._connected.is_set():
+            await self._request({"op": "unsubscribe", "channels": list(channels)})
+
+    async def publish(self, channel: str, data: Any) -> Position:
+        """Publish through the server (if it allows client publishes)."""
+        reply = await self._request({"op": "publish", "channel": channel, "data": data})
+        pos = reply["position"]
+        return Position(pos["epoch"], pos["seq"])
+
+    async def ping(self) -> None:
+        """Round-trip a ``ping``."""
+        await self._request({"op": "ping"})
+
+    def _channel_entry(self, ch: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"channel": ch}
+        mode = self._wanted.get(ch)
+        if mode is not None:
+            entry["mode"] = mode.value
+        pos = self._positions.get(ch)
+        if pos is not None:
+            entry["since"] = {"epoch": pos.epoch, "seq": pos.seq}
+        return entry
+
+    async def _request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        ws = self._ws
+        if ws is None:
+            raise ClosedError("not connected")
+        self._next_id += 1
+        rid = self._next_id
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._futures[rid] = fut
+        try:
+            await ws.send(dumps({**frame, "id": rid}))
+            return await asyncio.wait_for(fut, self._request_timeout)
+        except asyncio.TimeoutError:
+            raise OperationTimeoutError(str(frame.get("op")), self._request_timeout) from None
+        finally:
+            self._futures.pop(rid, None)
+
+    # -- the connection loop
+
+    def _set_state(self, event: StateEvent) -> None:
+        self.state = event.state
+        if self._on_state is not None:
+            try:
+                self._on_state(event)
+            except Exception:
+                self.log.exception("on_state callback failed")
+
+    async def _token_value(self) -> str | None:
+        if self._token is None or isinstance(self._token, str):
+            return self._token
+        value = self._token()
+        if isinstance(value, str):
+            return value
+        return await value
+
+    async def _run(self) -> None:
+        attempt = 0
+        initial, cap = self._backoff
+        try:
+            while not self._stopping.is_set():
+                self._set_state(StateEvent(ClientState.CONNECTING, attempt=attempt))
+                code, reason = await self._session_once()
+                if self._connected.is_set():
+                    attempt = 0
+                self._connected.clear()
+                self._ws = None
+                self.close_code, self.close_reason = code, reason
+                if self._stopping.is_set():
+                    break
+                if not is_reconnect_code(code):
+                    self.log.warning("server closed with %s %s: not reconnecting", code, reason)
+                    break
+                delay = self._rng.uniform(0, min(cap, initial * 2**attempt))
+                if self.retry_after is not None:
+                    delay = max(delay, self.retry_after)
+                    self.retry_after = None
+                attempt += 1
+                self.reconnects += 1
+                # Fail over: the next attempt goes to the next URL (another node).
+                self._url_index = (self._url_index + 1) % len(self.urls)
+                self.url = self.urls[self._url_index]
+                self._set_state(
+                    StateEvent(ClientState.RECONNECTING, code, reason, attempt, round(delay, 3))
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            self._connected.clear()
+            self._set_state(StateEvent(ClientState.CLOSED, self.close_code, self.close_reason))
+            for fut in self._futures.values():
+                if not fut.done():
+                    fut.set_exception(ClosedError("client closed"))
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_Closed())
+
+    async def _session_once(self) -> tuple[int | None, str]:
+        """One connection from open to close; returns the close code and reason."""
+        try:
+            token = await self._token_value()
+            self.welcome = {}
+            async with connect(
+                self.url,
+                open_timeout=self._open_timeout,
+                compression=None,
+                max_size=self._max_size,
+                close_timeout=2,
+            ) as ws:
+                self._ws = ws
+                reader = asyncio.get_running_loop().create_task(self._read(ws))
+                try:
+                    hello = {
+                        "op": "hello",
+                        "token": token,
+                        "protocol": 1,
+                        "client": {"name": self._name, "version": __version__},
+                    }
+                    self.welcome = await self._request(hello)
+                    self._connected.set()
+                    self._set_state(StateEvent(ClientState.CONNECTED))
+                    if self._wanted:
+                        self._recovering.clear()
+                        await self._request(
+                            {
+                                "op": "subscribe",
+                                "channels": [self._channel_entry(ch) for ch in self._wanted],
+                            }
+                        )
+                    await reader
+                except (ProtocolError, OperationTimeoutError, ClosedError) as exc:
+                    self.log.warning("session failed: %r", exc)
+                    with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
+                        await asyncio.wait_for(asyncio.shield(reader), 2.0)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                        await reader
+                rcvd = ws.protocol.close_rcvd
+                if rcvd is not None:
+                    return rcvd.code, rcvd.reason
+                return None, "connection lost"
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            return None, f"connect failed: {exc!r}"
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None:
+                return exc.rcvd.code, exc.rcvd.reason
+            return None, "connection lost"
+
+    async def _read(self, ws: ClientConnection) -> None:
+        while True:
+            limit = self._heartbeat_timeout
+            if limit is None:
+                # Before the welcome: the open timeout; after it: 3 heartbeat intervals.
+                hb = self.welcome.get("heartbeat") if self.welcome else None
+                if isinstance(hb, (int, float)) and not isinstance(hb, bool) and hb > 0:
+                    limit = 3 * float(hb)
+                else:
+                    limit = self._open_timeout
+            try:
+                raw = await asyncio.wait_for(ws.recv(), limit)
+            except asyncio.TimeoutError:
+                self.log.warning("no frame for %.1fs: reconnecting", limit)
+                await ws.close(4005, "heartbeat watchdog")
+                return
+            except ConnectionClosed:
+                return
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                self.log.warning("server sent invalid JSON")
+                continue
+            if isinstance(frame, dict):
+                await self._handle(ws, frame)
+
+    async def _handle(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            await self._on_message(ws, frame)
+        elif kind in ("ack", "welcome", "pong", "error"):
+            if kind == "welcome":
+                self.welcome = frame
+            if kind == "ack" and frame.get("op") == "subscribe":
+                for entry in frame.get("channels", ()):
+                    ch = entry.get("channel")
+                    self._recovering.discard(ch)
+                    mode = entry.get("mode")
+                    if mode in ("all", "latest"):
+                        self._modes[ch] = Mode(mode)
+            rid = frame.get("id")
+            if isinstance(rid, int) and rid in self._recovery_ids:
+                # The answer to a gap recovery: on ack the channel flows again; on error
+                # stop waiting, so the next gap or heartbeat can try again.
+                self._recovering.discard(self._recovery_ids.pop(rid))
+            fut = self._futures.get(rid)  # type: ignore[arg-type]
+            if fut is not None and not fut.done():
+                if kind == "error":
+                    fut.set_exception(
+                        ProtocolError(str(frame.get("code")), str(frame.get("message", "")))
+                    )
+                else:
+                    fut.set_result(frame)
+            elif kind == "error":
+                self.log.warning("server error: %s %s", frame.get("code"), frame.get("message"))
+        elif kind == "heartbeat":
+            channels = frame.get("channels")
+            if isinstance(channels, dict):
+                for ch, pos in channels.items():
+                    if ch not in self._wanted or not isinstance(pos, dict):
+                        continue
+                    mine = self._positions.get(ch)
+                    if (
+                        mine is None
+                        or pos.get("epoch") != mine.epoch
+                        or pos.get("seq", 0) > mine.seq
+                    ):
+                        self._recover(ws, ch)
+        elif kind == "drain":
+            retry = frame.get("retry_after")
+            if isinstance(retry, (int, float)) and retry >= 0:
+                self.retry_after = min(float(retry), 300.0)
+
+    def _recover(self, ws: ClientConnection, channel: str) -> None:
+        if channel in self._recovering:
+            return
+        self._recovering.add(channel)
+        self.gaps_detected += 1
+        self._next_id += 1
+        self._recovery_ids[self._next_id] = channel
+        text = dumps(
+            {"op": "subscribe", "id": self._next_id, "channels": [self._channel_entry(channel)]}
+        )
+        task = asyncio.get_running_loop().create_task(ws.send(text))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _on_message(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        ch = frame.get("channel")
+        epoch, seq, kind = frame.get("epoch"), frame.get("seq"), frame.get("kind")
+        if not isinstance(ch, str) or not isinstance(epoch, str) or not isinstance(seq, int):
+            return
+        if ch not in self._wanted or ch in self._recovering:
+            return
+        mine = self._positions.get(ch)
+        mode = self._modes.get(ch, Mode.ALL)
+        if kind == "gap":
+            if mode is Mode.ALL:
+                self._recover(ws, ch)
+            return
+        first = frame.get("from", seq) if kind == "conflated" else seq
+        if kind != "snapshot" and mine is not None:
+            if epoch == mine.epoch and seq <= mine.seq:
+                return  # a duplicate of something already delivered
+            if mode is Mode.ALL and (epoch != mine.epoch or first != mine.seq + 1):
+                self._recover(ws, ch)
+                return
+        if kind == "snapshot" and mine is not None and epoch == mine.epoch and seq <= mine.seq:
+            return
+        msg = ChannelMessage(
+            channel=ch,
+            epoch=epoch,
+            seq=seq,
+            kind=str(kind),
+            data=frame.get("data"),
+            ts=float(frame.get("ts", 0.0)),
+            sent=float(frame.get("sent", 0.0)),
+            first_seq=int(first) if isinstance(first, int) else seq,
+            recovered=frame.get("recovered"),
+        )
+        self._positions[ch] = msg.position
+        await self._queue.put(msg)

@@ -1,0 +1,112 @@
+"""Channel logs, recovery decisions and the slow-client pending state (no sockets)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fokha_integration.ws import Mode, Position
+from fokha_integration.ws._channels import ChannelLog, ChannelStore
+from fokha_integration.ws._server import SlowClientPolicy, _Conn, _Counters
+
+
+@given(
+    history=st.integers(1, 20),
+    published=st.integers(0, 60),
+    since_seq=st.integers(0, 70),
+    same_epoch=st.booleans(),
+)
+def test_recovery_follows_the_documented_rules(
+    history: int, published: int, since_seq: int, same_epoch: bool
+) -> None:
+    """recover() returns exactly the missed messages or a recovered=false snapshot."""
+    log = ChannelLog("signals.a", history=history)
+    for i in range(published):
+        log.append(json.dumps({"i": i}), float(i), float(i))
+    since = Position(log.epoch if same_epoch else "other", since_seq)
+    rec = log.recover(since)
+    if published == 0:
+        assert (rec.position, rec.recovered, rec.messages) == (None, False, ())
+        return
+    assert rec.position == Position(log.epoch, published)
+    oldest = published - min(history, published) + 1
+    if same_epoch and since_seq == published:
+        assert (rec.recovered, rec.messages) == (True, ())
+    elif same_epoch and oldest - 1 <= since_seq < published:
+        assert rec.recovered is True
+        assert [m.seq for m in rec.messages] == list(range(since_seq + 1, published + 1))
+    else:
+        assert rec.recovered is False
+        assert [m.seq for m in rec.messages] == [published]
+
+
+def test_no_since_gives_the_latest_snapshot_and_reset_changes_epoch() -> None:
+    """Without since: the latest value; after reset the old epoch no longer recovers."""
+    store = ChannelStore(history=5)
+    assert store.recover("prices.X", None).messages == ()
+    log = store.log("prices.X", create=True)
+    assert log is not None
+    log.append("1", 0.0, 0.0)
+    log.append("2", 0.0, 0.0)
+    rec = store.recover("prices.X", None)
+    assert (rec.recovered, [m.data_json for m in rec.messages]) == (None, ["2"])
+    old = log.epoch
+    log.reset()
+    log.append("3", 0.0, 0.0)
+    assert log.epoch != old
+    assert store.recover("prices.X", Position(old, 2)).recovered is False
+
+
+def _conn(queue_size: int, max_pending: int = 10_000) -> _Conn:
+    server = SimpleNamespace(
+        _counters=_Counters(),
+        slow_policy=SlowClientPolicy(queue_size=queue_size, max_pending=max_pending),
+    )
+    return _Conn(server, ws=None, session=None)  # type: ignore[arg-type]
+
+
+@given(queue_size=st.integers(1, 10), count=st.integers(1, 60), after=st.integers(0, 5))
+def test_pending_all_channel_keeps_order_and_marks_every_loss(
+    queue_size: int, count: int, after: int
+) -> None:
+    """A slow 'all' subscription yields its messages in order; whatever it dropped is
+    covered by gap markers, so the seqs seen + gap ranges are exactly after+1..count."""
+    log = ChannelLog("signals.a", history=100)
+    conn = _conn(queue_size)
+    conn.modes["signals.a"] = Mode.ALL
+    for _ in range(count):
+        conn.enqueue(log.append("{}", 0.0, 0.0))
+        assert conn.pending_count <= queue_size + 1
+    covered: list[int] = []
+    for frame in conn.take_pending("signals.a", after):
+        f = json.loads(frame)
+        if f["kind"] == "gap":
+            covered.extend(range(f["from"], f["seq"] + 1))
+        else:
+            assert f["kind"] == "update"
+            covered.append(f["seq"])
+    assert covered == list(range(after + 1, count + 1))
+    assert conn.pending_count == 0
+
+
+@given(count=st.integers(1, 50), after=st.integers(0, 60))
+def test_pending_latest_channel_conflates_to_one_message(count: int, after: int) -> None:
+    """A slow 'latest' subscription keeps one entry and sends the newest, marked conflated."""
+    log = ChannelLog("prices.X", history=100)
+    conn = _conn(5)
+    conn.modes["prices.X"] = Mode.LATEST
+    for _ in range(count):
+        conn.enqueue(log.append("{}", 0.0, 0.0))
+    assert conn.pending_count == 1
+    frames = [json.loads(f) for f in conn.take_pending("prices.X", after)]
+    if after >= count:
+        assert frames == []
+    elif after + 1 == count:
+        assert [(f["kind"], f["seq"]) for f in frames] == [("update", count)]
+    else:
+        assert [(f["kind"], f["seq"], f["from"]) for f in frames] == [
+            ("conflated", count, after + 1)
+        ]
