@@ -1,0 +1,250 @@
+"""Hysteresis, staleness and aggregation: the sans-I/O core, and the monitor on a ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fokha_integration import ManualClock
+from fokha_integration.health import (
+    CheckResult,
+    CheckState,
+    CheckView,
+    HealthMonitor,
+    HealthStatus,
+    Observation,
+    StatusChange,
+    aggregate,
+    callable_check,
+)
+from tests.support import timeout
+
+P, W, F, U = HealthStatus.PASS, HealthStatus.WARN, HealthStatus.FAIL, HealthStatus.UNKNOWN
+
+
+def res(status: HealthStatus, at: float = 0.0) -> CheckResult:
+    return CheckResult(status=status, time=1_800_000_000 + at, monotonic=at)
+
+
+def feed(state: CheckState, *statuses: HealthStatus) -> list[HealthStatus]:
+    out = []
+    for i, s in enumerate(statuses):
+        state.observe(res(s, float(i)))
+        out.append(state.status)
+    return out
+
+
+def test_unknown_until_first_result_then_taken_as_is() -> None:
+    """A new check is unknown; its first result sets the status without hysteresis."""
+    state = CheckState(fail_after=3, recover_after=3)
+    assert state.status is U
+    assert state.observe(res(F)) is True
+    assert state.status is F
+
+
+def test_fail_needs_fail_after_consecutive_failures() -> None:
+    """pass -> fail only after fail_after failures in a row; a pass in between resets."""
+    state = CheckState(fail_after=3, recover_after=2)
+    assert feed(state, P, F, F, P, F, F, F) == [P, P, P, P, P, P, F]
+
+
+def test_recover_needs_recover_after_consecutive_passes() -> None:
+    """fail -> pass only after recover_after passes in a row; a failure in between resets."""
+    state = CheckState(fail_after=1, recover_after=2)
+    assert feed(state, F, P, F, P, P) == [F, F, F, F, P]
+
+
+def test_streak_lands_on_mildest_bad_and_worst_good() -> None:
+    """A mixed fail/warn streak lands on warn; a warn/pass streak from fail lands on warn."""
+    state = CheckState(fail_after=3, recover_after=2)
+    assert feed(state, P, F, W, F) == [P, P, P, W]
+    state = CheckState(fail_after=1, recover_after=2)
+    assert feed(state, F, P, W) == [F, F, W]
+
+
+@given(
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.lists(st.sampled_from([P, W, F]), min_size=1, max_size=60),
+)
+def test_hysteresis_properties(
+    fail_after: int, recover_after: int, seq: list[HealthStatus]
+) -> None:
+    """Every change is backed by enough consecutive results on the new side of the old status."""
+    state = CheckState(fail_after=fail_after, recover_after=recover_after)
+    history: list[HealthStatus] = []
+    for i, s in enumerate(seq):
+        old = state.status
+        changed = state.observe(res(s, float(i)))
+        history.append(s)
+        new = state.status
+        assert changed == (new is not old)
+        if not changed or old is U:
+            continue
+        need = fail_after if new.severity > old.severity else recover_after
+        tail = history[-need:]
+        assert len(tail) == need
+        if new.severity > old.severity:
+            assert all(x.severity > old.severity for x in tail)
+            assert min(x.severity for x in tail) == new.severity
+        else:
+            assert all(x.severity < old.severity for x in tail)
+            assert max(x.severity for x in tail) == new.severity
+    # a run of one status twice the longer count always ends on that status
+    # (the first streak may land on a milder step, e.g. fail -> warn -> pass)
+    final = CheckState(fail_after=fail_after, recover_after=recover_after)
+    for i, s in enumerate(seq):
+        final.observe(res(s, float(i)))
+    for j in range(2 * max(fail_after, recover_after)):
+        final.observe(res(seq[-1], 100.0 + j))
+    assert final.status is seq[-1]
+
+
+def test_staleness_turns_an_old_result_into_fail() -> None:
+    """A pass older than stale_after reads as fail, and a fresh result clears it."""
+    clock = ManualClock()
+    state = CheckState(stale_after=5.0, now=clock.monotonic())
+    state.observe(res(P, clock.monotonic()))
+    clock.advance(5.0)
+    assert state.effective(clock.monotonic()) is P
+    clock.advance(0.1)
+    assert state.is_stale(clock.monotonic())
+    assert state.effective(clock.monotonic()) is F
+    state.observe(res(P, clock.monotonic()))
+    assert state.effective(clock.monotonic()) is P
+
+
+def test_no_result_at_all_becomes_stale_after_the_bound() -> None:
+    """A check that never reports is unknown at first, then fail once stale_after has passed."""
+    clock = ManualClock()
+    state = CheckState(stale_after=2.0, now=clock.monotonic())
+    assert state.effective(clock.monotonic()) is U
+    clock.advance(2.5)
+    assert state.effective(clock.monotonic()) is F
+
+
+def v(status: HealthStatus, critical: bool = True) -> CheckView:
+    return CheckView(key="x:y", status=status, critical=critical, stale=False, result=None)
+
+
+@pytest.mark.parametrize(
+    ("views", "expected"),
+    [
+        ([], P),
+        ([v(P), v(P, False)], P),
+        ([v(F), v(P)], F),
+        ([v(F, False), v(P)], W),
+        ([v(W), v(P)], W),
+        ([v(U), v(P)], U),
+        ([v(U), v(F)], F),
+        ([v(U, False), v(P)], W),
+        ([v(U), v(F, False)], U),
+        ([v(W, False), v(F, False), v(P)], W),
+    ],
+)
+def test_aggregation_rules(views: list[CheckView], expected: HealthStatus) -> None:
+    """Critical fail -> fail; critical unknown -> unknown; non-critical fail or any warn -> warn."""
+    assert aggregate(views) is expected
+
+
+async def test_monitor_hysteresis_and_staleness_on_a_manual_clock() -> None:
+    """On a ManualClock: fail after fail_after runs, pass after recover_after, stale -> fail."""
+    clock = ManualClock()
+    healthy = True
+    runs = 0
+
+    async def probe() -> bool:
+        nonlocal runs
+        runs += 1
+        return healthy
+
+    changes: list[StatusChange] = []
+    check = callable_check(
+        probe, component="svc", interval=1.0, jitter=0.0, fail_after=3, recover_after=2,
+        stale_after=2.5,
+    )  # fmt: skip
+    monitor = HealthMonitor([check], clock=clock, listeners=[changes.append])
+
+    async def step(seconds: float) -> None:
+        clock.advance(seconds)
+        await clock.wait_for_sleepers(2, timeout=timeout(5))
+
+    async with monitor:
+        await clock.wait_for_sleepers(2, timeout=timeout(5))  # check + sweeper
+        assert runs == 1
+        assert monitor.check_status("svc:status") is P
+        healthy = False
+        for _ in range(2):
+            await step(1.0)
+            assert monitor.check_status("svc:status") is P
+        await step(1.0)
+        assert runs == 4
+        assert monitor.check_status("svc:status") is F
+        assert monitor.status() is F
+        healthy = True
+        await step(1.0)
+        assert monitor.check_status("svc:status") is F
+        await step(1.0)
+        assert monitor.check_status("svc:status") is P
+        check_changes = [(c.old, c.new) for c in changes if c.check == "svc:status"]
+        assert check_changes == [(U, P), (P, F), (F, P)]
+        overall = [(c.old, c.new) for c in changes if c.check is None]
+        assert overall == [(U, P), (P, F), (F, P)]
+
+        # the checker stops producing results: the sweeper reports it stale
+        monitor.checks  # noqa: B018 - the check is still registered
+        await monitor.remove("svc:status")
+        stale = HealthMonitor(
+            [callable_check(probe, component="dead", interval=1.0, jitter=0.0, stale_after=2.5)],
+            clock=clock,
+            listeners=[changes.append],
+        )
+        stale.record(
+            "dead:status",
+            CheckResult(status=P, time=clock.time(), monotonic=clock.monotonic()),
+        )
+        clock.advance(2.0)
+        stale.refresh()
+        assert stale.check_status("dead:status") is P
+        clock.advance(1.0)
+        stale.refresh()
+        assert stale.check_status("dead:status") is F
+        assert changes[-2].check == "dead:status"
+        assert (changes[-2].old, changes[-2].new) == (P, F)
+        assert "stale" in changes[-2].output
+        await stale.close()
+
+
+async def test_probe_exception_and_bad_return_are_failures() -> None:
+    """A probe that raises or returns garbage gives a fail result with the reason as output."""
+
+    async def boom() -> None:
+        raise RuntimeError("db gone")
+
+    async def garbage() -> object:
+        return 42
+
+    async def warn() -> Observation:
+        return Observation(W, 3, "items", "behind")
+
+    monitor = HealthMonitor(
+        [
+            callable_check(boom, component="a"),
+            callable_check(garbage, component="b"),
+            callable_check(warn, component="c", critical=False),
+        ]
+    )
+    report = await asyncio.wait_for(monitor.run_once(), timeout(5))
+    by_key = {c.key: view for c, view in report.checks}
+    assert by_key["a:status"].status is F
+    assert by_key["a:status"].result is not None
+    assert "RuntimeError: db gone" in by_key["a:status"].result.output
+    assert by_key["b:status"].status is F
+    assert by_key["c:status"].status is W
+    assert by_key["c:status"].result is not None
+    assert by_key["c:status"].result.observed_value == 3
+    assert report.status is F
+    await monitor.close()
