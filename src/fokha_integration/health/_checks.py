@@ -433,27 +433,21 @@ def loop_lag_check(
     *,
     warn_above: float = 0.05,
     fail_above: float = 0.5,
+    sample: float = 0.01,
     component: str = "eventloop",
     **opts: _CheckOpts,
 ) -> Check:
-    """How long a callback scheduled now waits for the event loop (seconds → ms).
+    """How late the event loop wakes a ``sample``-second sleep (ms over the sleep).
 
     A loop blocked by CPU work or blocking calls delays every connection this process
-    serves; above ``warn_above`` the result is ``warn``, above ``fail_above`` ``fail``.
-    Not critical by default.
+    serves; above ``warn_above`` seconds the result is ``warn``, above ``fail_above``
+    ``fail``. Not critical by default, and in the ``live`` group.
     """
 
     async def probe(ctx: ProbeContext) -> Observation:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[float] = loop.create_future()
         started = time.perf_counter()
-
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(time.perf_counter())
-
-        loop.call_soon(wake)
-        lag = (await fut) - started
+        await asyncio.sleep(sample)
+        lag = max(0.0, time.perf_counter() - started - sample)
         ms = round(lag * 1000, 3)
         if lag > fail_above:
             return Observation(HealthStatus.FAIL, ms, "ms", "event loop is blocked")
