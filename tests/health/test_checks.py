@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -57,10 +58,8 @@ async def http_url() -> AsyncIterator[str]:
         return web.Response(status=503, text="down")
 
     async def slow(request: web.Request) -> web.Response:
-        try:
-            await asyncio.wait_for(release.wait(), 0.05)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(release.wait(), 0.05)  # a slow response, by design
         return web.Response(text="late")
 
     app = web.Application()

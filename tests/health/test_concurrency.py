@@ -42,8 +42,7 @@ async def test_200_checks_with_one_hanging_keep_their_schedule() -> None:
         for i in range(100)
     ]
     checks += [
-        tcp_check("127.0.0.1", http_port, component=f"tcp{i}", interval=INTERVAL)
-        for i in range(99)
+        tcp_check("127.0.0.1", http_port, component=f"tcp{i}", interval=INTERVAL) for i in range(99)
     ]
     hanging = http_check(
         f"http://127.0.0.1:{hang_port}/", component="hang", interval=INTERVAL,

@@ -145,11 +145,12 @@ class AlertRouter:
         if track.last_sent is None or now - track.last_sent >= self._min_interval:
             self._send_change(key, track)
         elif track.flush is None or track.flush.done():
-            wait = track.last_sent + self._min_interval - now
-            track.flush = asyncio.get_running_loop().create_task(self._flush_later(key, wait))
+            until = track.last_sent + self._min_interval
+            track.flush = asyncio.get_running_loop().create_task(self._flush_later(key, until))
 
-    async def _flush_later(self, key: str, wait: float) -> None:
-        await self._clock.sleep(wait)
+    async def _flush_later(self, key: str, until: float) -> None:
+        # the deadline is absolute: the task may start a while after it was created
+        await self._clock.sleep(until - self._clock.monotonic())
         track = self._tracks[key]
         track.flush = None
         self._consider(key, track)
