@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,19 @@ from ..errors import ClosedError, ConfigError
 from ._checks import Check, Observation, ProbeContext, describe_error
 from ._metrics import MetricFamily, MetricsRegistry, Sample
 from ._state import CheckResult, CheckState, CheckView, HealthStatus, aggregate
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(aw: Awaitable[Observation], seconds: float) -> Observation:
+        # runs the probe in the checker's own task: no extra task per run
+        async with asyncio.timeout(seconds):
+            return await aw
+
+else:  # pragma: no cover - 3.10
+
+    async def _bounded(aw: Awaitable[Observation], seconds: float) -> Observation:
+        return await asyncio.wait_for(aw, seconds)
+
 
 __all__ = [
     "HealthMonitor",
@@ -216,8 +230,13 @@ class HealthMonitor:
         tasks = [e.task for e in self._entries.values() if e.task is not None]
         if self._sweeper is not None:
             tasks.append(self._sweeper)
-        for t in tasks:
-            t.cancel()
+        pending = {t for t in tasks if not t.done()}
+        while pending:
+            # cancel again until they are gone: a probe finishing at the very moment
+            # its timeout fires can swallow one cancellation (wait_for on 3.10/3.11)
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._listener_tasks:
             await asyncio.gather(*self._listener_tasks, return_exceptions=True)
@@ -250,7 +269,7 @@ class HealthMonitor:
         clock = self._clock
         # spread first runs over one jittered slot so checks added together don't fire in step
         next_at = clock.monotonic() + self._random.uniform(0, check.jitter) * check.interval
-        while True:
+        while self._running:
             delay = next_at - clock.monotonic()
             if delay > 0:
                 await clock.sleep(delay)
@@ -271,7 +290,7 @@ class HealthMonitor:
         timed_out = False
         timeout = check.effective_timeout
         try:
-            obs = await asyncio.wait_for(check.probe(self._ctx), timeout)
+            obs = await _bounded(check.probe(self._ctx), timeout)
             if not isinstance(obs, Observation):
                 raise TypeError(f"probe returned {type(obs).__name__}, not Observation")
             if obs.status is HealthStatus.UNKNOWN:
