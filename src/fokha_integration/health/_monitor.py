@@ -110,7 +110,10 @@ class HealthMonitor:
     tests). ``http_limit`` bounds the connection pool shared by HTTP checks.
     ``listeners`` are called on every status change of a check and of the overall
     status. ``metrics`` is the registry ``/metrics`` renders; the monitor registers its
-    own per-check metrics in it.
+    own per-check metrics in it. With ``spread_start`` (the default) the first runs of
+    checks with jitter are spread over one interval, so a thousand checks do not all
+    fire in the first instant; pass ``False`` (or call :meth:`run_once` after
+    :meth:`start`) to have first results at once. ``seed`` seeds the jitter.
 
     Use as ``async with HealthMonitor(...) as monitor:`` or call :meth:`start` and
     :meth:`close`.
@@ -126,6 +129,7 @@ class HealthMonitor:
         metrics: MetricsRegistry | None = None,
         logger: logging.Logger | None = None,
         seed: int | None = None,
+        spread_start: bool = True,
     ) -> None:
         if http_limit < 1:
             raise ConfigError("http_limit", "must be >= 1", http_limit)
@@ -135,11 +139,13 @@ class HealthMonitor:
         self._listeners: list[StatusListener] = list(listeners)
         self._result_listeners: list[ResultListener] = []
         self._overall = HealthStatus.UNKNOWN
+        self._counts: dict[tuple[bool, HealthStatus], int] = {}
         self._running = False
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._random = random.Random(seed)
+        self._spread_start = spread_start
         self._logger = logger if logger is not None else _log
         self.metrics = metrics if metrics is not None else MetricsRegistry()
         """The registry behind ``/metrics``; register other components' providers here."""
@@ -180,6 +186,7 @@ class HealthMonitor:
             ),
         )
         self._entries[check.key] = entry
+        self._count(entry, entry.reported, +1)
         if self._running:
             entry.task = asyncio.get_running_loop().create_task(
                 self._run(entry), name=f"health:{check.key}"
@@ -189,6 +196,7 @@ class HealthMonitor:
     async def remove(self, key: str) -> None:
         """Stop and forget the check with this ``component:measurement`` key."""
         entry = self._entries.pop(key)
+        self._count(entry, entry.reported, -1)
         if entry.task is not None:
             entry.task.cancel()
             await asyncio.gather(entry.task, return_exceptions=True)
@@ -267,8 +275,12 @@ class HealthMonitor:
     async def _run(self, entry: _Entry) -> None:
         check = entry.check
         clock = self._clock
-        # spread first runs over one jittered slot so checks added together don't fire in step
-        next_at = clock.monotonic() + self._random.uniform(0, check.jitter) * check.interval
+        # spread first runs so checks added together don't fire in step
+        if self._spread_start and check.jitter > 0:
+            offset = self._random.uniform(0, check.interval)
+        else:
+            offset = self._random.uniform(0, check.jitter) * check.interval
+        next_at = clock.monotonic() + offset
         while self._running:
             delay = next_at - clock.monotonic()
             if delay > 0:
@@ -356,6 +368,8 @@ class HealthMonitor:
         old = entry.reported
         if new is not old:
             entry.reported = new
+            self._count(entry, old, -1)
+            self._count(entry, new, +1)
             if result is not None:
                 output = result.output
             elif entry.state.is_stale(now):
@@ -376,10 +390,31 @@ class HealthMonitor:
                 level, "health %s: %s -> %s %s", entry.check.key, old.value, new.value, output
             )
             self._notify(change)
-        self._refresh_overall(result)
+            # the overall status can only move when a check's status moved (O(n) fold)
+            self._refresh_overall(result)
+
+    def _count(self, entry: _Entry, status: HealthStatus, delta: int) -> None:
+        key = (entry.check.critical, status)
+        self._counts[key] = self._counts.get(key, 0) + delta
+
+    def _overall_from_counts(self) -> HealthStatus:
+        # the rules of aggregate(), on counts of the statuses last reported: O(1)
+        c = self._counts
+        if c.get((True, HealthStatus.FAIL), 0):
+            return HealthStatus.FAIL
+        if c.get((True, HealthStatus.UNKNOWN), 0):
+            return HealthStatus.UNKNOWN
+        if (
+            c.get((True, HealthStatus.WARN), 0)
+            or c.get((False, HealthStatus.WARN), 0)
+            or c.get((False, HealthStatus.FAIL), 0)
+            or c.get((False, HealthStatus.UNKNOWN), 0)
+        ):
+            return HealthStatus.WARN
+        return HealthStatus.PASS
 
     def _refresh_overall(self, result: CheckResult | None) -> None:
-        new = self.status()
+        new = self._overall_from_counts()
         if new is not self._overall:
             old, self._overall = self._overall, new
             self._notify(StatusChange(check=None, old=old, new=new, at=self._clock.time()))
