@@ -248,3 +248,39 @@ async def test_probe_exception_and_bad_return_are_failures() -> None:
     assert by_key["c:status"].result.observed_value == 3
     assert report.status is F
     await monitor.close()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([P, W, F]), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_overall_listener_status_matches_a_full_fold(
+    steps: list[tuple[int, HealthStatus, bool]],
+) -> None:
+    """The overall status told to listeners (kept by counting) equals aggregate() of all checks."""
+
+    async def noop() -> None:
+        return None
+
+    clock = ManualClock()
+    told: list[HealthStatus] = [U]
+    monitor = HealthMonitor(
+        [
+            callable_check(noop, component=f"c{i}", critical=i % 2 == 0, stale_after=5.0)
+            for i in range(4)
+        ],
+        clock=clock,
+        listeners=[lambda c: told.append(c.new) if c.check is None else None],
+    )
+    for index, status, tick in steps:
+        if tick:
+            clock.advance(2.0)
+            monitor.refresh()
+        monitor.record(
+            f"c{index}:status",
+            CheckResult(status=status, time=clock.time(), monotonic=clock.monotonic()),
+        )
+        assert told[-1] is monitor.status()

@@ -28,6 +28,7 @@ from ._checks import (
     tcp_check,
     websocket_check,
 )
+from ._config import load_targets, parse_targets
 from ._http import HEALTH_CONTENT_TYPE, HealthServer, add_health_routes, render_health
 from ._metrics import MetricFamily, MetricsProvider, MetricsRegistry, Sample, breaker_metrics
 from ._monitor import HealthMonitor, HealthReport, ResultListener, StatusChange, StatusListener
@@ -63,7 +64,9 @@ __all__ = [
     "callable_check",
     "file_check",
     "http_check",
+    "load_targets",
     "loop_lag_check",
+    "parse_targets",
     "redis_check",
     "render_health",
     "tcp_check",
