@@ -188,6 +188,18 @@ def _latency(elapsed: float, max_latency: float | None, output: str = "") -> Obs
 _CheckOpts = Any  # keyword options passed on to Check (interval, timeout, critical, ...)
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await resp.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def http_check(
     url: str,
     *,
@@ -226,8 +238,10 @@ def http_check(
                     "ms",
                     f"unexpected HTTP status {resp.status}",
                 )
+            # read the (bounded) body even without a predicate: a fully read response
+            # lets the pooled connection be reused instead of closed
+            raw = await _read_bounded(resp, max_body)
             if body is not None:
-                raw = await resp.content.read(max_body)
                 text = raw.decode(resp.get_encoding() if resp.charset else "utf-8", "replace")
                 if not body(text):
                     return Observation(
