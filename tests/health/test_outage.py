@@ -58,17 +58,29 @@ class Tracker:
         self.key = key
         self.runs = 0
         self.changes: list[tuple[HealthStatus, int]] = []
+        # consecutive results of the same status, and when that streak began
+        self.streak = 0
+        self.streak_status: HealthStatus | None = None
+        self.streak_began = 0.0
+        self.at_change: list[tuple[int, float]] = []  # (streak length, seconds since it began)
         self.cond = asyncio.Condition()
         self.loop = asyncio.get_running_loop()
 
     def on_result(self, key: str, result: CheckResult) -> None:
         if key == self.key:
             self.runs += 1
+            if result.status is self.streak_status:
+                self.streak += 1
+            else:
+                self.streak_status, self.streak = result.status, 1
+                self.streak_began = result.started
             self.loop.create_task(self._poke())
 
     def on_change(self, change: StatusChange) -> None:
         if change.check == self.key:
             self.changes.append((change.new, self.runs))
+            assert change.result is not None
+            self.at_change.append((self.streak, change.result.started - self.streak_began))
             self.loop.create_task(self._poke())
 
     async def _poke(self) -> None:
@@ -109,17 +121,17 @@ async def outage_cycle(
     await tracker.wait(lambda: tracker.changes and tracker.changes[-1][0] is P)
     assert sink.got == []  # unknown -> pass is not news
     await stop()  # type: ignore[operator]
-    down_at = tracker.runs
     await tracker.wait(lambda: tracker.changes[-1][0] is F)
-    failed_at = tracker.changes[-1][1]
-    # one run may have been in flight when the target went away
-    assert fail_after - 1 <= failed_at - down_at <= fail_after + 1
+    # exactly fail_after failing runs in a row, i.e. within fail_after intervals
+    streak, span = tracker.at_change[-1]
+    assert streak == fail_after
+    assert span <= (fail_after - 1) * INTERVAL * 1.1 + timeout(0.5)
     await sink.wait_for(1)
     await start()  # type: ignore[operator]
-    up_at = tracker.runs
     await tracker.wait(lambda: tracker.changes[-1][0] is P)
-    recovered_at = tracker.changes[-1][1]
-    assert recover_after - 1 <= recovered_at - up_at <= recover_after + 1
+    streak, span = tracker.at_change[-1]
+    assert streak == recover_after
+    assert span <= (recover_after - 1) * INTERVAL * 1.1 + timeout(0.5)
     await sink.wait_for(2)
     # keep running a while: no more notices while the target stays up
     settled = tracker.runs

@@ -284,3 +284,30 @@ def test_overall_listener_status_matches_a_full_fold(
             CheckResult(status=status, time=clock.time(), monotonic=clock.monotonic()),
         )
         assert told[-1] is monitor.status()
+
+
+async def test_close_does_not_hang_on_a_probe_that_ignores_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() gives up on a check that swallows cancellation instead of hanging."""
+    never = asyncio.Event()
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        while not release.is_set():
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                continue
+
+    monkeypatch.setattr(HealthMonitor, "_close_rounds", 2)
+    monitor = HealthMonitor(
+        [callable_check(stubborn, component="stubborn", interval=60, timeout=60, jitter=0)]
+    )
+    await monitor.start()
+    await asyncio.wait_for(started.wait(), timeout(5))
+    await asyncio.wait_for(monitor.close(), timeout(5))
+    release.set()  # let the stubborn task end so the test leaves no task behind
+    never.set()

@@ -119,6 +119,8 @@ class HealthMonitor:
     :meth:`close`.
     """
 
+    _close_rounds = 20  # x 0.25 s: how long close() insists on a check that will not stop
+
     def __init__(
         self,
         checks: Iterable[Check] = (),
@@ -239,13 +241,20 @@ class HealthMonitor:
         if self._sweeper is not None:
             tasks.append(self._sweeper)
         pending = {t for t in tasks if not t.done()}
-        while pending:
+        for _ in range(self._close_rounds):
+            if not pending:
+                break
             # cancel again until they are gone: a probe finishing at the very moment
-            # its timeout fires can swallow one cancellation (wait_for on 3.10/3.11)
+            # its timeout fires can swallow one cancellation (wait_for on 3.10)
             for t in pending:
                 t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.5)
-        await asyncio.gather(*tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(pending, timeout=0.25)
+        if pending:
+            # a probe that ignores cancellation: leave it, say so, do not hang close()
+            names = sorted(t.get_name() for t in pending)
+            self._logger.error("health checks did not stop when cancelled: %s", names)
+        else:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._listener_tasks:
             await asyncio.gather(*self._listener_tasks, return_exceptions=True)
         await self._ctx.close()
