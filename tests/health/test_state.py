@@ -219,7 +219,7 @@ async def test_monitor_hysteresis_and_staleness_on_a_manual_clock() -> None:
 
 
 async def test_probe_exception_and_bad_return_are_failures() -> None:
-    """A probe that raises or returns garbage gives a fail result with the reason as output."""
+    """A probe that raises (even its own TimeoutError) or returns garbage fails with the reason."""
 
     async def boom() -> None:
         raise RuntimeError("db gone")
@@ -230,11 +230,15 @@ async def test_probe_exception_and_bad_return_are_failures() -> None:
     async def warn() -> Observation:
         return Observation(W, 3, "items", "behind")
 
+    async def own_timeout() -> None:
+        raise asyncio.TimeoutError("read timed out")
+
     monitor = HealthMonitor(
         [
             callable_check(boom, component="a"),
             callable_check(garbage, component="b"),
             callable_check(warn, component="c", critical=False),
+            callable_check(own_timeout, component="d", timeout=30),
         ]
     )
     report = await asyncio.wait_for(monitor.run_once(), timeout(5))
@@ -247,6 +251,12 @@ async def test_probe_exception_and_bad_return_are_failures() -> None:
     assert by_key["c:status"].result is not None
     assert by_key["c:status"].result.observed_value == 3
     assert report.status is F
+    # the probe's own early timeout is its error, not the monitor's bound
+    d = by_key["d:status"].result
+    assert d is not None
+    assert d.status is F
+    assert d.timed_out is False
+    assert "read timed out" in d.output
     await monitor.close()
 
 

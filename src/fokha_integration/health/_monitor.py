@@ -310,15 +310,22 @@ class HealthMonitor:
         entry.last_drift = max(0.0, started - scheduled)
         timed_out = False
         timeout = check.effective_timeout
+        loop = asyncio.get_running_loop()
+        real_start = loop.time()
         try:
             obs = await _bounded(check.probe(self._ctx), timeout)
             if not isinstance(obs, Observation):
                 raise TypeError(f"probe returned {type(obs).__name__}, not Observation")
             if obs.status is HealthStatus.UNKNOWN:
                 obs = Observation(HealthStatus.WARN, obs.value, obs.unit, obs.output or "unknown")
-        except asyncio.TimeoutError:
-            timed_out = True
-            obs = Observation(HealthStatus.FAIL, None, None, f"timed out after {timeout:g}s")
+        except asyncio.TimeoutError as exc:
+            # the bound is real time (asyncio), whatever clock schedules the checks
+            if loop.time() - real_start >= timeout * 0.99:
+                timed_out = True
+                obs = Observation(HealthStatus.FAIL, None, None, f"timed out after {timeout:g}s")
+            else:
+                # the probe's own timeout (e.g. a client read timeout), not ours
+                obs = Observation(HealthStatus.FAIL, None, None, describe_error(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
