@@ -24,12 +24,10 @@ from .errors import (
 )
 from .health import (
     AlertRouter,
-    Check,
     HealthMonitor,
     HealthServer,
     HealthStatus,
     MetricsRegistry,
-    Observation,
     StatusChange,
     add_health_routes,
 )
@@ -69,7 +67,6 @@ __all__ = [
     "BreakerMetrics",
     "BreakerRegistry",
     "BreakerState",
-    "Check",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
@@ -87,7 +84,6 @@ __all__ = [
     "MetricsRegistry",
     "Model",
     "Notification",
-    "Observation",
     "OperationTimeoutError",
     "Outcome",
     "PriceTick",

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._monitor import HealthMonitor, HealthReport
 from ._state import HealthStatus
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# aiohttp.web is imported where it is used, so ``import fokha_integration`` stays light
 
 __all__ = ["HEALTH_CONTENT_TYPE", "HealthServer", "add_health_routes", "render_health"]
 
@@ -100,6 +103,8 @@ class _Handlers:
         return hmac.compare_digest(given.strip().encode(), self.token)
 
     def respond(self, group: str | None, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         report = self.monitor.report(group)
         doc = render_health(report, details=self.authorised(request), service_id=self.service_id)
         return web.Response(
@@ -113,12 +118,16 @@ class _Handlers:
         return self.respond(None, request)
 
     async def group(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         name = request.match_info["group"]
         if name not in ("live", "ready") and name not in self.monitor.groups:
             return web.json_response({"error": "unknown group"}, status=404)
         return self.respond(name, request)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         if not self.authorised(request):
             return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
         return web.Response(
@@ -160,6 +169,8 @@ class HealthServer:
         token: str | None = None,
         service_id: str | None = None,
     ) -> None:
+        from aiohttp import web
+
         self._app = web.Application()
         add_health_routes(self._app, monitor, token=token, service_id=service_id)
         self._host = host
@@ -181,6 +192,8 @@ class HealthServer:
 
     async def start(self) -> None:
         """Bind and serve."""
+        from aiohttp import web
+
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
