@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -256,3 +257,42 @@ def test_registry_merges_and_survives_a_broken_provider() -> None:
     assert 'x_total{a="2"} 2' in text
     with pytest.raises(ValueError, match="metric name"):
         MetricFamily("bad name", "gauge", "h", ())
+
+
+async def test_a_probe_request_reads_results_and_never_runs_checks() -> None:
+    """GET /health runs no check: it shows the stored result and the time it was taken,
+    and a result gone stale reads fail (503) with a stale output."""
+    clock = ManualClock()
+    calls = 0
+
+    async def probe() -> bool:
+        nonlocal calls
+        calls += 1
+        return True
+
+    monitor = HealthMonitor(
+        [callable_check(probe, component="db", interval=1.0, stale_after=5.0)], clock=clock
+    )
+    await monitor.run_once()
+    taken = clock.time()
+    server = HealthServer(monitor)
+    await server.start()
+    try:
+        clock.advance(3.0)
+        for _ in range(3):
+            code, _, body = await get(f"{server.url}/health")
+            assert code == 200
+        assert calls == 1
+        item = json.loads(body)["checks"]["db:status"][0]
+        shown = datetime.strptime(item["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        assert abs(shown.replace(tzinfo=timezone.utc).timestamp() - taken) < 0.01
+        clock.advance(2.5)
+        code, _, body = await get(f"{server.url}/health")
+        doc = json.loads(body)
+        assert validate_health_json(doc) == []
+        assert (code, doc["status"]) == (503, "fail")
+        assert doc["checks"]["db:status"][0]["output"].startswith("stale")
+        assert calls == 1
+    finally:
+        await server.close()
+        await monitor.close()

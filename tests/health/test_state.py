@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import given
@@ -321,3 +322,26 @@ async def test_close_does_not_hang_on_a_probe_that_ignores_cancellation(
     await asyncio.wait_for(monitor.close(), timeout(5))
     release.set()  # let the stubborn task end so the test leaves no task behind
     never.set()
+
+
+async def test_schedule_keeps_slots_with_jitter_and_does_not_slide() -> None:
+    """Runs start on slots interval +- jitter apart; a run's length does not shift the slots."""
+    clock = ManualClock()
+    scheduled: list[float] = []
+
+    async def probe() -> None:
+        clock.advance(0.3)  # each run takes 0.3 s of clock time
+
+    check = callable_check(probe, component="j", interval=1.0, jitter=0.2, stale_after=100)
+    monitor = HealthMonitor([check], clock=clock, seed=3, spread_start=False)
+    monitor.add_result_listener(lambda key, r: scheduled.append(r.scheduled))
+    async with monitor:
+        await clock.wait_for_sleepers(2, timeout=timeout(5))
+        while len(scheduled) < 30:
+            clock.advance(0.05)
+            await clock.wait_for_sleepers(2, timeout=timeout(5))
+    gaps = [b - a for a, b in itertools.pairwise(scheduled)]
+    assert all(0.8 - 1e-9 <= g <= 1.2 + 1e-9 for g in gaps), gaps
+    assert len({round(g, 6) for g in gaps}) > 5  # jittered, not a fixed period
+    # slots are anchored on the previous slot, so the mean period stays 1.0, not 1.3
+    assert abs((scheduled[-1] - scheduled[0]) / len(gaps) - 1.0) < 0.1
