@@ -141,13 +141,14 @@ def v(status: HealthStatus, critical: bool = True) -> CheckView:
         ([v(W), v(P)], W),
         ([v(U), v(P)], U),
         ([v(U), v(F)], F),
-        ([v(U, False), v(P)], W),
+        ([v(U, False), v(P)], P),
+        ([v(U, False), v(W, False)], W),
         ([v(U), v(F, False)], U),
         ([v(W, False), v(F, False), v(P)], W),
     ],
 )
 def test_aggregation_rules(views: list[CheckView], expected: HealthStatus) -> None:
-    """Critical fail -> fail; critical unknown -> unknown; non-critical fail or any warn -> warn."""
+    """Critical fail/unknown decide; non-critical fail or any warn -> warn; optional unknown: 0."""
     assert aggregate(views) is expected
 
 

@@ -193,6 +193,7 @@ class HealthMonitor:
             entry.task = asyncio.get_running_loop().create_task(
                 self._run(entry), name=f"health:{check.key}"
             )
+            self._refresh_overall(None)
         return check
 
     async def remove(self, key: str) -> None:
@@ -227,6 +228,7 @@ class HealthMonitor:
             return
         self._running = True
         loop = asyncio.get_running_loop()
+        self._refresh_overall(None)
         for entry in self._entries.values():
             entry.task = loop.create_task(self._run(entry), name=f"health:{entry.check.key}")
         self._sweeper = loop.create_task(self._sweep(), name="health:sweeper")
@@ -424,7 +426,6 @@ class HealthMonitor:
             c.get((True, HealthStatus.WARN), 0)
             or c.get((False, HealthStatus.WARN), 0)
             or c.get((False, HealthStatus.FAIL), 0)
-            or c.get((False, HealthStatus.UNKNOWN), 0)
         ):
             return HealthStatus.WARN
         return HealthStatus.PASS

@@ -20,8 +20,12 @@ Across checks (:func:`aggregate`):
 
 - a critical check failing → ``fail``;
 - otherwise a critical check unknown → ``unknown``;
-- otherwise any check warning, a non-critical check failing or unknown → ``warn``;
+- otherwise any check warning or a non-critical check failing → ``warn``;
 - otherwise (or with no checks at all) → ``pass``.
+
+A non-critical check that has not reported yet counts for nothing: it could only
+ever make the service ``warn``, and "not known yet" is not a warning (otherwise every
+start-up would raise and clear a warning).
 """
 
 from __future__ import annotations
@@ -216,8 +220,6 @@ def aggregate(views: Iterable[CheckView]) -> HealthStatus:
         elif v.status is HealthStatus.UNKNOWN:
             if v.critical:
                 critical_unknown = True
-            else:
-                warn = True
         elif v.status is HealthStatus.WARN:
             warn = True
     if critical_unknown:
