@@ -146,8 +146,7 @@ async def outage_cycle(
 
 
 async def test_http_target_down_and_up_alerts_once_each_way() -> None:
-    """aiohttp target stopped/started: fail within fail_after runs, pass within recover_after,
-    exactly one alert and one resolve."""
+    """aiohttp target down/up: fail after fail_after, pass after recover_after, 1 notice each."""
     port = free_port()
     runner = await start_app(port)
     check = http_check(
