@@ -32,6 +32,15 @@ from .errors import (
     RetryExhaustedError,
     ValidationError,
 )
+from .health import (
+    AlertRouter,
+    HealthMonitor,
+    HealthServer,
+    HealthStatus,
+    MetricsRegistry,
+    StatusChange,
+    add_health_routes,
+)
 from .models import (
     Direction,
     Envelope,
@@ -71,6 +80,7 @@ from .ws import (
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "AlertRouter",
     "BackendError",
     "BackendUnavailableError",
     "BreakerConfig",
@@ -93,8 +103,12 @@ __all__ = [
     "FieldInfo",
     "FokhaError",
     "FrameError",
+    "HealthMonitor",
+    "HealthServer",
+    "HealthStatus",
     "ManualClock",
     "MemoryDedupBackend",
+    "MetricsRegistry",
     "Model",
     "Notification",
     "OperationTimeoutError",
@@ -112,6 +126,7 @@ __all__ = [
     "SlowClientPolicy",
     "StateChange",
     "StateEvent",
+    "StatusChange",
     "SystemClock",
     "TokenAuthenticator",
     "ValidationError",
@@ -119,6 +134,7 @@ __all__ = [
     "WebSocketMetrics",
     "WebSocketServer",
     "__version__",
+    "add_health_routes",
     "canonical_json",
     "content_key",
     "model_fields",

@@ -12,8 +12,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .health import HealthReport, HealthStatus
 
 __all__ = ["main"]
 
@@ -35,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_ws_parser(sub)
     # --- end ws ---
+    _add_health_parser(sub)
     return parser
 
 
@@ -60,8 +65,100 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _run_ws(args)
     # --- end ws ---
+    if args.command == "health":
+        return _run_health(args)
     parser.print_help()
     return 2
+
+
+# -- fokha health ---------------------------------------------------------------
+# Checks targets listed in a TOML file (see fokha_integration.health._config), once
+# or continuously; the exit code is the status: 0 pass, 1 warn, 2 fail.
+
+
+def _add_health_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    health = sub.add_parser(
+        "health",
+        help="check targets from a TOML file; exit 0 pass, 1 warn, 2 fail",
+        description="Check the targets in a TOML file ([[check]] tables) and print a table. "
+        "Exit code: 0 pass, 1 warn, 2 fail (3 for a bad file).",
+    )
+    health.add_argument("config", help="TOML file with [[check]] tables")
+    health.add_argument("--watch", action="store_true", help="keep checking; Ctrl-C to stop")
+    health.add_argument(
+        "--every", type=float, default=5.0, metavar="SECONDS", help="table refresh with --watch"
+    )
+    health.add_argument(
+        "--for", dest="duration", type=float, default=None, metavar="SECONDS",
+        help="with --watch, stop after this long",
+    )  # fmt: skip
+
+
+def _health_table(report: HealthReport) -> str:
+    rows = [("STATUS", "CHECK", "VALUE", "TIME (ms)", "OUTPUT")]
+    for check, view in report.checks:
+        r = view.result
+        value = "" if r is None or r.observed_value is None else str(r.observed_value)
+        if r is not None and r.observed_unit and value:
+            value += f" {r.observed_unit}"
+        took = "" if r is None else f"{r.duration * 1000:.1f}"
+        out = "no result yet" if r is None else r.output
+        if view.stale:
+            out = "stale; " + out
+        crit = "" if check.critical else " (optional)"
+        rows.append((view.status.value.upper(), check.key + crit, value, took, out[:60]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    ]
+    lines.append(f"overall: {report.status.value.upper()}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _exit_code(status: HealthStatus) -> int:
+    from .health import HealthStatus
+
+    if status is HealthStatus.PASS:
+        return 0
+    return 2 if status is HealthStatus.FAIL else 1
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .health import HealthMonitor, load_targets
+
+    try:
+        checks = load_targets(args.config)
+    except ConfigError as exc:
+        print(f"fokha health: {exc}", file=sys.stderr)
+        return 3
+
+    async def once() -> int:
+        async with HealthMonitor(checks) as monitor:
+            report = await monitor.run_once()
+            print(_health_table(report))
+            return _exit_code(report.status)
+
+    async def watch() -> int:
+        loop = asyncio.get_running_loop()
+        deadline = None if args.duration is None else loop.time() + args.duration
+        monitor = HealthMonitor(checks, spread_start=False)
+        async with monitor:
+            report = await monitor.run_once()
+            while True:
+                print(_health_table(report), flush=True)
+                if deadline is not None and loop.time() >= deadline:
+                    return _exit_code(report.status)
+                wait = args.every if deadline is None else min(args.every, deadline - loop.time())
+                await asyncio.sleep(max(0.0, wait))
+                report = monitor.report()
+                print()
+
+    try:
+        return asyncio.run(watch() if args.watch else once())
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

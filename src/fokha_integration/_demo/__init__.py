@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from . import dedup, resilience, ws
+from . import dedup, health, resilience, ws
 
 __all__ = ["SECTIONS", "DemoContext", "run_demo"]
 
@@ -35,6 +35,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("resilience", resilience.run),
     ("dedup", dedup.run),
     ("ws", ws.run),
+    ("health", health.run),
 ]
 
 
