@@ -26,7 +26,9 @@ from ._checks import (
     loop_lag_check,
     redis_check,
     tcp_check,
+    StreamingServer,
     websocket_check,
+    websocket_server_check,
 )
 from ._config import load_targets, parse_targets
 from ._http import HEALTH_CONTENT_TYPE, HealthServer, add_health_routes, render_health
@@ -55,6 +57,7 @@ __all__ = [
     "ProbeContext",
     "ResultListener",
     "Sample",
+    "StreamingServer",
     "StatusChange",
     "StatusListener",
     "add_health_routes",
@@ -71,4 +74,5 @@ __all__ = [
     "render_health",
     "tcp_check",
     "websocket_check",
+    "websocket_server_check",
 ]

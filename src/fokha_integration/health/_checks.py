@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
@@ -496,3 +496,51 @@ def breaker_check(
     opts.setdefault("component_type", "breaker")
     opts.setdefault("interval", 1.0)
     return Check(component=component or breaker.name, probe=probe, **opts)
+
+
+class _StreamingStats(Protocol):
+    connections: int
+    slow_clients: int
+
+
+class StreamingServer(Protocol):
+    """What :func:`websocket_server_check` needs: a :class:`~fokha_integration.WebSocketServer`
+    or anything with ``serving`` and ``metrics()`` (``connections``, ``slow_clients``)."""
+
+    @property
+    def serving(self) -> bool: ...
+
+    def metrics(self) -> _StreamingStats: ...
+
+
+def websocket_server_check(
+    server: StreamingServer,
+    *,
+    component: str = "websocket-server",
+    max_slow_clients: int = 0,
+    **opts: _CheckOpts,
+) -> Check:
+    """Our own streaming server's health, read from its metrics (no connection made).
+
+    Not serving → ``fail``; more than ``max_slow_clients`` clients behind (being
+    conflated or queued) → ``warn``: the others are still served in real time, but
+    somebody's screen lags. The observed value is the number of connections.
+    """
+
+    async def probe(ctx: ProbeContext) -> Observation:
+        if not server.serving:
+            return Observation(HealthStatus.FAIL, 0, "connections", "server is not serving")
+        stats = server.metrics()
+        if stats.slow_clients > max_slow_clients:
+            return Observation(
+                HealthStatus.WARN,
+                stats.connections,
+                "connections",
+                f"{stats.slow_clients} slow client(s) behind",
+            )
+        return Observation(HealthStatus.PASS, stats.connections, "connections")
+
+    opts.setdefault("measurement", "connections")
+    opts.setdefault("component_type", "websocket")
+    opts.setdefault("interval", 1.0)
+    return Check(component=component, probe=probe, **opts)

@@ -397,6 +397,11 @@ class WebSocketServer:
         return self
 
     @property
+    def serving(self) -> bool:
+        """Whether the server is started and accepting connections."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
     def port(self) -> int:
         """The port the server listens on (after :meth:`start`)."""
         if self._server is None:
