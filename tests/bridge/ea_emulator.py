@@ -392,7 +392,9 @@ class EA:
         tmp = f"ea2py/tmp/heartbeat.{seq:020d}.{SENDER}.snap"
         self.fs.file_save(tmp, [make_frame(f"heartbeat-{seq}", seq, text)])
         self.fs.file_move(tmp, f"ea2py/snap/heartbeat.{seq:020d}.fkb", True)
-        old = sorted(n for n in os.listdir(self.fs.path("ea2py/snap")) if n.startswith("heartbeat."))
+        old = sorted(
+            n for n in os.listdir(self.fs.path("ea2py/snap")) if n.startswith("heartbeat.")
+        )
         for n in old[:-2]:
             self.fs.file_delete(f"ea2py/snap/{n}")
 

@@ -240,6 +240,7 @@ class FileBridge:
         journal_max_entries: int = 100_000,
         heartbeat_interval: float | None = 1.0,
         watch: bool = False,
+        close_timeout: float = 5.0,
         clock: Clock = SYSTEM_CLOCK,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -286,13 +287,17 @@ class FileBridge:
         self._send_lock = asyncio.Lock()
         self._pending: dict[str, _Pending] = {}
         self._not_ready: dict[str, _NotReady] = {}
-        self._wake = asyncio.Event()
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._busy_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox: asyncio.Queue[tuple[Message, asyncio.Future[Reply | None]]] = asyncio.Queue(
             maxsize=1
         )
         self._iterating = False
+        self._handoff = ""
+        self._reader_task: asyncio.Task[None] | None = None
+        self.close_timeout = close_timeout
         self._current: dict[str, asyncio.Future[Reply | None]] = {}
         self._started = False
         self._closed = False
@@ -318,7 +323,8 @@ class FileBridge:
         self._recover_tmp()
         if self._receive:
             await self._blocking(self._journal.open, self._clock.time())
-            self._tasks.append(asyncio.create_task(self._reader_loop(), name="bridge-reader"))
+            self._reader_task = asyncio.create_task(self._reader_loop(), name="bridge-reader")
+            self._tasks.append(self._reader_task)
             if self._watch:
                 self._tasks.append(asyncio.create_task(self._watch_loop(), name="bridge-watch"))
         if self.heartbeat_interval:
@@ -330,6 +336,18 @@ class FileBridge:
         if self._closed:
             return
         self._closed = True
+        # Let the reader finish the message in hand (its reply and acknowledgement),
+        # up to close_timeout; a message handed to a messages() consumer counts as
+        # acknowledged when the bridge closes, as when the consumer leaves its loop.
+        reader = self._reader_task
+        if reader is not None and not reader.done():
+            if self._handoff == "put":
+                reader.cancel()
+            for fut in self._current.values():
+                if not fut.done():
+                    fut.set_result(None)
+            self._mark_busy()
+            await asyncio.wait({reader}, timeout=self.close_timeout)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -481,7 +499,9 @@ class FileBridge:
 
     def _mark_busy(self) -> None:
         self._busy_until = self._clock.monotonic() + self.poll.busy_window
-        self._wake.set()
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     # -- snapshots and heartbeat -------------------------------------------------------
 
@@ -614,6 +634,9 @@ class FileBridge:
             if done is not None and not done.done():
                 done.set_result(None)
             self._iterating = False
+        self._handoff = ""
+        self._reader_task: asyncio.Task[None] | None = None
+        self.close_timeout = close_timeout
 
     def reply(self, message: Message, status: ReplyStatus | str, **details: Any) -> None:
         """Answer ``message`` (a request yielded by :meth:`messages`)."""
@@ -627,16 +650,33 @@ class FileBridge:
             return await self._handler(message)
         fut: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
         self._current = {message.id: fut}
-        await self._inbox.put((message, fut))
+        self._handoff = "put"
         try:
+            await self._inbox.put((message, fut))
+            self._handoff = "wait"
+            if self._closed:
+                fut.cancel()
             return await fut
         finally:
             self._current = {}
+            self._handoff = ""
 
     async def _wait_poll(self, interval: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), interval)
-        self._wake.clear()
+        # A plain future and a timer: cheaper than wait_for() on an Event, and it
+        # cannot swallow a cancellation that races with the timeout.
+        if self._woken:
+            self._woken = False
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(interval, _wake_up, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+            self._woken = False
 
     async def _reader_loop(self) -> None:
         try:
@@ -645,7 +685,7 @@ class FileBridge:
             self._log.exception("reconciling cur/ failed")
         interval = self.poll.busy
         idle_since = self._clock.monotonic()
-        while True:
+        while not self._closed:
             try:
                 progressed = await self._scan_once()
             except asyncio.CancelledError:
@@ -700,6 +740,8 @@ class FileBridge:
             return False
         progressed = False
         for name in names:
+            if self._closed:
+                break
             path = self.incoming.new / name
             try:
                 data = self._read(path)
@@ -920,6 +962,11 @@ class FileBridge:
                 self._publish, name, encode_frame(reply_id, seq, body), self.outgoing.new
             )
         self.stats.replies_sent += 1
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _replace_redelivered(message: Message) -> Message:

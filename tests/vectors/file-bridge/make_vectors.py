@@ -104,7 +104,11 @@ def main() -> None:
         "truncated_payload": (good[: good.index(b"\n") + 10], "incomplete", "incomplete"),
         "truncated_end_marker": (good[:-2], "incomplete", "incomplete"),
         "garbage": (b'{"type":"request","kind":"order"}', "corrupt", "bad_magic"),
-        "utf16_text": ("FOKHA 1 x 1 2 00000000\n{}\nEND\n".encode("utf-16"), "corrupt", "bad_magic"),
+        "utf16_text": (
+            "FOKHA 1 x 1 2 00000000\n{}\nEND\n".encode("utf-16"),
+            "corrupt",
+            "bad_magic",
+        ),
         "other_version": (frame("x1", 5, p, version="2"), "corrupt", "unsupported_version"),
         "bad_crc": (frame("x1", 5, p, crc=0x12345678), "corrupt", "bad_crc"),
         "bad_end_marker": (frame("x1", 5, p, end=b"\nEDN\n"), "corrupt", "bad_end_marker"),
