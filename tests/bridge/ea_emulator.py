@@ -204,7 +204,7 @@ class EA:
         self.root = root
         self.grace = grace
         self.tick = tick
-        self.instance = "%016x" % int.from_bytes(os.urandom(8), "big")
+        self.instance = os.urandom(8).hex()
         self.journal: dict[str, tuple[str, str, str]] = {}  # id -> (state, reply id, reply)
         self.effects: dict[str, int] = {}
         self.not_ready: dict[str, tuple[int, float]] = {}

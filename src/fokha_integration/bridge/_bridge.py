@@ -218,6 +218,13 @@ class FileBridge:
     writing into one folder need different senders. ``receive=False`` makes a
     send-only bridge (no reader, no journal). ``handler`` handles incoming messages;
     without it, iterate :meth:`messages`.
+
+    ``durability``: ``none`` (no flush), ``flush`` (survives a process crash, the
+    default) or ``fsync`` (also a power cut; fsyncs run in a thread). ``poll`` sets the
+    adaptive scan of ``new/``; ``watch=True`` adds a file-watcher wake-up (the
+    ``[watch]`` extra). ``grace`` is how long a file may stay incomplete and unchanged
+    before it goes to ``bad/``. ``close()`` lets the message in hand finish for up to
+    ``close_timeout`` seconds. Deadlines use ``clock``.
     """
 
     def __init__(
@@ -634,9 +641,6 @@ class FileBridge:
             if done is not None and not done.done():
                 done.set_result(None)
             self._iterating = False
-        self._handoff = ""
-        self._reader_task: asyncio.Task[None] | None = None
-        self.close_timeout = close_timeout
 
     def reply(self, message: Message, status: ReplyStatus | str, **details: Any) -> None:
         """Answer ``message`` (a request yielded by :meth:`messages`)."""
