@@ -225,7 +225,11 @@ class EA:
                 m = NAME.match(name)
                 if m and m.group(2) == SENDER:
                     self.last_seq = max(self.last_seq, int(m.group(1)))
-        # Recover tmp/: publish complete frames, delete the rest (spec 6.1 step 4).
+        # Recover tmp/: publish complete frames, delete the rest (spec 6.1 step 4);
+        # unfinished snapshots (<name>.<seq>.<sender>.snap) are simply deleted.
+        for name in self.fs.file_find("ea2py/tmp", "snap"):
+            if name.endswith(f".{SENDER}.snap"):
+                self.fs.file_delete(f"ea2py/tmp/{name}")
         for name in sorted(self.fs.file_find("ea2py/tmp", "fkb")):
             m = NAME.match(name)
             if not m or m.group(2) != SENDER:
