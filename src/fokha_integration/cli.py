@@ -30,6 +30,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--only", action="append", default=None, metavar="SECTION", help="run only these sections"
     )
     demo.add_argument("--list", action="store_true", help="list the demo sections and exit")
+    # --- bridge (FileBridge, issue 4) -------------------------------------------------
+    from .bridge._cli import add_bridge_parser
+
+    add_bridge_parser(sub)
+    # --- end bridge -------------------------------------------------------------------
     return parser
 
 
@@ -49,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(name)
             return 0
         return asyncio.run(run_demo(only=args.only))
+    # --- bridge (FileBridge, issue 4) -------------------------------------------------
+    if args.command == "bridge":
+        from .bridge._cli import run_bridge_command
+
+        return run_bridge_command(args)
+    # --- end bridge -------------------------------------------------------------------
     parser.print_help()
     return 2
 
