@@ -140,7 +140,7 @@ async def _fixed_slot(root: Path, count: int, rate: float | None) -> dict[str, f
             if delay > 0:
                 await asyncio.sleep(delay)
         # In place: truncate, then write (a reader can see the empty or partial file).
-        with open(slot, "w", encoding="utf-8") as f:
+        with open(slot, "w", encoding="utf-8") as f:  # noqa: ASYNC230 - the anchor's own I/O
             f.write(json.dumps({"id": i, "t": now(), "cmd": "BUY", "pad": "x" * 100}))
         if rate is None and i % 32 == 31:
             await asyncio.sleep(0)

@@ -24,8 +24,13 @@ async def test_byte_by_byte_writer_never_causes_a_torn_frame(tmp_path: Path) -> 
     for i in range(4):
         msg_id = f"slow-{i}"
         body = {"n": i, "text": "é" * (20 + 15 * i)}  # multi-byte UTF-8 split across writes
-        payload = {"type": "message", "kind": "note", "sender": "rogue", "sent_at": 1.0}
-        payload["body"] = body  # type: ignore[assignment]
+        payload: dict[str, object] = {
+            "type": "message",
+            "kind": "note",
+            "sender": "rogue",
+            "sent_at": 1.0,
+            "body": body,
+        }
         (src / f"{i + 1:020d}-rogue-{msg_id}.fkb").write_bytes(
             encode_frame(msg_id, i + 1, canonical_json(payload).encode())
         )

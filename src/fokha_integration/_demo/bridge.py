@@ -57,8 +57,13 @@ async def run(ctx: DemoContext) -> None:
             assert too_big.status is ReplyStatus.REJECTED
 
             # A misbehaving writer: half a frame straight into new/, completed later.
-            payload = {"type": "request", "kind": "ping", "sender": "rogue", "sent_at": 0.0}
-            payload["body"] = {}  # type: ignore[assignment]
+            payload: dict[str, object] = {
+                "type": "request",
+                "kind": "ping",
+                "sender": "rogue",
+                "sent_at": 0.0,
+                "body": {},
+            }
             frame = encode_frame("torn-1", 1, canonical_json(payload).encode())
             torn = root / "py2ea" / "new" / f"{1:020d}-rogue-torn-1.fkb"
             torn.write_bytes(frame[: len(frame) // 2])
