@@ -7,6 +7,7 @@ only when used.
 """
 
 from ._version import __version__
+from .bridge import FileBridge, ReplyStatus, SyncFileBridge, find_mt5_data_folders
 from .clock import SYSTEM_CLOCK, Clock, ManualClock, SystemClock
 from .errors import (
     BackendError,
@@ -65,6 +66,7 @@ __all__ = [
     "Direction",
     "Envelope",
     "FieldInfo",
+    "FileBridge",
     "FokhaError",
     "FrameError",
     "ManualClock",
@@ -77,15 +79,18 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "RateLimiter",
+    "ReplyStatus",
     "RetryDetails",
     "RetryExhaustedError",
     "RetryPolicy",
     "Signal",
     "StateChange",
+    "SyncFileBridge",
     "SystemClock",
     "ValidationError",
     "__version__",
     "canonical_json",
+    "find_mt5_data_folders",
     "model_fields",
     "new_id",
     "retry_testing",
