@@ -12,9 +12,9 @@ share of commands it lost (overwritten before the reader looked) and the torn re
 saw (a half-written JSON file), at 100 msg/s, and its delivered throughput when the
 writer writes flat out.
 
-Both sides run in one process and one event loop (the writer and the reader share a
-core, as on a loaded trading VPS). Run: ``python benchmarks/bench_file_bridge.py
-[--quick] [--json]``.
+Ours runs the writer and the reader in two processes, as Python and the EA are; the
+anchor runs in one process (its reader sleeps 25 ms between looks, so it is not
+CPU-bound). Run: ``python benchmarks/bench_file_bridge.py [--quick] [--json]``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,75 +34,61 @@ from _harness import Report, log, now, parse_args, percentile
 from fokha_integration.bridge import FileBridge, Message
 
 
-async def _ours_latency(root: Path, durability: str, count: int, rate: float) -> list[float]:
+async def _reader(root: Path, count: int, durability: str) -> None:
+    """The EA side, in its own process: handle ``count`` messages, print what it saw."""
     latencies: list[float] = []
     done = asyncio.Event()
 
     async def handler(message: Message) -> None:
-        latencies.append(now() - message.body["t"])
+        latencies.append(time.time() - message.body["t"])
         if len(latencies) >= count:
             done.set()
 
-    async with (
-        FileBridge(
-            root,
-            local="ea",
-            peer="py",
-            handler=handler,
-            durability=durability,  # type: ignore[arg-type]
-            heartbeat_interval=None,
-        ),
-        FileBridge(
-            root,
-            receive=False,
-            durability=durability,  # type: ignore[arg-type]
-            heartbeat_interval=None,
-        ) as writer,
+    async with FileBridge(
+        root,
+        local="ea",
+        peer="py",
+        handler=handler,
+        durability=durability,  # type: ignore[arg-type]
+        heartbeat_interval=None,
     ):
+        print("ready", flush=True)
+        await asyncio.wait_for(done.wait(), 600)
+        print(json.dumps({"latencies": latencies, "last": time.time()}), flush=True)
+
+
+async def _ours(root: Path, durability: str, count: int, rate: float | None) -> dict[str, Any]:
+    """Send ``count`` messages (at ``rate`` per second, or flat out) to a reader process."""
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--reader",
+        str(root),
+        str(count),
+        durability,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    line = await asyncio.wait_for(reader.stdout.readline(), 60)
+    assert line.strip() == b"ready", line
+    async with FileBridge(
+        root,
+        receive=False,
+        durability=durability,  # type: ignore[arg-type]
+        heartbeat_interval=None,
+    ) as writer:
+        first = time.time()
         start = now()
         for i in range(count):
-            target = start + i / rate
-            delay = target - now()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await writer.send("tick", {"t": now(), "i": i})
-        await asyncio.wait_for(done.wait(), 60)
-    return latencies
-
-
-async def _ours_throughput(root: Path, durability: str, count: int) -> float:
-    handled = 0
-    done = asyncio.Event()
-
-    async def handler(message: Message) -> None:
-        nonlocal handled
-        handled += 1
-        if handled >= count:
-            done.set()
-
-    async with (
-        FileBridge(
-            root,
-            local="ea",
-            peer="py",
-            handler=handler,
-            durability=durability,  # type: ignore[arg-type]
-            heartbeat_interval=None,
-        ),
-        FileBridge(
-            root,
-            receive=False,
-            durability=durability,  # type: ignore[arg-type]
-            heartbeat_interval=None,
-        ) as writer,
-    ):
-        start = now()
-        for i in range(count):
-            await writer.send("tick", {"i": i})
-            if i % 32 == 31:
-                await asyncio.sleep(0)  # let the reader in, as a second process would
-        await asyncio.wait_for(done.wait(), 300)
-        return count / (now() - start)
+            if rate is not None:
+                delay = start + i / rate - now()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await writer.send("tick", {"t": time.time(), "i": i})
+        result = json.loads(await asyncio.wait_for(reader.stdout.readline(), 600))
+    await reader.wait()
+    result["throughput"] = count / (result["last"] - first)
+    return result
 
 
 async def _fixed_slot(root: Path, count: int, rate: float | None) -> dict[str, float]:
@@ -157,6 +144,23 @@ async def _fixed_slot(root: Path, count: int, rate: float | None) -> dict[str, f
     }
 
 
+def _fs_floor_us(folder: Path, count: int) -> float:
+    """Microseconds for the bare file operations of one message, for scale.
+
+    One message costs at least: create+write+close, move to new/, move to cur/, unlink.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    start = now()
+    for i in range(count):
+        path = folder / f"f{i}"
+        with open(path, "wb") as f:
+            f.write(b"x" * 200)
+        os.replace(path, folder / f"g{i}")
+        os.replace(folder / f"g{i}", folder / f"h{i}")
+        os.unlink(folder / f"h{i}")
+    return (now() - start) / count * 1e6
+
+
 async def main() -> None:
     args = parse_args(__doc__ or "")
     quick = args.quick
@@ -164,13 +168,18 @@ async def main() -> None:
     thr_count = 2000 if quick else 10000
     report = Report("bench_file_bridge")
     results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fokha-bench-") as tmp:
+        floor = _fs_floor_us(Path(tmp), 300 if quick else 2000)
+    report.figure("fs_floor_us_per_message_ops", floor)
+    report.figure("fs_floor_max_msg_per_s", 1e6 / floor)
     for durability in ("none", "flush", "fsync"):
         with tempfile.TemporaryDirectory(prefix="fokha-bench-") as tmp:
             log(args, f"ours, durability={durability}: latency at 100 msg/s ({lat_count} msgs)")
-            lat = await _ours_latency(Path(tmp) / "lat", durability, lat_count, 100.0)
+            paced = await _ours(Path(tmp) / "lat", durability, lat_count, 100.0)
+            lat = paced["latencies"]
             n = thr_count if durability != "fsync" else max(200, thr_count // 10)
             log(args, f"ours, durability={durability}: throughput ({n} msgs)")
-            thr = await _ours_throughput(Path(tmp) / "thr", durability, n)
+            thr = (await _ours(Path(tmp) / "thr", durability, n, None))["throughput"]
         results[durability] = (lat, thr)
         report.figure(f"ours_{durability}_p50_ms", percentile(lat, 50) * 1000)
         report.figure(f"ours_{durability}_p99_ms", percentile(lat, 99) * 1000)
@@ -194,11 +203,14 @@ async def main() -> None:
     report.target("flush p99 latency", percentile(lat_flush, 99) * 1000, 20.0, "<=", "ms")
     report.target("flush throughput", thr_flush, 2000.0, ">=", "msg/s")
     report.notes.append(
-        f"one process, one event loop; cpu count {os.cpu_count()}; fsync throughput measured "
-        "on fewer messages"
+        f"writer and reader in two processes; cpu count {os.cpu_count()}; fsync throughput "
+        "measured on fewer messages"
     )
     report.emit(args.json)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 5 and sys.argv[1] == "--reader":
+        asyncio.run(_reader(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+    else:
+        asyncio.run(main())

@@ -277,6 +277,10 @@ class FileBridge:
         self.heartbeat_interval = heartbeat_interval
         self.outgoing = DirectionPaths(self.root / f"{local}2{peer}")
         self.incoming = DirectionPaths(self.root / f"{peer}2{local}")
+        self._out_tmp = str(self.outgoing.tmp)
+        self._out_new = str(self.outgoing.new)
+        self._in_new = str(self.incoming.new)
+        self._in_cur = str(self.incoming.cur)
         self.instance = new_id()
         self.stats = BridgeStats()
         self._handler = handler
@@ -411,10 +415,11 @@ class FileBridge:
         self._last_seq = max(self._last_seq + 1, int(self._clock.time() * 1_000_000))
         return self._last_seq
 
-    def _publish(self, name: str, data: bytes, dest_dir: Path) -> None:
-        tmp = self.outgoing.tmp / name
+    def _publish(self, name: str, data: bytes, dest_dir: str) -> None:
+        # Plain string paths on the hot path: pathlib costs more than the syscalls here.
+        tmp = os.path.join(self._out_tmp, name)
         write_file(tmp, data, self.durability)
-        move_file(tmp, dest_dir / name)
+        move_file(tmp, os.path.join(dest_dir, name))
         if self.durability == "fsync":
             fsync_dir(dest_dir)
 
@@ -426,7 +431,7 @@ class FileBridge:
             data = encode_frame(msg_id, seq, body)
             if len(data) > self.max_frame_bytes:
                 raise ConfigError("body", f"frame of {len(data)} bytes exceeds max_frame_bytes")
-            await self._blocking(self._publish, name, data, self.outgoing.new)
+            await self._blocking(self._publish, name, data, self._out_new)
 
     def _payload(self, type_: str, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
@@ -730,14 +735,26 @@ class FileBridge:
                 if entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
 
-    def _read(self, path: Path) -> bytes:
-        with open(path, "rb") as f:
-            return f.read(self.max_frame_bytes + 1)
+    def _read(self, path: str | Path) -> bytes:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            limit = self.max_frame_bytes + 1
+            chunks = []
+            size = 0
+            while size < limit:
+                chunk = os.read(fd, limit - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     async def _scan_once(self) -> bool:
         try:
             names = sorted(
-                e.name for e in os.scandir(self.incoming.new) if parse_message_name(e.name)
+                e.name for e in os.scandir(self._in_new) if parse_message_name(e.name)
             )
         except FileNotFoundError:
             self.incoming.create()
@@ -746,7 +763,7 @@ class FileBridge:
         for name in names:
             if self._closed:
                 break
-            path = self.incoming.new / name
+            path = os.path.join(self._in_new, name)
             try:
                 data = self._read(path)
             except (FileNotFoundError, PermissionError):
@@ -757,7 +774,7 @@ class FileBridge:
                 self._not_ready_yet(name, path, exc)
                 continue
             self._not_ready.pop(name, None)
-            claimed = self.incoming.cur / name
+            claimed = os.path.join(self._in_cur, name)
             try:
                 os.replace(path, claimed)
             except (FileNotFoundError, PermissionError):
@@ -770,9 +787,9 @@ class FileBridge:
                 del self._not_ready[gone]
         return progressed
 
-    def _not_ready_yet(self, name: str, path: Path, exc: FrameError) -> None:
+    def _not_ready_yet(self, name: str, path: str, exc: FrameError) -> None:
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             self._not_ready.pop(name, None)
             return
@@ -785,7 +802,7 @@ class FileBridge:
             del self._not_ready[name]
             self._to_bad(path, name, exc.code, exc.detail)
 
-    def _to_bad(self, path: Path, name: str, code: str, detail: str) -> None:
+    def _to_bad(self, path: str | Path, name: str, code: str, detail: str) -> None:
         try:
             move_file(path, self.incoming.bad / name)
         except FileNotFoundError:
@@ -871,14 +888,15 @@ class FileBridge:
             details,
         )
 
-    def _ack(self, path: Path, name: str) -> None:
+    def _ack(self, path: str | Path, name: str) -> None:
         if self.keep_done:
             with contextlib.suppress(FileNotFoundError):
                 move_file(path, self.incoming.done / name)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
-    async def _handle(self, path: Path, name: str, frame: Frame) -> None:
+    async def _handle(self, path: str | Path, name: str, frame: Frame) -> None:
         try:
             message = self._parse(name, frame)
         except CorruptFrameError as exc:
@@ -963,7 +981,7 @@ class FileBridge:
             seq = self._next_seq()
             name = message_name(seq, self.sender, reply_id)
             await self._blocking(
-                self._publish, name, encode_frame(reply_id, seq, body), self.outgoing.new
+                self._publish, name, encode_frame(reply_id, seq, body), self._out_new
             )
         self.stats.replies_sent += 1
 
