@@ -407,3 +407,29 @@ async def test_sync_wrapper_receives(tmp_path: Path) -> None:
         reply = await ea.request("ask", {}, timeout=10)
         assert reply.details == {"ok": True}
         assert await worker == "hello"
+
+
+async def test_request_only_bridge_leaves_other_messages_waiting(tmp_path: Path) -> None:
+    """Without a handler or iterator, messages wait in new/ and do not block replies."""
+    async with (
+        ea_bridge(tmp_path, Counter()) as ea,
+        FileBridge(tmp_path, poll=FAST, heartbeat_interval=None) as py,
+    ):
+        await ea.send("event", {"n": 1})
+        await ea.send("event", {"n": 2})
+        first = await py.request("order", {}, timeout=10)
+        second = await py.request("order", {}, timeout=10)
+        assert first.status is ReplyStatus.EXECUTED
+        assert second.status is ReplyStatus.EXECUTED
+        assert len(files(tmp_path / "ea2py" / "new")) == 2
+
+        seen: list[int] = []
+
+        async def consume() -> None:
+            async for message in py.messages():
+                seen.append(message.body["n"])
+                if len(seen) == 2:
+                    break
+
+        await asyncio.wait_for(consume(), 10)
+    assert seen == [1, 2]

@@ -753,9 +753,7 @@ class FileBridge:
 
     async def _scan_once(self) -> bool:
         try:
-            names = sorted(
-                e.name for e in os.scandir(self._in_new) if parse_message_name(e.name)
-            )
+            names = sorted(e.name for e in os.scandir(self._in_new) if parse_message_name(e.name))
         except FileNotFoundError:
             self.incoming.create()
             return False
@@ -774,6 +772,8 @@ class FileBridge:
                 self._not_ready_yet(name, path, exc)
                 continue
             self._not_ready.pop(name, None)
+            if not self._wanted(frame):
+                continue
             claimed = os.path.join(self._in_cur, name)
             try:
                 os.replace(path, claimed)
@@ -786,6 +786,25 @@ class FileBridge:
             for gone in [n for n in self._not_ready if n not in present]:
                 del self._not_ready[gone]
         return progressed
+
+    def _wanted(self, frame: Frame) -> bool:
+        """Whether to take this frame now.
+
+        Without a handler and with no :meth:`messages` loop running, nobody could take
+        a message: it stays in ``new/`` (nothing is lost, and requests are not blocked
+        behind it). Replies to this bridge's waiting requests, and duplicates of
+        replies already handled, are always taken.
+        """
+        if self._handler is not None or self._iterating:
+            return True
+        data = frame.data
+        if data.get("type") != "reply":
+            return False
+        in_reply_to = data.get("in_reply_to")
+        if isinstance(in_reply_to, str) and in_reply_to in self._pending:
+            return True
+        entry = self._journal.get(frame.id)
+        return entry is not None and entry.state == "done"
 
     def _not_ready_yet(self, name: str, path: str, exc: FrameError) -> None:
         try:
