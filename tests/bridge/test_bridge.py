@@ -433,3 +433,22 @@ async def test_request_only_bridge_leaves_other_messages_waiting(tmp_path: Path)
 
         await asyncio.wait_for(consume(), 10)
     assert seen == [1, 2]
+
+
+async def test_watch_wakes_the_reader_before_its_idle_poll(tmp_path: Path) -> None:
+    """With watch=True a new file is handled at once even when the poll interval is 5 s."""
+    pytest.importorskip("watchfiles", reason="the [watch] extra is not installed")
+    handler = Counter()
+    slow = PollConfig(busy=5.0, idle=5.0, busy_window=0.0)
+    async with (
+        ea_bridge(tmp_path, handler, poll=slow, watch=True) as ea,
+        FileBridge(tmp_path, receive=False, heartbeat_interval=None) as py,
+    ):
+        await wait_until(lambda: ea._waiter is not None)  # the reader is parked for 5 s
+        started = time.monotonic()
+        deadline = started + 3.0
+        while not handler.calls:
+            assert time.monotonic() < deadline, "not woken by the watcher"
+            await py.send("note", {})
+            await asyncio.sleep(0.05)  # pacing the sends while the watcher starts
+    assert time.monotonic() - started < 3.0
