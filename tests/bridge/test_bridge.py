@@ -452,3 +452,31 @@ async def test_watch_wakes_the_reader_before_its_idle_poll(tmp_path: Path) -> No
             await py.send("note", {})
             await asyncio.sleep(0.05)  # pacing the sends while the watcher starts
     assert time.monotonic() - started < 3.0
+
+
+async def test_interim_accepted_reply_does_not_end_a_final_wait(tmp_path: Path) -> None:
+    """With final=True an 'accepted' reply is consumed and the request waits for 'executed'."""
+    async with (
+        FileBridge(tmp_path, local="ea", peer="py", poll=FAST, heartbeat_interval=None) as ea,
+        FileBridge(tmp_path, poll=FAST, heartbeat_interval=None) as py,
+    ):
+        task = asyncio.create_task(py.request("order", {}, id="acc-1", timeout=10))
+        async for message in ea.messages():
+            # Answer by hand: first an interim reply, then the final one.
+            for status, rid in (("accepted", "acc-r1"), ("executed", "acc-r2")):
+                payload = {
+                    "type": "reply",
+                    "kind": "order",
+                    "sender": "ea",
+                    "sent_at": 1.0,
+                    "body": {},
+                    "in_reply_to": message.id,
+                    "status": status,
+                    "details": {},
+                }
+                await ea._send_stored_reply(rid, canonical_json(payload))
+            ea.reply(message, "executed")
+            break
+        reply = await asyncio.wait_for(task, 10)
+    assert reply.status is ReplyStatus.EXECUTED
+    assert reply.id == "acc-r2"

@@ -694,14 +694,20 @@ class FileBridge:
             self._log.exception("reconciling cur/ failed")
         interval = self.poll.busy
         idle_since = self._clock.monotonic()
+        recheck_cur = False
         while not self._closed:
             try:
+                if recheck_cur:
+                    # A failed pass may have left a claimed file in cur/: take it up again.
+                    recheck_cur = False
+                    await self._reconcile_cur()
                 progressed = await self._scan_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self._log.exception("file bridge reader pass failed; retrying")
                 progressed = False
+                recheck_cur = True
             now = self._clock.monotonic()
             if progressed:
                 idle_since = now
@@ -938,8 +944,10 @@ class FileBridge:
             pending = self._pending.get(message.in_reply_to)
             # A duplicate reply still completes a waiting request (the waiter may be a
             # resend after a restart), but reaches the application only once.
-            if pending is not None and (message.status.final or not pending.final):
-                if not pending.future.done():
+            if pending is not None:
+                # An interim "accepted" while the waiter wants the final reply is
+                # consumed here: the waiter keeps waiting for the final one.
+                if (message.status.final or not pending.final) and not pending.future.done():
                     pending.future.set_result(reply)
                 if entry is None or entry.state != "done":
                     await self._blocking(
