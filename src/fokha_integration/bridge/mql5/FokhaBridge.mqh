@@ -26,6 +26,7 @@
 #define FOKHA_CHECK_OK       0
 #define FOKHA_CHECK_INCOMPLETE 1
 #define FOKHA_CHECK_CORRUPT  2
+#define FOKHA_JOURNAL_KEEP   100000      // records kept when the journal is compacted
 
 //--- one incoming message (spec section 5)
 struct FokhaMessage
@@ -205,6 +206,43 @@ int FokhaJsonValueEnd(const string s, int i)
    return j;
   }
 
+ushort FokhaHex4(const string h)
+  {
+   ushort v = 0;
+   for(int i = 0; i < StringLen(h); i++)
+     {
+      ushort c = StringGetCharacter(h, i);
+      ushort d = 0;
+      if(c >= '0' && c <= '9')
+         d = (ushort)(c - '0');
+      else
+         if(c >= 'a' && c <= 'f')
+            d = (ushort)(c - 'a' + 10);
+         else
+            if(c >= 'A' && c <= 'F')
+               d = (ushort)(c - 'A' + 10);
+      v = (ushort)(v * 16 + d);
+     }
+   return v;
+  }
+
+// ArraySort sorts numbers only: an insertion sort for file names (byte order for ASCII)
+void FokhaSortStrings(string &a[])
+  {
+   int n = ArraySize(a);
+   for(int i = 1; i < n; i++)
+     {
+      string key = a[i];
+      int j = i - 1;
+      while(j >= 0 && StringCompare(a[j], key, true) > 0)
+        {
+         a[j + 1] = a[j];
+         j--;
+        }
+      a[j + 1] = key;
+     }
+  }
+
 string FokhaJsonUnquote(const string raw)
   {
    int n = StringLen(raw);
@@ -238,7 +276,7 @@ string FokhaJsonUnquote(const string raw)
                   else
                      if(e == 'u' && i + 4 < n)
                        {
-                        out += ShortToString((ushort)StringToInteger("0x" + StringSubstr(raw, i + 1, 4)));
+                        out += ShortToString(FokhaHex4(StringSubstr(raw, i + 1, 4)));
                         i += 4;
                        }
                      else
@@ -400,7 +438,7 @@ bool CFokhaBridge::Init(const string root, const bool common, const string local
    m_in = root + "\\" + peer + "2" + local;
    m_out = root + "\\" + local + "2" + peer;
    m_journal = root + "\\state\\" + local + ".journal";
-   m_instance = IntegerToString(GetMicrosecondCount()) + "-" + IntegerToString(MathRand());
+   m_instance = IntegerToString((long)GetMicrosecondCount()) + "-" + IntegerToString(MathRand());
    string subs[6] = {"tmp", "new", "cur", "bad", "done", "snap"};
    for(int i = 0; i < 6; i++)
      {
@@ -431,7 +469,7 @@ void CFokhaBridge::OnTimer(void)
 long CFokhaBridge::NextSeq(void)
   {
    long t = (long)TimeGMT() * 1000000;
-   m_last_seq = MathMax(m_last_seq + 1, t);
+   m_last_seq = (m_last_seq + 1 > t) ? m_last_seq + 1 : t;
    return m_last_seq;
   }
 
@@ -564,7 +602,7 @@ bool CFokhaBridge::Publish(const string dir, const string name, const uchar &fra
      {
       if(FileMove(tmp, m_common, dir + "\\" + name, FILE_REWRITE | m_common))
          return true;
-      Sleep(1 << MathMin(attempt, 5));   // sharing violation: the reader has it open
+      Sleep(attempt < 5 ? (1 << attempt) : 32);   // sharing violation: the reader has it open
      }
    PrintFormat("fokha: cannot move %s (error %d); it stays in tmp and is retried at start-up", name, GetLastError());
    return false;
@@ -593,8 +631,27 @@ void CFokhaBridge::LoadJournal(void)
    string text = CharArrayToString(raw, 0, ArraySize(raw), CP_UTF8);
    string lines[];
    int n = StringSplit(text, '\n', lines);
-   // StringSplit gives a last element after the final LF: "" when the file ends with LF
-   for(int i = 0; i < n - 1; i++)
+   // StringSplit gives a last element after the final LF: "" when the file ends with LF.
+   // Retention (section 6.3): keep the newest FOKHA_JOURNAL_KEEP records and rewrite.
+   int first = (n - 1 - FOKHA_JOURNAL_KEEP > 0) ? n - 1 - FOKHA_JOURNAL_KEEP : 0;
+   if(first > 0)
+     {
+      string tmp = m_journal + ".tmp";
+      int h = FileOpen(tmp, FILE_WRITE | FILE_BIN | m_common);
+      if(h != INVALID_HANDLE)
+        {
+         for(int i = first; i < n - 1; i++)
+           {
+            uchar line[];
+            int ln = FokhaUtf8(lines[i] + "\n", line);
+            FileWriteArray(h, line, 0, ln);
+           }
+         FileFlush(h);
+         FileClose(h);
+         FileMove(tmp, m_common, m_journal, FILE_REWRITE | m_common);
+        }
+     }
+   for(int i = first; i < n - 1; i++)
      {
       string p[];
       // reply payloads contain spaces: split the first five fields only
@@ -641,7 +698,7 @@ int CFokhaBridge::List(const string folder, string &names[])
      }
    while(FileFindNext(h, found));
    FileFindClose(h);
-   ArraySort(names);
+   FokhaSortStrings(names);
    return ArraySize(names);
   }
 
@@ -657,7 +714,8 @@ void CFokhaBridge::RecoverTmp(void)
       FokhaParseName(names[i], seq, sender, id);
       if(sender != m_local)
          continue;
-      m_last_seq = MathMax(m_last_seq, seq);
+      if(seq > m_last_seq)
+         m_last_seq = seq;
       uchar buf[];
       string path = Path(m_out, "tmp", names[i]);
       long size = FileLoad(path, buf, m_common);
@@ -688,8 +746,8 @@ void CFokhaBridge::RecoverTmp(void)
       long seq;
       string sender, id;
       FokhaParseName(mine[i], seq, sender, id);
-      if(sender == m_local)
-         m_last_seq = MathMax(m_last_seq, seq);
+      if(sender == m_local && seq > m_last_seq)
+         m_last_seq = seq;
      }
   }
 
@@ -891,7 +949,7 @@ bool CFokhaBridge::WriteSnapshot(const string name, const string body_json)
       while(FileFindNext(h, found));
       FileFindClose(h);
      }
-   ArraySort(versions);
+   FokhaSortStrings(versions);
    for(int i = 0; i < ArraySize(versions) - 2; i++)
       FileDelete(Path(m_out, "snap", versions[i]), m_common);
    return true;
