@@ -67,8 +67,13 @@ def test_crash_chaos_every_request_once_and_replied(tmp_path: Path) -> None:
             for who, proc in procs.items():
                 assert proc.poll() is None, f"{who} exited with {proc.returncode} (seed {SEED})"
             # The chaos schedule itself: kill at a random moment, not a synchronisation.
-            time.sleep(rng.uniform(0.02, 0.3))
-            who = rng.choice(["writer", "ea"])
+            # The first kills alternate quickly, so both sides die several times even
+            # when the run is short; then the victim and the moment are random.
+            early = sum(kills.values()) < 6
+            time.sleep(rng.uniform(0.02, 0.1) if early else rng.uniform(0.02, 0.3))
+            who = (
+                ("writer", "ea")[sum(kills.values()) % 2] if early else rng.choice(["writer", "ea"])
+            )
             procs[who].send_signal(signal.SIGKILL)
             procs[who].wait()
             kills[who] += 1
