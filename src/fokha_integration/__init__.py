@@ -7,6 +7,7 @@ only when used.
 """
 
 from ._version import __version__
+from .bridge import FileBridge, ReplyStatus, SyncFileBridge, find_mt5_data_folders
 from .clock import SYSTEM_CLOCK, Clock, ManualClock, SystemClock
 from .dedup import (
     ClaimResult,
@@ -101,6 +102,7 @@ __all__ = [
     "Direction",
     "Envelope",
     "FieldInfo",
+    "FileBridge",
     "FokhaError",
     "FrameError",
     "HealthMonitor",
@@ -118,6 +120,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "RateLimiter",
+    "ReplyStatus",
     "RetryDetails",
     "RetryExhaustedError",
     "RetryPolicy",
@@ -127,6 +130,7 @@ __all__ = [
     "StateChange",
     "StateEvent",
     "StatusChange",
+    "SyncFileBridge",
     "SystemClock",
     "TokenAuthenticator",
     "ValidationError",
@@ -137,6 +141,7 @@ __all__ = [
     "add_health_routes",
     "canonical_json",
     "content_key",
+    "find_mt5_data_folders",
     "model_fields",
     "new_id",
     "retry_testing",

@@ -40,6 +40,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_ws_parser(sub)
     # --- end ws ---
     _add_health_parser(sub)
+    # --- bridge (FileBridge, issue 4) -------------------------------------------------
+    from .bridge._cli import add_bridge_parser
+
+    add_bridge_parser(sub)
+    # --- end bridge -------------------------------------------------------------------
     return parser
 
 
@@ -67,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --- end ws ---
     if args.command == "health":
         return _run_health(args)
+    # --- bridge (FileBridge, issue 4) -------------------------------------------------
+    if args.command == "bridge":
+        from .bridge._cli import run_bridge_command
+
+        return run_bridge_command(args)
+    # --- end bridge -------------------------------------------------------------------
     parser.print_help()
     return 2
 

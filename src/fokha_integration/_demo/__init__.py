@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from . import dedup, health, resilience, ws
+from . import bridge, dedup, health, resilience, ws
 
 __all__ = ["SECTIONS", "DemoContext", "run_demo"]
 
@@ -36,6 +36,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("dedup", dedup.run),
     ("ws", ws.run),
     ("health", health.run),
+    ("bridge", bridge.run),
 ]
 
 

@@ -1,0 +1,123 @@
+"""A blocking wrapper of :class:`FileBridge` for scripts that do not use asyncio.
+
+:class:`SyncFileBridge` runs a private event loop in a background thread; its
+methods block the calling thread until the bridge has done the work. Incoming
+messages (without a handler) are queued for :meth:`SyncFileBridge.get`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+from ..errors import OperationTimeoutError
+from ._bridge import FileBridge, Message, Reply, ReplyStatus, Snapshot
+
+__all__ = ["SyncFileBridge"]
+
+T = TypeVar("T")
+
+
+class SyncFileBridge:
+    """Blocking file bridge: ``send``, ``request``, ``get``, snapshots, ``peer_alive``.
+
+    Takes the same keyword arguments as :class:`FileBridge` except ``handler``: a
+    received message is queued (at most ``inbox_size``) and returned by :meth:`get`;
+    it is acknowledged when handed out. A request received this way must be
+    answered with :meth:`reply`: the reader waits for that answer (``failed`` is
+    sent if the bridge is closed first), and later messages wait behind it.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, root: Any, *, inbox_size: int = 1000, **kwargs: Any) -> None:
+        if "handler" in kwargs:
+            raise TypeError("SyncFileBridge takes no handler; call get() instead")
+        self._inbox: queue.Queue[Message] = queue.Queue(maxsize=inbox_size)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._replies: dict[str, Reply] = {}
+        self._waiting: dict[str, threading.Event] = {}
+
+        async def handler(message: Message) -> Reply | None:
+            event = threading.Event()
+            if message.is_request:
+                self._waiting[message.id] = event
+            await asyncio.to_thread(self._inbox.put, message)
+            if not message.is_request:
+                return None
+            await asyncio.to_thread(event.wait)
+            self._waiting.pop(message.id, None)
+            return self._replies.pop(
+                message.id, Reply(ReplyStatus.FAILED, {"message": "no reply given"})
+            )
+
+        self._closed = False
+
+        async def make() -> FileBridge:
+            bridge = FileBridge(root, handler=handler, **kwargs)
+            await bridge.start()
+            return bridge
+
+        self.bridge = self._run(make())
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __enter__(self) -> SyncFileBridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, kind: str, body: Mapping[str, Any], *, id: str | None = None) -> str:
+        """Send a one-way message; returns its id."""
+        return self._run(self.bridge.send(kind, body, id=id))
+
+    def request(self, kind: str, body: Mapping[str, Any], **kwargs: Any) -> Reply:
+        """Send a request and block until its reply (see :meth:`FileBridge.request`)."""
+        return self._run(self.bridge.request(kind, body, **kwargs))
+
+    def get(self, timeout: float | None = None) -> Message:
+        """The next incoming message; raises :class:`OperationTimeoutError` after ``timeout``."""
+        try:
+            return self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise OperationTimeoutError("SyncFileBridge.get", timeout or 0.0) from None
+
+    def reply(self, message: Message, status: ReplyStatus | str, **details: Any) -> None:
+        """Answer a request returned by :meth:`get`."""
+        event = self._waiting.get(message.id)
+        if event is None:
+            raise KeyError(f"no request {message.id!r} is waiting for a reply")
+        self._replies[message.id] = Reply(ReplyStatus(status), details)
+        event.set()
+
+    def write_snapshot(self, name: str, body: Mapping[str, Any]) -> None:
+        """Publish a snapshot (see :meth:`FileBridge.write_snapshot`)."""
+        self._run(self.bridge.write_snapshot(name, body))
+
+    def read_snapshot(self, name: str) -> Snapshot | None:
+        """The peer's newest snapshot ``name`` or ``None``."""
+        return self.bridge.read_snapshot(name)
+
+    def peer_alive(self, max_age: float = 5.0) -> bool:
+        """Whether the peer's heartbeat is fresh."""
+        return self.bridge.peer_alive(max_age)
+
+    def close(self) -> None:
+        """Close the bridge and stop the background loop."""
+        if self._closed:
+            return
+        self._closed = True
+        for event in list(self._waiting.values()):
+            event.set()
+        try:
+            self._run(self.bridge.close(), timeout=10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
