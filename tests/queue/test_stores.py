@@ -193,9 +193,13 @@ async def test_sqlite_store_refuses_appends_past_its_bound(tmp_path: object) -> 
     store = SQLiteOutboxStore(tmp_path / "b.db", max_pending=5)
     await store.open(["a"])
     try:
-        with pytest.raises(BackendError):
+
+        async def fill() -> None:
             for i in range(600):
                 await store.append(env(n=i))
+
+        with pytest.raises(BackendError):
+            await fill()
         assert (await store.stats("a"))[0] <= 5 + 256
     finally:
         await store.close()
