@@ -40,7 +40,7 @@ from ._types import (
     sink_names,
 )
 
-__all__ = ["SignalQueue", "SinkConfig"]
+__all__ = ["SignalQueue", "SinkConfig", "default_order_key"]
 
 logger = logging.getLogger("fokha_integration.queue")
 
@@ -141,6 +141,7 @@ class _SinkWorker:
     async def _run(self) -> None:
         store = self.queue.store
         poll = self.queue.poll_interval
+        loop = asyncio.get_running_loop()
         while True:
             self.wake.clear()
             room = self.max_in_flight - self.in_flight
@@ -157,13 +158,17 @@ class _SinkWorker:
                 for entry in entries:
                     self._schedule(entry)
             if got == 0 or self.in_flight >= self.max_in_flight:
-                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), poll)
+                # A timer instead of wait_for: no extra task per idle wait.
+                timer = loop.call_later(poll, self.wake.set)
+                try:
+                    await self.wake.wait()
+                finally:
+                    timer.cancel()
 
     def _schedule(self, entry: OutboxEntry) -> None:
         self.in_flight += 1
         self._leased[entry.ref] = entry
-        key = entry.envelope.key
+        key = self.queue.order_key(entry.envelope)
         waiting = self._busy_keys.get(key)
         if waiting is not None:
             waiting.append(entry)  # same key already in flight: keep publish order
@@ -192,7 +197,7 @@ class _SinkWorker:
                 await self.queue.store.release(entry)
         self._leased.pop(entry.ref, None)
         self.in_flight -= 1
-        key = entry.envelope.key
+        key = self.queue.order_key(entry.envelope)
         waiting = self._busy_keys.get(key)
         if waiting:
             self._start(waiting.popleft())
@@ -265,7 +270,7 @@ class _SinkWorker:
                         f"rejected: {result.reason} {result.detail}".strip(),
                     )
                 )
-                return _Outcome("rejected", result.reason or result.detail)
+                return _Outcome("rejected", _refusal(result))
             return _DELIVERED
 
         try:
@@ -311,7 +316,7 @@ class _SinkWorker:
             record = AttemptRecord(
                 1, clock.time(), clock.monotonic() - started, f"rejected: {result.reason}"
             )
-            await self._dead(entry, "rejected", result.reason or result.detail, [record])
+            await self._dead(entry, "rejected", _refusal(result), [record])
             return
         self._delivered(entry)
 
@@ -345,6 +350,22 @@ class _SinkWorker:
         )
 
 
+def _refusal(result: DeliveryResult) -> str:
+    if result.detail:
+        return f"{result.reason}: {result.detail}" if result.reason else result.detail
+    return result.reason
+
+
+def default_order_key(envelope: Envelope) -> str:
+    """What orders deliveries per sink: the payload's ``symbol`` if any, else the key.
+
+    Two envelopes with the same order key reach a sink in publish order (an open
+    and then a close of EURUSD); different keys are delivered in parallel.
+    """
+    symbol = envelope.payload.get("symbol")
+    return symbol if isinstance(symbol, str) else envelope.key
+
+
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text[:500]
@@ -359,7 +380,8 @@ class SignalQueue:
     ``delivery_timeout``: defaults for every sink, overridden per sink name by
     ``sink_config``. ``poll_interval`` is how often an idle worker looks at the store
     for entries other processes appended. ``on_delivered(sink_name, envelope)`` is
-    called after each successful delivery (for metrics or tests).
+    called after each successful delivery (for metrics or tests). ``order_key``
+    picks what per-key ordering orders by (default: :func:`default_order_key`).
 
     Use as ``async with SignalQueue(...) as queue:`` or call :meth:`start` and
     :meth:`close`. A producer-only process may :meth:`publish` without
@@ -380,6 +402,7 @@ class SignalQueue:
         sink_config: Mapping[str, SinkConfig] | None = None,
         poll_interval: float = 0.05,
         on_delivered: Callable[[str, Envelope], None] | None = None,
+        order_key: Callable[[Envelope], str] = default_order_key,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -388,6 +411,7 @@ class SignalQueue:
         self.clock = clock
         self.poll_interval = poll_interval
         self.on_delivered = on_delivered
+        self.order_key = order_key
         self._sinks = list(sinks)
         names = sink_names(self._sinks)
         overrides = dict(sink_config or {})
@@ -594,5 +618,8 @@ class SignalQueue:
             left = deadline - loop.time()
             if left <= 0:
                 raise OperationTimeoutError("SignalQueue.wait_idle", timeout)
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), min(left, self.poll_interval * 4))
+            timer = loop.call_later(min(left, self.poll_interval * 4), event.set)
+            try:
+                await event.wait()
+            finally:
+                timer.cancel()
