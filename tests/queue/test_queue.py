@@ -327,7 +327,7 @@ class ReplyingBridge:
 
 
 async def test_websocket_and_file_bridge_sinks_adapt_any_object_of_their_shape() -> None:
-    """WebSocketSink publishes to a channel; FileBridgeSink turns a rejected reply into a dead letter."""
+    """WebSocketSink publishes to a channel; a rejected bridge reply becomes a dead letter."""
     server = ChannelRecorder()
     bridge = ReplyingBridge(max_volume=1.0)
     sinks = [WebSocketSink(server, channel="signals"), FileBridgeSink(bridge)]

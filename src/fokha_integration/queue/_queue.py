@@ -236,7 +236,10 @@ class _SinkWorker:
                     permit = self.breaker.acquire()
                 except CircuitOpenError as exc:
                     # Waiting for the breaker is not an attempt: the sink was not called.
-                    await clock.sleep(exc.retry_after if exc.retry_after else 1.0)
+                    # Capped: a half-open breaker's hint can be a whole probe timeout.
+                    cap = self.queue.max_breaker_wait
+                    hint = exc.retry_after if exc.retry_after else cap
+                    await clock.sleep(min(max(hint, 0.001), cap))
                     continue
                 break
             attempt_no += 1
@@ -382,6 +385,8 @@ class SignalQueue:
     for entries other processes appended. ``on_delivered(sink_name, envelope)`` is
     called after each successful delivery (for metrics or tests). ``order_key``
     picks what per-key ordering orders by (default: :func:`default_order_key`).
+    While a sink's breaker is open its entries wait (without using attempts) and
+    look again at least every ``max_breaker_wait`` seconds.
 
     Use as ``async with SignalQueue(...) as queue:`` or call :meth:`start` and
     :meth:`close`. A producer-only process may :meth:`publish` without
@@ -403,6 +408,7 @@ class SignalQueue:
         poll_interval: float = 0.05,
         on_delivered: Callable[[str, Envelope], None] | None = None,
         order_key: Callable[[Envelope], str] = default_order_key,
+        max_breaker_wait: float = 1.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -412,6 +418,7 @@ class SignalQueue:
         self.poll_interval = poll_interval
         self.on_delivered = on_delivered
         self.order_key = order_key
+        self.max_breaker_wait = max_breaker_wait
         self._sinks = list(sinks)
         names = sink_names(self._sinks)
         overrides = dict(sink_config or {})
