@@ -115,6 +115,7 @@ class _SinkWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: dict[str, OutboxEntry] = {}
         self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(
@@ -125,11 +126,13 @@ class _SinkWorker:
         tasks = list(self._tasks)
         if self._runner is not None:
             tasks.append(self._runner)
+        self._stopping = True
+        self.wake.set()
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a backend library that swallows a cancellation must not hang close().
+            await asyncio.wait(tasks, timeout=5.0)
         store = self.queue.store
         for entry in list(self._leased.values()):
             with contextlib.suppress(Exception):
@@ -142,7 +145,7 @@ class _SinkWorker:
         store = self.queue.store
         poll = self.queue.poll_interval
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             self.wake.clear()
             room = self.max_in_flight - self.in_flight
             got = 0

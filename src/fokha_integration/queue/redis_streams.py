@@ -80,7 +80,8 @@ class RedisStreamsStore:
     process in the consumer groups (default: host-pid-random; a stable name lets a
     restarted process take back its own pending entries at once, without waiting
     ``reclaim_idle``). ``max_pending`` bounds each sink's stream: past it an append
-    raises :class:`BackendError`. ``timeout`` bounds every Redis call.
+    raises :class:`BackendError`. ``timeout`` bounds every Redis call and the wait
+    for one of the ``max_connections`` pooled connections.
     """
 
     def __init__(
@@ -94,9 +95,11 @@ class RedisStreamsStore:
         id_ttl: float = 24 * 3600.0,
         max_pending: int = 1_000_000,
         timeout: float = 5.0,
+        max_connections: int = 32,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._url = url
+        self._max_connections = max_connections
         self._client: Any = client
         self._own_client = client is None
         base = "{" + prefix + "}"
@@ -117,6 +120,7 @@ class RedisStreamsStore:
         self._last_refresh: dict[str, float] = {}
         self._claim_cursor: dict[str, str] = {}
         self._append: Any = None
+        self._pool: Any = None
         self._open = False
         self.reclaimed = 0
         """Entries this store took over from other (crashed) consumers with XAUTOCLAIM."""
@@ -138,11 +142,17 @@ class RedisStreamsStore:
     async def open(self, sinks: Sequence[str]) -> None:
         """Connect, register ``sinks`` and create their consumer groups."""
         if self._client is None:
-            self._client = aioredis.from_url(
+            # A blocking pool: many deliveries in flight wait for a connection
+            # (at most ``timeout``) instead of failing with "too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=self._max_connections,
+                timeout=self._timeout,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
             )
+            self._client = aioredis.Redis(connection_pool=pool)
+            self._pool = pool
             self._own_client = True
         self._open = True
         r = self._client
@@ -169,6 +179,9 @@ class RedisStreamsStore:
         self._leased.clear()
         if self._own_client and self._client is not None:
             await self._client.aclose()
+            if self._pool is not None:
+                await self._pool.disconnect()
+                self._pool = None
             self._client = None
 
     async def append(self, envelope: Envelope) -> bool:
