@@ -22,6 +22,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +62,7 @@ CREATE INDEX IF NOT EXISTS dead_seq ON dead (seq);
 
 _Op = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 1024
+_PARSE_CACHE = 8192
 
 
 def _translate(exc: BaseException) -> BaseException:
@@ -138,39 +140,44 @@ class _DbThread:
             conn.close()
 
     @staticmethod
-    def _deliver(
-        item: tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop],
-        ok: bool,
-        value: Any,
-    ) -> None:
-        _, fut, loop = item
-
-        def _set() -> None:
+    def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+        for fut, ok, value in outcomes:
             if fut.done():
-                return
+                continue
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
 
-        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
-            loop.call_soon_threadsafe(_set)
+    def _deliver_all(
+        self,
+        batch: list[tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]],
+        outcomes: list[tuple[bool, Any]],
+    ) -> None:
+        # One wake-up of each event loop per batch, not one per call.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, fut, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                loop.call_soon_threadsafe(self._resolve, items)
 
     def _run_batch(
         self,
         conn: sqlite3.Connection,
         batch: list[tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]],
     ) -> None:
-        results: list[Any] = []
+        outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, _, _ in batch:
-                results.append(op(conn))
+                outcomes.append((True, op(conn)))
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             # One call failed: run each alone so only that one sees its error.
+            outcomes = []
             for item in batch:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
@@ -179,12 +186,10 @@ class _DbThread:
                 except BaseException as exc:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    self._deliver(item, False, _translate(exc))
+                    outcomes.append((False, _translate(exc)))
                 else:
-                    self._deliver(item, True, value)
-            return
-        for item, value in zip(batch, results, strict=True):
-            self._deliver(item, True, value)
+                    outcomes.append((True, value))
+        self._deliver_all(batch, outcomes)
 
 
 class SQLiteOutboxStore:
@@ -216,7 +221,7 @@ class SQLiteOutboxStore:
         self._cursor: dict[str, int] = {}
         self._appends = 0
         self._acks = 0
-        self._full = False
+        self._parsed: OrderedDict[int, Envelope] = OrderedDict()
 
     async def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -256,7 +261,7 @@ class SQLiteOutboxStore:
         check = self._appends % 256 == 1
         limit = self._max_pending
 
-        def op(conn: sqlite3.Connection) -> bool:
+        def op(conn: sqlite3.Connection) -> int:
             if check:
                 row = conn.execute(
                     "SELECT COUNT(*) FROM pending GROUP BY sink ORDER BY 1 DESC LIMIT 1"
@@ -268,15 +273,33 @@ class SQLiteOutboxStore:
                 (envelope.id, data, now),
             )
             if cur.rowcount == 0:
-                return False
-            seq = cur.lastrowid
+                return 0
+            seq = int(cur.lastrowid or 0)
             conn.execute(
                 "INSERT INTO pending(sink, seq, enqueued_at) SELECT name, ?, ? FROM sinks",
                 (seq, now),
             )
-            return True
+            return seq
 
-        return await self._call(op)
+        seq = await self._call(op)
+        if not seq:
+            return False
+        self._remember(seq, envelope)
+        return True
+
+    def _remember(self, seq: int, envelope: Envelope) -> None:
+        # Each sink reads the same row: parse (and validate) it once, not once per sink.
+        cache = self._parsed
+        cache[seq] = envelope
+        if len(cache) > _PARSE_CACHE:
+            cache.popitem(last=False)
+
+    def _envelope(self, seq: int, data: str) -> Envelope:
+        found = self._parsed.get(seq)
+        if found is None:
+            found = Envelope.from_json(data)
+            self._remember(seq, found)
+        return found
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""
@@ -300,7 +323,7 @@ class SQLiteOutboxStore:
             if seq in leased:
                 continue
             leased.add(seq)
-            out.append(OutboxEntry(sink, str(seq), Envelope.from_json(data), enqueued_at))
+            out.append(OutboxEntry(sink, str(seq), self._envelope(seq, data), enqueued_at))
         self._cursor[sink] = cursor
         return out
 
