@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from . import resilience
+from . import queue, resilience
 
 __all__ = ["SECTIONS", "DemoContext", "run_demo"]
 
@@ -33,6 +33,7 @@ Section = Callable[[DemoContext], Awaitable[None]]
 
 SECTIONS: list[tuple[str, Section]] = [
     ("resilience", resilience.run),
+    ("queue", queue.run),
 ]
 
 
