@@ -353,3 +353,42 @@ async def test_file_bridge_sink_without_reply_just_sends() -> None:
         await q.publish(s)
         await q.wait_idle(timeout=timeout(5))
     assert bridge.sent == [s.id] and bridge.journal == {}
+
+
+async def test_a_hung_delivery_times_out_and_is_retried() -> None:
+    """A deliver call past delivery_timeout is cancelled, recorded as a timeout, and retried."""
+    calls = 0
+    done: list[str] = []
+
+    async def hang_once(envelope: Envelope) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()  # never returns: the watchdog must cancel it
+        done.append(envelope.id)
+
+    async with SignalQueue(
+        sinks=[CallableSink(hang_once, name="a")], retry=FAST, delivery_timeout=0.05
+    ) as q:
+        s = sig()
+        await q.publish(s)
+        await q.wait_idle(timeout=timeout(5))
+        m = await q.metrics()
+    assert done == [s.id] and calls == 2 and m["a"].retried == 1
+
+
+async def test_a_delivery_that_always_hangs_is_dead_lettered_as_timeouts() -> None:
+    """Every attempt timing out ends in a dead letter whose attempts say OperationTimeoutError."""
+
+    async def hang(envelope: Envelope) -> None:
+        await asyncio.Event().wait()
+
+    policy = RetryPolicy(attempts=2, initial=0.001, max_delay=0.001, deadline=None)
+    async with SignalQueue(
+        sinks=[CallableSink(hang, name="a")], retry=policy, delivery_timeout=0.05
+    ) as q:
+        await q.publish(sig())
+        await q.wait_idle(timeout=timeout(5))
+        (dead,) = await q.dead_letters()
+    assert dead.reason == "max_attempts"
+    assert all("OperationTimeoutError" in a.error for a in dead.attempts)

@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -46,16 +47,11 @@ logger = logging.getLogger("fokha_integration.queue")
 
 T = TypeVar("T")
 
-_timeout_cm = getattr(asyncio, "timeout", None)  # Python >= 3.11: no extra task per call
 
-
-async def _with_timeout(aw: Awaitable[T], seconds: float | None) -> T:
-    if seconds is None:
-        return await aw
-    if _timeout_cm is not None:
-        async with _timeout_cm(seconds):
-            return await aw
-    return await asyncio.wait_for(aw, seconds)
+def _uncancel(task: asyncio.Task[object]) -> None:
+    uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
+    if uncancel is not None:
+        uncancel()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,17 +111,27 @@ class _SinkWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: dict[str, OutboxEntry] = {}
         self._runner: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
+        self._deadlines: dict[asyncio.Task[object], float] = {}
+        self._timed_out: set[asyncio.Task[object]] = set()
+        self._loop_time: Callable[[], float] = time.monotonic
 
     def start(self) -> None:
-        self._runner = asyncio.get_running_loop().create_task(
-            self._run(), name=f"fokha-queue-{self.name}"
-        )
+        loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
+        self._runner = loop.create_task(self._run(), name=f"fokha-queue-{self.name}")
+        if self.delivery_timeout is not None:
+            self._watchdog = loop.create_task(
+                self._watch(self.delivery_timeout), name=f"fokha-queue-{self.name}-watchdog"
+            )
 
     async def stop(self) -> None:
         tasks = list(self._tasks)
         if self._runner is not None:
             tasks.append(self._runner)
+        if self._watchdog is not None:
+            tasks.append(self._watchdog)
         self._stopping = True
         self.wake.set()
         for task in tasks:
@@ -222,7 +228,38 @@ class _SinkWorker:
         return self.queue.clock.time() >= expires
 
     async def _call_sink(self, envelope: Envelope) -> DeliveryResult | None:
-        return await _with_timeout(self.sink.deliver(envelope), self.delivery_timeout)
+        if self.delivery_timeout is None:
+            return await self.sink.deliver(envelope)
+        # One watchdog per sink enforces the timeout (see _watch): far cheaper than a
+        # timer per call, at the cost of firing up to a quarter-timeout late.
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = self._loop_time() + self.delivery_timeout
+        try:
+            return await self.sink.deliver(envelope)
+        except asyncio.CancelledError:
+            if task in self._timed_out:
+                self._timed_out.discard(task)
+                _uncancel(task)
+                raise OperationTimeoutError(
+                    f"deliver to {self.name}", self.delivery_timeout
+                ) from None
+            raise
+        finally:
+            self._deadlines.pop(task, None)
+            if task in self._timed_out:  # the sink swallowed the cancellation
+                self._timed_out.discard(task)
+                _uncancel(task)
+
+    async def _watch(self, timeout: float) -> None:
+        period = min(timeout / 4, 1.0)
+        while not self._stopping:
+            await asyncio.sleep(period)
+            now = self._loop_time()
+            for task, deadline in list(self._deadlines.items()):
+                if now >= deadline and task not in self._timed_out:
+                    self._timed_out.add(task)
+                    task.cancel()
 
     async def _deliver_at_least_once(self, entry: OutboxEntry) -> None:
         clock = self.queue.clock
