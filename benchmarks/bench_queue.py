@@ -1,6 +1,7 @@
 """SignalQueue: publish-to-delivered throughput and latency, per store, next to a baseline.
 
-Baseline ("direct"): for each envelope, a dedup claim and three direct awaits of the
+Baseline ("direct"): for each envelope, a dedup claim (key and content fingerprint,
+as the queue makes it) and three direct awaits of the
 same three in-process sinks; no outbox, no retry, no breaker. Ours: ``publish()``
 into the queue with each store (memory, SQLite, Redis Streams on a private
 redis-server when the binary is present), three in-process at-least-once sinks,
@@ -14,6 +15,7 @@ Run: ``python benchmarks/bench_queue.py [--quick] [--json]``
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import socket
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 from _harness import Report, log, parse_args, percentile
-from fokha_integration.models import Envelope
+from fokha_integration.models import Envelope, canonical_json
 from fokha_integration.queue import (
     CallableSink,
     MemoryDeduper,
@@ -72,7 +74,9 @@ async def baseline(n: int) -> tuple[float, float]:
 
     async def one(e: Envelope) -> None:
         tally.sent[e.id] = time.perf_counter()
-        claim = await dedup.claim(e.key, type=e.type)
+        # The same claim the queue makes: key plus a content fingerprint.
+        fingerprint = hashlib.sha256(canonical_json(e.payload).encode()).hexdigest()
+        claim = await dedup.claim(e.key, type=e.type, fingerprint=fingerprint)
         if claim.status == "first":
             for s in sinks:
                 await s.deliver(e)
@@ -154,7 +158,7 @@ def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str] | None:
 async def main() -> None:
     args = parse_args(__doc__ or "")
     logging.disable(logging.CRITICAL)
-    n = 5_000 if args.quick else 30_000
+    n = 10_000 if args.quick else 30_000
     report = Report("bench_queue")
 
     log(args, f"baseline: dedup claim + 3 direct awaits, {n} envelopes")
