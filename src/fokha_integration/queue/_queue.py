@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
@@ -45,7 +44,8 @@ __all__ = ["SignalQueue", "SinkConfig", "default_order_key"]
 
 logger = logging.getLogger("fokha_integration.queue")
 
-T = TypeVar("T")
+_RAMP = 8
+"""Runners that may be created-but-not-started at once: how fast parallelism ramps up."""
 
 
 def _uncancel(task: asyncio.Task[object]) -> None:
@@ -109,6 +109,9 @@ class _SinkWorker:
         self.in_flight = 0
         self._busy_keys: dict[str, deque[OutboxEntry]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: deque[OutboxEntry] = deque()
+        self._runners = 0
+        self._starting = 0  # runners created but not yet running
         self._leased: dict[str, OutboxEntry] = {}
         self._runner: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -144,6 +147,7 @@ class _SinkWorker:
             with contextlib.suppress(Exception):
                 await store.release(entry)
         self._leased.clear()
+        self._ready.clear()
         self._busy_keys.clear()
         self.in_flight = 0
 
@@ -186,9 +190,33 @@ class _SinkWorker:
         self._start(entry)
 
     def _start(self, entry: OutboxEntry) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(entry))
+        self._ready.append(entry)
+        if self._starting < _RAMP and self._runners < self.max_in_flight:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._runners += 1
+        self._starting += 1
+        task = asyncio.get_running_loop().create_task(self._runner_loop())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+    async def _runner_loop(self) -> None:
+        # Runners take ready entries one after another and exit when none is left.
+        # Each one spawns the next while work is waiting, so a slow sink gets up to
+        # max_in_flight runners in parallel, while a sink that answers at once is
+        # served by one runner without a task per delivery.
+        self._starting -= 1
+        try:
+            while self._ready and not self._stopping:
+                entry = self._ready.popleft()
+                if self._ready and self._starting < _RAMP and self._runners < self.max_in_flight:
+                    self._spawn()
+                await self._handle(entry)
+        finally:
+            self._runners -= 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
 
     async def _handle(self, entry: OutboxEntry) -> None:
         try:
@@ -209,7 +237,8 @@ class _SinkWorker:
         key = self.queue.order_key(entry.envelope)
         waiting = self._busy_keys.get(key)
         if waiting:
-            self._start(waiting.popleft())
+            # The next entry of this key goes first, to this same runner.
+            self._ready.appendleft(waiting.popleft())
         else:
             self._busy_keys.pop(key, None)
         self.wake.set()

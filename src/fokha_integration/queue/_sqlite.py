@@ -222,6 +222,7 @@ class SQLiteOutboxStore:
         self._appends = 0
         self._acks = 0
         self._parsed: OrderedDict[int, Envelope] = OrderedDict()
+        self._ack_batch: list[tuple[str, int, asyncio.Future[None]]] | None = None
 
     async def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -332,31 +333,51 @@ class SQLiteOutboxStore:
         if leased is not None:
             leased.discard(int(entry.ref))
 
-    def _maybe_compact(self) -> Callable[[sqlite3.Connection], None] | None:
-        self._acks += 1
-        if self._acks % 1000:
-            return None
-
-        def compact(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM outbox WHERE seq < COALESCE((SELECT MIN(seq) FROM pending),"
-                " (SELECT MAX(seq) + 1 FROM outbox)) AND seq NOT IN (SELECT seq FROM dead)"
-            )
-
-        return compact
-
     async def ack(self, entry: OutboxEntry) -> None:
-        """Delete the pending row."""
-        seq = int(entry.ref)
-        compact = self._maybe_compact()
+        """Delete the pending row (acks made in one loop turn share one statement)."""
+        loop = asyncio.get_running_loop()
+        if self._ack_batch is None:
+            self._ack_batch = []
+            loop.call_soon(self._flush_acks)
+        fut: asyncio.Future[None] = loop.create_future()
+        self._ack_batch.append((entry.sink, int(entry.ref), fut))
+        await fut
+        self._unlease(entry)
+
+    def _flush_acks(self) -> None:
+        batch, self._ack_batch = self._ack_batch or [], None
+        if not batch:
+            return
+        rows = [(sink, seq) for sink, seq, _ in batch]
+        self._acks += len(rows)
+        compact = self._acks // 1000 != (self._acks - len(rows)) // 1000
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM pending WHERE sink = ? AND seq = ?", (entry.sink, seq))
-            if compact is not None:
-                compact(conn)
+            conn.executemany("DELETE FROM pending WHERE sink = ? AND seq = ?", rows)
+            if compact:
+                conn.execute(
+                    "DELETE FROM outbox WHERE seq < COALESCE((SELECT MIN(seq) FROM pending),"
+                    " (SELECT MAX(seq) + 1 FROM outbox)) AND seq NOT IN (SELECT seq FROM dead)"
+                )
 
-        await self._call(op)
-        self._unlease(entry)
+        def done(result: asyncio.Future[None]) -> None:
+            exc = None if result.cancelled() else result.exception()
+            for _, _, fut in batch:
+                if fut.done():
+                    continue
+                if result.cancelled():
+                    fut.cancel()
+                elif exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(None)
+
+        if self._db is None:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(ClosedError("the SQLite outbox store is not open"))
+            return
+        self._db.submit(op).add_done_callback(done)
 
     async def release(self, entry: OutboxEntry) -> None:
         """Forget the lease; the entry is fetched again."""
