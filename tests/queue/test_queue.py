@@ -392,3 +392,38 @@ async def test_a_delivery_that_always_hangs_is_dead_lettered_as_timeouts() -> No
         (dead,) = await q.dead_letters()
     assert dead.reason == "max_attempts"
     assert all("OperationTimeoutError" in a.error for a in dead.attempts)
+
+
+class ScriptedDeduper:
+    """A deduper of the adapter shape whose answers the test scripts (like a DedupCache
+    whose first claimer has not finished yet)."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.released: list[str] = []
+
+    class Claim:
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+    async def claim(self, key: str, *, type: str, fingerprint: str | None = None) -> Claim:
+        return self.Claim(self.answers.pop(0))
+
+    async def release(self, key: str, *, type: str) -> None:
+        self.released.append(key)
+
+
+async def test_any_deduper_of_the_protocol_shape_plugs_in() -> None:
+    """A custom deduper's first / in_flight / conflict answers map to publish results."""
+    dedup = ScriptedDeduper(["first", "in_flight", "conflict"])
+    rec = Recorder()
+    async with SignalQueue(dedup=dedup, sinks=[CallableSink(rec, name="a")]) as q:
+        r1, r2, r3 = [await q.publish(sig()) for _ in range(3)]
+        await q.wait_idle(timeout=timeout(5))
+    assert (r1.status, r2.status, r2.in_flight, r3.status) == (
+        "accepted",
+        "duplicate",
+        True,
+        "conflict",
+    )
+    assert [e.id for e in rec.got] == [r1.id]

@@ -667,7 +667,7 @@ class SignalQueue:
             m.in_flight = worker.in_flight
             m.oldest_pending_age = 0.0 if oldest is None else max(0.0, now - oldest)
             m.breaker = worker.breaker.state.value
-            out[name] = replace(m, extra=dict(m.extra))
+            out[name] = replace(m)
         return out
 
     def _progress(self) -> None:

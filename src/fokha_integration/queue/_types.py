@@ -13,7 +13,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..models import Envelope
@@ -302,7 +302,6 @@ class SinkMetrics:
     lag: float = 0.0
     oldest_pending_age: float = 0.0
     breaker: str = "closed"
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def envelope_to_text(envelope: Envelope) -> str:
