@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fokha_integration.errors import BackendError
+from fokha_integration.errors import BackendError, ConfigError
 from fokha_integration.models import Envelope
 from fokha_integration.queue import AttemptRecord, DeadLetter, OutboxStore
 from tests.queue.conftest import StoreFactory
@@ -61,6 +61,16 @@ async def test_append_of_a_known_id_is_a_no_op(store_factory: tuple[str, StoreFa
     assert await store.append(e) is True
     assert await store.append(e) is False
     assert (await store.stats("a"))[0] == 1
+
+
+async def test_append_with_no_registered_sink_is_refused(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """An envelope no sink would receive is refused, not silently kept."""
+    _, factory = store_factory
+    store = await opened(factory, [])
+    with pytest.raises(ConfigError):
+        await store.append(env())
 
 
 async def test_fetch_leases_and_release_gives_back(store_factory: tuple[str, StoreFactory]) -> None:

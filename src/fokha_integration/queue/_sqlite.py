@@ -67,11 +67,11 @@ _PARSE_CACHE = 8192
 
 def _translate(exc: BaseException) -> BaseException:
     """The one place sqlite3 errors become the library's own."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
     if isinstance(exc, sqlite3.OperationalError):
         return BackendUnavailableError("sqlite", str(exc))
-    if isinstance(exc, sqlite3.Error):
-        return BackendError("sqlite", str(exc))
-    return exc
+    return BackendError("sqlite", str(exc))
 
 
 class _DbThread:
@@ -269,6 +269,8 @@ class SQLiteOutboxStore:
                 ).fetchone()
                 if row is not None and row[0] >= limit:
                     raise BackendError("sqlite", "outbox is full (max_pending reached)")
+            if conn.execute("SELECT 1 FROM sinks LIMIT 1").fetchone() is None:
+                raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
             cur = conn.execute(
                 "INSERT OR IGNORE INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)",
                 (envelope.id, data, now),

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BackendError, ClosedError
+from ..errors import BackendError, ClosedError, ConfigError
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
 
@@ -44,6 +44,7 @@ class OutboxStore(Protocol):
 
         Returns ``False`` when an envelope with the same id is already pending (then
         nothing is added). Returns only once the store has accepted it durably.
+        Raises :class:`ConfigError` when no sink is registered (it would reach nobody).
         """
         ...
 
@@ -138,6 +139,8 @@ class MemoryOutboxStore:
     async def append(self, envelope: Envelope) -> bool:
         """Add ``envelope`` for every registered sink."""
         self._check()
+        if not self._pending:
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         if envelope.id in self._ids:
             return False
         for sink, pending in self._pending.items():

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BackendError, BackendUnavailableError, ClosedError
+from ..errors import BackendError, BackendUnavailableError, ClosedError, ConfigError
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
 
@@ -47,6 +47,10 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) == false then
   return 0
 end
 local sinks = redis.call('SMEMBERS', KEYS[1])
+if #sinks == 0 then
+  redis.call('DEL', KEYS[2])
+  return -2
+end
 for _, s in ipairs(sinks) do
   if redis.call('XLEN', ARGV[5] .. s) >= tonumber(ARGV[4]) then
     redis.call('DEL', KEYS[2])
@@ -201,6 +205,8 @@ class RedisStreamsStore:
         )
         if int(result) == -1:
             raise BackendError("redis", "outbox is full (max_pending reached)")
+        if int(result) == -2:
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         return int(result) == 1
 
     def _entry(self, sink: str, ident: Any, fields: Any) -> OutboxEntry | None:
