@@ -50,7 +50,6 @@ CREATE TABLE IF NOT EXISTS pending (
     enqueued_at REAL NOT NULL,
     PRIMARY KEY (sink, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pending_seq ON pending (seq);
 CREATE TABLE IF NOT EXISTS dead (
     ref INTEGER PRIMARY KEY AUTOINCREMENT,
     sink TEXT NOT NULL,
