@@ -238,3 +238,30 @@ async def test_redis_store_reclaims_a_dead_consumers_entries(redis_url: str) -> 
     finally:
         await dead.close()
         await live.close()
+
+
+async def test_sqlite_store_deletes_delivered_rows_but_keeps_dead_letters(tmp_path: object) -> None:
+    """Delivered outbox rows are compacted away; a dead letter's row stays replayable."""
+    import sqlite3
+    from pathlib import Path
+
+    from fokha_integration.queue import SQLiteOutboxStore
+
+    assert isinstance(tmp_path, Path)
+    path = tmp_path / "c.db"
+    store = SQLiteOutboxStore(path)
+    await store.open(["a"])
+    try:
+        for i in range(1100):
+            await store.append(env(key=f"k{i}", n=i))
+        entries = await store.fetch("a", limit=2000)
+        await store.dead_letter(entries[0], letter(entries[0].envelope, "a"))
+        for e in entries[1:]:
+            await store.ack(e)
+        rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        assert rows < 200
+        assert await store.replay("a") == 1
+        (back,) = await store.fetch("a", limit=5)
+        assert back.envelope == entries[0].envelope
+    finally:
+        await store.close()

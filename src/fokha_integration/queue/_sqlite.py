@@ -357,8 +357,11 @@ class SQLiteOutboxStore:
             conn.executemany("DELETE FROM pending WHERE sink = ? AND seq = ?", rows)
             if compact:
                 conn.execute(
-                    "DELETE FROM outbox WHERE seq < COALESCE((SELECT MIN(seq) FROM pending),"
-                    " (SELECT MAX(seq) + 1 FROM outbox)) AND seq NOT IN (SELECT seq FROM dead)"
+                    # MIN per sink uses the (sink, seq) primary key: no scan of pending.
+                    "DELETE FROM outbox WHERE seq < COALESCE((SELECT MIN(m) FROM"
+                    " (SELECT (SELECT MIN(seq) FROM pending WHERE sink = s.name) AS m"
+                    " FROM sinks s)), (SELECT MAX(seq) + 1 FROM outbox))"
+                    " AND seq NOT IN (SELECT seq FROM dead)"
                 )
 
         def done(result: asyncio.Future[None]) -> None:
