@@ -30,6 +30,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--only", action="append", default=None, metavar="SECTION", help="run only these sections"
     )
     demo.add_argument("--list", action="store_true", help="list the demo sections and exit")
+    # --- queue (issue 6) -------------------------------------------------------
+    from .queue._cli import add_parser as add_queue_parser
+
+    add_queue_parser(sub)
+    # --- end queue -------------------------------------------------------------
     return parser
 
 
@@ -49,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(name)
             return 0
         return asyncio.run(run_demo(only=args.only))
+    # --- queue (issue 6) -------------------------------------------------------
+    if args.command == "queue":
+        from .queue._cli import run as run_queue
+
+        return asyncio.run(run_queue(args))
+    # --- end queue -------------------------------------------------------------
     parser.print_help()
     return 2
 

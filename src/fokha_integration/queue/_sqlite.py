@@ -245,6 +245,14 @@ class SQLiteOutboxStore:
             self._leased.setdefault(name, set())
             self._cursor.setdefault(name, 0)
 
+    async def registered_sinks(self) -> list[str]:
+        """The sink names appends fan out to."""
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute("SELECT name FROM sinks ORDER BY name")]
+
+        return await self._call(op)
+
     async def close(self) -> None:
         """Finish queued calls and close the file."""
         db, self._db = self._db, None

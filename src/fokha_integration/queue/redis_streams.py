@@ -177,6 +177,11 @@ class RedisStreamsStore:
             self._last_reclaim.setdefault(name, float("-inf"))
             self._last_refresh.setdefault(name, self._clock.monotonic())
 
+    async def registered_sinks(self) -> list[str]:
+        """The sink names appends fan out to."""
+        names = await self._do(self._r().smembers(self._sinks_key))
+        return sorted(_text(n) for n in names)
+
     async def close(self) -> None:
         """Close the connection (if this store made it); pending entries stay in Redis."""
         self._open = False
