@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
 from ..models import Envelope, Model, Signal, canonical_json, parse_datetime
-from ..resilience import BreakerConfig, CircuitBreaker, RetryPolicy
+from ..resilience import BreakerConfig, CircuitBreaker, Permit, RetryPolicy
 from ._store import MemoryOutboxStore, OutboxStore
 from ._types import (
     AttemptRecord,
@@ -295,9 +295,54 @@ class _SinkWorker:
         history: list[AttemptRecord] = []
         envelope = entry.envelope
         attempt_no = 0
+        replayed: Exception | None = None
+
+        # Fast path: most deliveries succeed at once, so the first attempt runs
+        # without the retry machinery. A failure is handed to the retry policy by
+        # re-raising it from the policy's first call (no second call to the sink).
+        if self._expired(envelope):
+            await self._dead(entry, "expired", "", history)
+            return
+        try:
+            permit: Permit | None = self.breaker.acquire()
+        except CircuitOpenError:
+            permit = None
+        if permit is not None:
+            attempt_no = 1
+            started = clock.monotonic()
+            try:
+                result = await self._call_sink(envelope)
+            except Exception as exc:
+                self.breaker.release(permit, exc)
+                history.append(
+                    AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
+                )
+                replayed = exc
+            except BaseException as exc:
+                self.breaker.release(permit, exc)
+                raise
+            else:
+                self.breaker.release(permit, None)
+                if result is None or result.ok:
+                    await self.queue.store.ack(entry)
+                    self._delivered(entry)
+                    return
+                history.append(
+                    AttemptRecord(
+                        1,
+                        clock.time(),
+                        clock.monotonic() - started,
+                        f"rejected: {result.reason} {result.detail}".strip(),
+                    )
+                )
+                await self._dead(entry, "rejected", _refusal(result), history)
+                return
 
         async def attempt() -> _Outcome:
-            nonlocal attempt_no
+            nonlocal attempt_no, replayed
+            if replayed is not None:
+                exc, replayed = replayed, None
+                raise exc
             while True:
                 if self._expired(envelope):
                     return _Outcome("expired")
