@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,10 +14,11 @@ from fokha_integration.clock import ManualClock
 from fokha_integration.http import generate_webhook_secret, webhook_headers
 from fokha_integration.models import Direction, Envelope, Signal
 from fokha_integration.queue import (
-    CallableSink,
+    FileBridgeSink,
     SignalQueue,
     SinkConfig,
     WebhookSink,
+    WebSocketSink,
 )
 from fokha_integration.resilience import BreakerConfig, CircuitBreaker, RetryDetails, RetryPolicy
 from tests.queue.receiver import WebhookReceiver
@@ -130,11 +132,26 @@ async def test_degradation_webhook_down_others_keep_latency(
     latencies: dict[str, list[float]] = {"ws": [], "bridge": []}
     sent_at: dict[str, float] = {}
 
-    def recorder(name: str) -> CallableSink:
-        async def deliver(envelope: Envelope) -> None:
-            latencies[name].append(time.perf_counter() - sent_at[envelope.id])
+    class Channels:
+        """An in-test WebSocket server stand-in that timestamps what it publishes."""
 
-        return CallableSink(deliver, name=name)
+        async def publish(self, channel: str, data: Any) -> None:
+            latencies["ws"].append(time.perf_counter() - sent_at[data["id"]])
+
+    class Bridge:
+        """An in-test file bridge stand-in: replies 'filled' and timestamps requests."""
+
+        class Reply:
+            status = "filled"
+
+        async def send(self, message: Mapping[str, Any], *, id: str) -> None:
+            raise AssertionError("the sink waits for replies")
+
+        async def request(
+            self, message: Mapping[str, Any], *, id: str, timeout: float
+        ) -> Bridge.Reply:
+            latencies["bridge"].append(time.perf_counter() - sent_at[id])
+            return self.Reply()
 
     states: list[str] = []
     breaker = CircuitBreaker(
@@ -146,7 +163,11 @@ async def test_degradation_webhook_down_others_keep_latency(
     webhook = WebhookSink(url, secret=SECRET, timeout=0.2)
     policy = RetryPolicy(attempts=6, initial=0.02, max_delay=0.1, deadline=None)
     q = SignalQueue(
-        sinks=[recorder("ws"), recorder("bridge"), webhook],
+        sinks=[
+            WebSocketSink(Channels(), name="ws", guarantee="at_least_once"),
+            FileBridgeSink(Bridge(), name="bridge"),
+            webhook,
+        ],
         retry=policy,
         sink_config={"webhook": SinkConfig(breaker=breaker)},
     )
