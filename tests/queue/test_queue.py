@@ -427,3 +427,21 @@ async def test_any_deduper_of_the_protocol_shape_plugs_in() -> None:
         "conflict",
     )
     assert [e.id for e in rec.got] == [r1.id]
+
+
+async def test_memory_deduper_forgets_keys_after_ttl_and_past_its_bound() -> None:
+    """MemoryDeduper treats a key as new again after ttl (on its clock) or once evicted."""
+    from fokha_integration.clock import ManualClock
+    from fokha_integration.queue import MemoryDeduper
+
+    clock = ManualClock()
+    d = MemoryDeduper(max_keys=2, ttl=10.0, clock=clock)
+    assert (await d.claim("a", type="signal")).status == "first"
+    assert (await d.claim("a", type="signal")).status == "duplicate"
+    clock.advance(10.0)
+    assert (await d.claim("a", type="signal")).status == "first"
+    await d.claim("b", type="signal")
+    await d.claim("c", type="signal")  # evicts "a", the oldest
+    assert (await d.claim("a", type="signal")).status == "first"
+    assert (await d.claim("x", type="signal", fingerprint="1")).status == "first"
+    assert (await d.claim("x", type="signal", fingerprint="2")).status == "conflict"

@@ -526,7 +526,7 @@ class SignalQueue:
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
-        self.dedup: Deduper = dedup if dedup is not None else MemoryDeduper()
+        self.dedup: Deduper = dedup if dedup is not None else MemoryDeduper(clock=clock)
         self.store: OutboxStore = store if store is not None else MemoryOutboxStore(clock=clock)
         self.clock = clock
         self.poll_interval = poll_interval

@@ -10,12 +10,12 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..models import Envelope
 
 __all__ = [
@@ -140,16 +140,19 @@ class MemoryDeduper:
     reached.
     """
 
-    def __init__(self, *, max_keys: int = 100_000, ttl: float = 24 * 3600.0) -> None:
+    def __init__(
+        self, *, max_keys: int = 100_000, ttl: float = 24 * 3600.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be >= 1")
+        self._clock = clock
         self._max = max_keys
         self._ttl = ttl
         self._seen: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
 
     async def claim(self, key: str, *, type: str, fingerprint: str | None = None) -> _Claim:
         """Claim ``key`` (see :class:`Deduper`)."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         slot = (type, key)
         seen = self._seen.get(slot)
         if seen is not None and now - seen[0] < self._ttl:
