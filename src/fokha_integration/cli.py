@@ -45,6 +45,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_bridge_parser(sub)
     # --- end bridge -------------------------------------------------------------------
+    # --- queue (issue 6) -------------------------------------------------------
+    from .queue._cli import add_parser as add_queue_parser
+
+    add_queue_parser(sub)
+    # --- end queue -------------------------------------------------------------
     return parser
 
 
@@ -78,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_bridge_command(args)
     # --- end bridge -------------------------------------------------------------------
+    # --- queue (issue 6) -------------------------------------------------------
+    if args.command == "queue":
+        from .queue._cli import run as run_queue
+
+        return asyncio.run(run_queue(args))
+    # --- end queue -------------------------------------------------------------
     parser.print_help()
     return 2
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 
-from . import bridge, dedup, health, resilience, ws
+from . import bridge, dedup, health, queue, resilience, ws
 
 __all__ = ["SECTIONS", "DemoContext", "run_demo"]
 
@@ -37,6 +37,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("ws", ws.run),
     ("health", health.run),
     ("bridge", bridge.run),
+    ("queue", queue.run),
 ]
 
 

@@ -1,0 +1,216 @@
+"""SignalQueue: publish-to-delivered throughput and latency, per store, next to a baseline.
+
+Baseline ("direct"): for each envelope, a dedup claim (key and content fingerprint,
+as the queue makes it) and three direct awaits of the
+same three in-process sinks; no outbox, no retry, no breaker. Ours: ``publish()``
+into the queue with each store (memory, SQLite, Redis Streams on a private
+redis-server when the binary is present), three in-process at-least-once sinks,
+measured until every sink has every envelope. Publishers run concurrently (64
+tasks), as a producer with several strategies would. Then a paced run at 1,000
+signals/s on the memory store gives the publish-to-deliver p99.
+
+Run: ``python benchmarks/bench_queue.py [--quick] [--json]``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from _harness import Report, log, parse_args, percentile
+from fokha_integration.models import Envelope, canonical_json
+from fokha_integration.queue import (
+    CallableSink,
+    MemoryDeduper,
+    MemoryOutboxStore,
+    OutboxStore,
+    SignalQueue,
+    SQLiteOutboxStore,
+)
+
+SINKS = ("ws", "bridge", "webhook")
+PUBLISHERS = 64
+
+
+def envelopes(n: int) -> list[Envelope]:
+    return [
+        Envelope(type="signal", key=f"k{i}", payload={"symbol": f"S{i % 50}", "n": i})
+        for i in range(n)
+    ]
+
+
+class Tally:
+    """Counts deliveries and records publish-to-deliver latency."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.sent: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.done = asyncio.Event()
+
+    def sink(self, name: str) -> CallableSink:
+        async def deliver(envelope: Envelope) -> None:
+            self.latencies.append(time.perf_counter() - self.sent[envelope.id])
+            self.count += 1
+            if self.count >= self.expected:
+                self.done.set()
+
+        return CallableSink(deliver, name=name)
+
+
+async def baseline(n: int) -> tuple[float, float]:
+    envs = envelopes(n)
+    tally = Tally(3 * n)
+    sinks = [tally.sink(s) for s in SINKS]
+    dedup = MemoryDeduper()
+
+    async def one(e: Envelope) -> None:
+        tally.sent[e.id] = time.perf_counter()
+        # The same claim the queue makes: key plus a content fingerprint.
+        fingerprint = hashlib.sha256(canonical_json(e.payload).encode()).hexdigest()
+        claim = await dedup.claim(e.key, type=e.type, fingerprint=fingerprint)
+        if claim.status == "first":
+            for s in sinks:
+                await s.deliver(e)
+
+    start = time.perf_counter()
+    await run_publishers(envs, one)
+    elapsed = time.perf_counter() - start
+    return n / elapsed, percentile(tally.latencies, 99)
+
+
+async def run_publishers(envs: list[Envelope], fn: object) -> None:
+    it = iter(envs)
+
+    async def publisher() -> None:
+        for e in it:
+            await fn(e)  # type: ignore[operator]
+
+    await asyncio.gather(*(publisher() for _ in range(PUBLISHERS)))
+
+
+async def through_queue(n: int, store: OutboxStore) -> tuple[float, float]:
+    envs = envelopes(n)
+    tally = Tally(3 * n)
+    q = SignalQueue(store=store, sinks=[tally.sink(s) for s in SINKS], max_in_flight=256)
+    async with q:
+
+        async def one(e: Envelope) -> None:
+            tally.sent[e.id] = time.perf_counter()
+            await q.publish(e)
+
+        start = time.perf_counter()
+        await run_publishers(envs, one)
+        await asyncio.wait_for(tally.done.wait(), 120)
+        elapsed = time.perf_counter() - start
+    return n / elapsed, percentile(tally.latencies, 99)
+
+
+async def paced(rate: float, seconds: float) -> tuple[float, float]:
+    n = int(rate * seconds)
+    envs = envelopes(n)
+    tally = Tally(3 * n)
+    q = SignalQueue(sinks=[tally.sink(s) for s in SINKS])
+    async with q:
+        start = time.perf_counter()
+        for i, e in enumerate(envs):
+            due = start + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tally.sent[e.id] = time.perf_counter()
+            await q.publish(e)
+        await asyncio.wait_for(tally.done.wait(), 60)
+    return percentile(tally.latencies, 99), percentile(tally.latencies, 50)
+
+
+def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    return None
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "")
+    logging.disable(logging.CRITICAL)
+    n = 10_000 if args.quick else 30_000
+    report = Report("bench_queue")
+
+    log(args, f"baseline: dedup claim + 3 direct awaits, {n} envelopes")
+    base_tput, base_p99 = await baseline(n)
+    report.figure("baseline_signals_per_s", base_tput)
+
+    log(args, "memory store")
+    mem_tput, mem_p99 = await through_queue(n, MemoryOutboxStore())
+    report.figure("memory_signals_per_s", mem_tput)
+    report.figure("memory_p99_ms_saturated", mem_p99 * 1000)
+    report.figure("memory_vs_baseline", mem_tput / base_tput)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log(args, "sqlite store")
+        sq_tput, sq_p99 = await through_queue(n, SQLiteOutboxStore(Path(tmp) / "o.db"))
+        report.figure("sqlite_signals_per_s", sq_tput)
+        report.figure("sqlite_p99_ms_saturated", sq_p99 * 1000)
+        log(args, "sqlite store, synchronous=FULL")
+        full_tput, _ = await through_queue(
+            n, SQLiteOutboxStore(Path(tmp) / "f.db", synchronous="FULL")
+        )
+        report.figure("sqlite_full_signals_per_s", full_tput)
+
+        redis = start_redis(tmp)
+        if redis is None:
+            report.notes.append("redis-server not found: Redis Streams row skipped")
+        else:
+            from fokha_integration.queue.redis_streams import RedisStreamsStore
+
+            proc, url = redis
+            try:
+                log(args, "redis streams store")
+                rn = n // 2
+                r_tput, r_p99 = await through_queue(rn, RedisStreamsStore(url))
+                report.figure("redis_signals_per_s", r_tput)
+                report.figure("redis_p99_ms_saturated", r_p99 * 1000)
+            finally:
+                proc.kill()
+                proc.wait()
+
+    seconds = 3.0 if args.quick else 10.0
+    log(args, f"paced: 1,000 signals/s for {seconds:g}s on the memory store")
+    p99, p50 = await paced(1000.0, seconds)
+    report.figure("memory_p50_ms_at_1000_per_s", p50 * 1000)
+    report.figure("memory_p99_ms_at_1000_per_s", p99 * 1000)
+
+    report.target("memory throughput vs baseline", mem_tput / base_tput, 0.5, ">=", "x")
+    report.target("sqlite throughput", sq_tput, 5000.0, ">=", "signals/s")
+    report.target("memory p99 at 1,000/s", p99 * 1000, 10.0, "<=", "ms")
+    report.notes.append(f"baseline p99 (saturated) {base_p99 * 1000:.2f} ms")
+    report.emit(args.json)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

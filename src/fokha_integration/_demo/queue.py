@@ -1,0 +1,106 @@
+"""Demo section: signals through a SignalQueue to an app, an EA stand-in and a signed webhook.
+
+Only the callable and webhook legs live here; the WebSocket and file-bridge legs are
+added when those primitives are wired in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..http import WebhookVerificationError, generate_webhook_secret, verify_webhook
+from ..models import Direction, Envelope, Signal
+from ..queue import CallableSink, SignalQueue, Sink, WebhookSink
+from ..resilience import RetryPolicy
+
+if TYPE_CHECKING:
+    from . import DemoContext
+
+
+async def run(ctx: DemoContext) -> None:
+    """Publish signals (one repeated, one expired) and show where each arrived."""
+    secret = generate_webhook_secret()
+    received: list[str] = []
+    refused: list[str] = []
+    first_down = {"left": 1}
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            msg_id = verify_webhook(request.headers, body, secret)
+        except WebhookVerificationError as exc:
+            refused.append(exc.code)
+            return web.Response(status=401)
+        if first_down["left"]:
+            first_down["left"] -= 1
+            return web.Response(status=503)  # n8n restarting: the queue retries
+        received.append(msg_id)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/n8n", hook)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    shown: list[str] = []
+    executed: list[str] = []
+
+    async def to_app(envelope: Envelope) -> None:
+        shown.append(envelope.id)
+
+    async def to_ea(envelope: Envelope) -> None:
+        executed.append(envelope.id)
+
+    webhook = WebhookSink(f"http://127.0.0.1:{port}/n8n", secret=secret, timeout=5)
+    sinks: list[Sink] = [
+        CallableSink(to_app, name="app", guarantee="at_most_once"),
+        CallableSink(to_ea, name="ea", execution=True),
+        webhook,
+    ]
+    policy = RetryPolicy(attempts=5, initial=0.05, max_delay=0.2, deadline=None)
+    try:
+        async with SignalQueue(sinks=sinks, retry=policy) as queue:
+            now = datetime.now(timezone.utc)
+            buy = Signal(symbol="EURUSD", direction=Direction.BUY, volume=0.1, strategy="demo")
+            sell = Signal(symbol="XAUUSD", direction=Direction.SELL, volume=0.2, strategy="demo")
+            stale = Signal(
+                symbol="GBPUSD",
+                direction=Direction.BUY,
+                volume=0.1,
+                created_at=now - timedelta(seconds=30),
+                expires_at=now - timedelta(seconds=1),
+            )
+            for s in (buy, sell, buy, stale):
+                result = await queue.publish(s)
+                ctx.say(f"publish {s.symbol} {s.direction.value} -> {result.status}")
+            await queue.wait_idle(timeout=10)
+            dead = await queue.dead_letters()
+            metrics = await queue.metrics()
+    finally:
+        await webhook.close()
+        await runner.cleanup()
+
+    ctx.say(f"app (at-most-once) showed {len(shown)} signal(s)")
+    ctx.say(f"EA stand-in (execution) executed {len(executed)}; expired ones never reach it")
+    ctx.say(
+        f"n8n webhook verified {len(received)} signed delivery(ies) after "
+        f"{metrics['webhook'].retried} retry(ies)"
+    )
+    for letter in dead:
+        ctx.say(
+            f"dead letter: {letter.envelope.payload['symbol']} for {letter.sink} ({letter.reason})"
+        )
+    if sorted(executed) != sorted([buy.id, sell.id]):
+        raise AssertionError(f"EA got {executed}")
+    if sorted(shown) != sorted([buy.id, sell.id, stale.id]):
+        raise AssertionError(f"app got {shown}")
+    if sorted(received) != sorted([buy.id, sell.id, stale.id]) or refused:
+        raise AssertionError(f"webhook got {received}, refused {refused}")
+    if [(d.sink, d.reason) for d in dead] != [("ea", "expired")]:
+        raise AssertionError(f"dead letters {dead}")

@@ -1,0 +1,746 @@
+"""SignalQueue: dedup, a durable outbox, and independent delivery to each sink.
+
+``publish()`` claims the envelope's key in the deduper, appends it to the store and
+returns once the store has accepted it. Each sink has its own worker: its own
+cursor in the store, its own :class:`RetryPolicy` and :class:`CircuitBreaker`, a
+bound on entries in flight, and per-key ordering (two envelopes with the same key
+reach a sink in publish order; different keys go in parallel). A slow or dead sink
+never holds up another one.
+
+This module is not a broker: several processes share work only through a store
+that supports it (Redis Streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
+from ..models import Envelope, Model, Signal, canonical_json, parse_datetime
+from ..resilience import BreakerConfig, CircuitBreaker, Permit, RetryPolicy
+from ._store import MemoryOutboxStore, OutboxStore
+from ._types import (
+    AttemptRecord,
+    DeadLetter,
+    Deduper,
+    DeliveryResult,
+    MemoryDeduper,
+    OutboxEntry,
+    PublishResult,
+    Sink,
+    SinkMetrics,
+    sink_names,
+)
+
+__all__ = ["SignalQueue", "SinkConfig", "default_order_key"]
+
+logger = logging.getLogger("fokha_integration.queue")
+
+_RAMP = 8
+"""Runners that may be created-but-not-started at once: how fast parallelism ramps up."""
+
+
+def _uncancel(task: asyncio.Task[object]) -> None:
+    uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
+    if uncancel is not None:
+        uncancel()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkConfig:
+    """Per-sink overrides of the queue's defaults (``None``: use the queue's).
+
+    ``retry``: the sink's retry policy; ``breaker``: its breaker (a ready
+    :class:`CircuitBreaker`); ``max_in_flight``: entries fetched and not finished;
+    ``delivery_timeout``: seconds one ``deliver`` call may take.
+    """
+
+    retry: RetryPolicy | None = None
+    breaker: CircuitBreaker | None = None
+    max_in_flight: int | None = None
+    delivery_timeout: float | None = None
+
+
+class _Outcome:
+    """What the attempt loop ended with, when it did not raise."""
+
+    __slots__ = ("detail", "kind")
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        self.kind = kind
+        self.detail = detail
+
+
+_DELIVERED = _Outcome("delivered")
+
+
+class _SinkWorker:
+    """Delivers one sink's entries; see :class:`SignalQueue`."""
+
+    def __init__(
+        self,
+        queue: SignalQueue,
+        sink: Sink,
+        *,
+        retry: RetryPolicy,
+        breaker: CircuitBreaker,
+        max_in_flight: int,
+        delivery_timeout: float | None,
+    ) -> None:
+        self.queue = queue
+        self.sink = sink
+        self.name = sink.name
+        self.retry = retry
+        self.breaker = breaker
+        self.max_in_flight = max_in_flight
+        self.delivery_timeout = delivery_timeout
+        self.at_least_once = sink.guarantee == "at_least_once"
+        self.execution = bool(sink.execution)
+        self.metrics = SinkMetrics(name=sink.name)
+        self.wake = asyncio.Event()
+        self.in_flight = 0
+        self._busy_keys: dict[str, deque[OutboxEntry]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: deque[OutboxEntry] = deque()
+        self._runners = 0
+        self._starting = 0  # runners created but not yet running
+        self._leased: dict[str, OutboxEntry] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._deadlines: dict[asyncio.Task[object], float] = {}
+        self._timed_out: set[asyncio.Task[object]] = set()
+        self._loop_time: Callable[[], float] = time.monotonic
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
+        self._runner = loop.create_task(self._run(), name=f"fokha-queue-{self.name}")
+        if self.delivery_timeout is not None:
+            self._watchdog = loop.create_task(
+                self._watch(self.delivery_timeout), name=f"fokha-queue-{self.name}-watchdog"
+            )
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        if self._runner is not None:
+            tasks.append(self._runner)
+        if self._watchdog is not None:
+            tasks.append(self._watchdog)
+        self._stopping = True
+        self.wake.set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: a backend library that swallows a cancellation must not hang close().
+            await asyncio.wait(tasks, timeout=5.0)
+        store = self.queue.store
+        for entry in list(self._leased.values()):
+            with contextlib.suppress(Exception):
+                await store.release(entry)
+        self._leased.clear()
+        self._ready.clear()
+        self._busy_keys.clear()
+        self.in_flight = 0
+
+    async def _run(self) -> None:
+        store = self.queue.store
+        poll = self.queue.poll_interval
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self.wake.clear()
+            room = self.max_in_flight - self.in_flight
+            got = 0
+            if room > 0:
+                try:
+                    entries = await store.fetch(self.name, limit=room)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("sink %r: fetching from the store failed", self.name)
+                    entries = []
+                got = len(entries)
+                for entry in entries:
+                    self._schedule(entry)
+            if got == 0 or self.in_flight >= self.max_in_flight:
+                # A timer instead of wait_for: no extra task per idle wait.
+                timer = loop.call_later(poll, self.wake.set)
+                try:
+                    await self.wake.wait()
+                finally:
+                    timer.cancel()
+
+    def _schedule(self, entry: OutboxEntry) -> None:
+        self.in_flight += 1
+        self._leased[entry.ref] = entry
+        key = self.queue.order_key(entry.envelope)
+        waiting = self._busy_keys.get(key)
+        if waiting is not None:
+            waiting.append(entry)  # same key already in flight: keep publish order
+            return
+        self._busy_keys[key] = deque()
+        self._start(entry)
+
+    def _start(self, entry: OutboxEntry) -> None:
+        self._ready.append(entry)
+        if self._starting < _RAMP and self._runners < self.max_in_flight:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._runners += 1
+        self._starting += 1
+        task = asyncio.get_running_loop().create_task(self._runner_loop())
+        self._tasks.add(task)
+
+    async def _runner_loop(self) -> None:
+        # Runners take ready entries one after another and exit when none is left.
+        # Each one spawns the next while work is waiting, so a slow sink gets up to
+        # max_in_flight runners in parallel, while a sink that answers at once is
+        # served by one runner without a task per delivery.
+        self._starting -= 1
+        try:
+            while self._ready and not self._stopping:
+                entry = self._ready.popleft()
+                if self._ready and self._starting < _RAMP and self._runners < self.max_in_flight:
+                    self._spawn()
+                await self._handle(entry)
+        finally:
+            self._runners -= 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _handle(self, entry: OutboxEntry) -> None:
+        try:
+            if self.at_least_once:
+                await self._deliver_at_least_once(entry)
+            else:
+                await self._deliver_at_most_once(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A store failure while acknowledging: the lease is dropped so the
+            # entry is fetched again (at-least-once) rather than stuck.
+            logger.exception("sink %r: bookkeeping for %s failed", self.name, entry.envelope.id)
+            with contextlib.suppress(Exception):
+                await self.queue.store.release(entry)
+        self._leased.pop(entry.ref, None)
+        self.in_flight -= 1
+        key = self.queue.order_key(entry.envelope)
+        waiting = self._busy_keys.get(key)
+        if waiting:
+            # The next entry of this key goes first, to this same runner.
+            self._ready.appendleft(waiting.popleft())
+        else:
+            self._busy_keys.pop(key, None)
+        self.wake.set()
+        self.queue._progress()
+
+    def _expired(self, envelope: Envelope) -> bool:
+        if not self.execution or envelope.type != "signal":
+            return False
+        raw = envelope.payload.get("expires_at")
+        if not isinstance(raw, str):
+            return False
+        try:
+            expires = parse_datetime(raw, field_name="expires_at").timestamp()
+        except ValueError:
+            return False
+        return self.queue.clock.time() >= expires
+
+    async def _call_sink(self, envelope: Envelope) -> DeliveryResult | None:
+        if self.delivery_timeout is None:
+            return await self.sink.deliver(envelope)
+        # One watchdog per sink enforces the timeout (see _watch): far cheaper than a
+        # timer per call, at the cost of firing up to a quarter-timeout late.
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = self._loop_time() + self.delivery_timeout
+        try:
+            return await self.sink.deliver(envelope)
+        except asyncio.CancelledError:
+            if task in self._timed_out:
+                self._timed_out.discard(task)
+                _uncancel(task)
+                raise OperationTimeoutError(
+                    f"deliver to {self.name}", self.delivery_timeout
+                ) from None
+            raise
+        finally:
+            self._deadlines.pop(task, None)
+            if task in self._timed_out:  # the sink swallowed the cancellation
+                self._timed_out.discard(task)
+                _uncancel(task)
+
+    async def _watch(self, timeout: float) -> None:
+        period = min(timeout / 4, 1.0)
+        while not self._stopping:
+            await asyncio.sleep(period)
+            now = self._loop_time()
+            for task, deadline in list(self._deadlines.items()):
+                if now >= deadline and task not in self._timed_out:
+                    self._timed_out.add(task)
+                    task.cancel()
+
+    async def _deliver_at_least_once(self, entry: OutboxEntry) -> None:
+        clock = self.queue.clock
+        history: list[AttemptRecord] = []
+        envelope = entry.envelope
+        attempt_no = 0
+        replayed: Exception | None = None
+
+        # Fast path: most deliveries succeed at once, so the first attempt runs
+        # without the retry machinery. A failure is handed to the retry policy by
+        # re-raising it from the policy's first call (no second call to the sink).
+        if self._expired(envelope):
+            await self._dead(entry, "expired", "", history)
+            return
+        try:
+            permit: Permit | None = self.breaker.acquire()
+        except CircuitOpenError:
+            permit = None
+        if permit is not None:
+            attempt_no = 1
+            started = clock.monotonic()
+            try:
+                result = await self._call_sink(envelope)
+            except Exception as exc:
+                self.breaker.release(permit, exc)
+                history.append(
+                    AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
+                )
+                replayed = exc
+            except BaseException as exc:
+                self.breaker.release(permit, exc)
+                raise
+            else:
+                self.breaker.release(permit, None)
+                if result is None or result.ok:
+                    await self.queue.store.ack(entry)
+                    self._delivered(entry)
+                    return
+                history.append(
+                    AttemptRecord(
+                        1,
+                        clock.time(),
+                        clock.monotonic() - started,
+                        f"rejected: {result.reason} {result.detail}".strip(),
+                    )
+                )
+                await self._dead(entry, "rejected", _refusal(result), history)
+                return
+
+        async def attempt() -> _Outcome:
+            nonlocal attempt_no, replayed
+            if replayed is not None:
+                exc, replayed = replayed, None
+                raise exc
+            while True:
+                if self._expired(envelope):
+                    return _Outcome("expired")
+                try:
+                    permit = self.breaker.acquire()
+                except CircuitOpenError as exc:
+                    # Waiting for the breaker is not an attempt: the sink was not called.
+                    # Capped: a half-open breaker's hint can be a whole probe timeout.
+                    cap = self.queue.max_breaker_wait
+                    hint = exc.retry_after if exc.retry_after else cap
+                    await clock.sleep(min(max(hint, 0.001), cap))
+                    continue
+                break
+            attempt_no += 1
+            if attempt_no > 1:
+                self.metrics.retried += 1
+            sent = envelope if attempt_no == 1 else replace(envelope, attempt=attempt_no - 1)
+            started = clock.monotonic()
+            try:
+                result = await self._call_sink(sent)
+            except BaseException as exc:
+                self.breaker.release(permit, exc)
+                if isinstance(exc, Exception):
+                    if isinstance(exc, TimeoutError) and not isinstance(exc, OperationTimeoutError):
+                        exc = OperationTimeoutError(
+                            f"deliver to {self.name}", self.delivery_timeout or 0.0
+                        )
+                    history.append(
+                        AttemptRecord(
+                            attempt_no, clock.time(), clock.monotonic() - started, _describe(exc)
+                        )
+                    )
+                    raise exc from None
+                raise
+            self.breaker.release(permit, None)
+            if result is not None and not result.ok:
+                history.append(
+                    AttemptRecord(
+                        attempt_no,
+                        clock.time(),
+                        clock.monotonic() - started,
+                        f"rejected: {result.reason} {result.detail}".strip(),
+                    )
+                )
+                return _Outcome("rejected", _refusal(result))
+            return _DELIVERED
+
+        try:
+            outcome = await self.retry.call(attempt)
+        except RetryExhaustedError as exc:
+            outcome = _Outcome("deadline", _describe(exc.last_exception))
+        except Exception as exc:
+            kind = "max_attempts" if self.retry.is_retryable(exc) else "not_retryable"
+            outcome = _Outcome(kind, _describe(exc))
+        if outcome is _DELIVERED:
+            await self.queue.store.ack(entry)
+            self._delivered(entry)
+            return
+        await self._dead(entry, outcome.kind, outcome.detail, history)
+
+    async def _deliver_at_most_once(self, entry: OutboxEntry) -> None:
+        clock = self.queue.clock
+        store = self.queue.store
+        # Acknowledge first: a crash from here on loses this delivery, never repeats it.
+        await store.ack(entry)
+        envelope = entry.envelope
+        if self._expired(envelope):
+            await self._dead(entry, "expired", "", [])
+            return
+        try:
+            permit = self.breaker.acquire()
+        except CircuitOpenError as exc:
+            await self._dead(entry, "at_most_once_failed", _describe(exc), [])
+            return
+        started = clock.monotonic()
+        try:
+            result = await self._call_sink(envelope)
+        except asyncio.CancelledError:
+            self.breaker.release(permit, None)
+            raise
+        except Exception as exc:
+            self.breaker.release(permit, exc)
+            record = AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
+            await self._dead(entry, "at_most_once_failed", _describe(exc), [record])
+            return
+        self.breaker.release(permit, None)
+        if result is not None and not result.ok:
+            record = AttemptRecord(
+                1, clock.time(), clock.monotonic() - started, f"rejected: {result.reason}"
+            )
+            await self._dead(entry, "rejected", _refusal(result), [record])
+            return
+        self._delivered(entry)
+
+    def _delivered(self, entry: OutboxEntry) -> None:
+        self.metrics.delivered += 1
+        self.metrics.lag = max(0.0, self.queue.clock.time() - entry.enqueued_at)
+        hook = self.queue.on_delivered
+        if hook is not None:
+            hook(self.name, entry.envelope)
+
+    async def _dead(
+        self, entry: OutboxEntry, reason: str, detail: str, history: list[AttemptRecord]
+    ) -> None:
+        letter = DeadLetter(
+            sink=self.name,
+            envelope=entry.envelope,
+            reason=reason,
+            detail=detail[:2000],
+            attempts=tuple(history),
+            dead_at=self.queue.clock.time(),
+        )
+        await self.queue.store.dead_letter(entry, letter)
+        self.metrics.dead_lettered += 1
+        logger.warning(
+            "sink %r: dead-lettered %s (%s) after %d attempt(s): %s",
+            self.name,
+            entry.envelope.id,
+            reason,
+            len(history),
+            detail,
+        )
+
+
+def _refusal(result: DeliveryResult) -> str:
+    if result.detail:
+        return f"{result.reason}: {result.detail}" if result.reason else result.detail
+    return result.reason
+
+
+def default_order_key(envelope: Envelope) -> str:
+    """What orders deliveries per sink: the payload's ``symbol`` if any, else the key.
+
+    Two envelopes with the same order key reach a sink in publish order (an open
+    and then a close of EURUSD); different keys are delivered in parallel.
+    """
+    symbol = envelope.payload.get("symbol")
+    return symbol if isinstance(symbol, str) else envelope.key
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:500]
+
+
+class SignalQueue:
+    """Dedup, durable outbox and fan-out to sinks, each with its own retry and breaker.
+
+    ``dedup``: a :class:`Deduper` (default: an in-process :class:`MemoryDeduper`);
+    ``store``: an :class:`OutboxStore` (default: :class:`MemoryOutboxStore`);
+    ``sinks``: where to deliver; ``retry``/``breaker_config``/``max_in_flight``/
+    ``delivery_timeout``: defaults for every sink, overridden per sink name by
+    ``sink_config``. ``poll_interval`` is how often an idle worker looks at the store
+    for entries other processes appended. ``on_delivered(sink_name, envelope)`` is
+    called after each successful delivery (for metrics or tests). ``order_key``
+    picks what per-key ordering orders by (default: :func:`default_order_key`).
+    While a sink's breaker is open its entries wait (without using attempts) and
+    look again at least every ``max_breaker_wait`` seconds.
+
+    Use as ``async with SignalQueue(...) as queue:`` or call :meth:`start` and
+    :meth:`close`. A producer-only process may :meth:`publish` without
+    :meth:`start` (the store must be shared with the delivering process).
+    """
+
+    def __init__(
+        self,
+        *,
+        dedup: Deduper | None = None,
+        store: OutboxStore | None = None,
+        sinks: Sequence[Sink] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        retry: RetryPolicy | None = None,
+        breaker_config: BreakerConfig | None = None,
+        max_in_flight: int = 64,
+        delivery_timeout: float | None = 30.0,
+        sink_config: Mapping[str, SinkConfig] | None = None,
+        poll_interval: float = 0.05,
+        on_delivered: Callable[[str, Envelope], None] | None = None,
+        order_key: Callable[[Envelope], str] = default_order_key,
+        max_breaker_wait: float = 1.0,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.dedup: Deduper = dedup if dedup is not None else MemoryDeduper(clock=clock)
+        self.store: OutboxStore = store if store is not None else MemoryOutboxStore(clock=clock)
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.on_delivered = on_delivered
+        self.order_key = order_key
+        self.max_breaker_wait = max_breaker_wait
+        self._sinks = list(sinks)
+        names = sink_names(self._sinks)
+        overrides = dict(sink_config or {})
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise ValueError(f"sink_config names unknown sinks: {sorted(unknown)}")
+        base_retry = (
+            retry
+            if retry is not None
+            else RetryPolicy(attempts=8, initial=0.2, max_delay=30.0, deadline=None, clock=clock)
+        )
+        self._workers: dict[str, _SinkWorker] = {}
+        for sink in self._sinks:
+            cfg = overrides.get(sink.name, SinkConfig())
+            policy = (
+                cfg.retry
+                if cfg.retry is not None
+                else replace(base_retry, name=f"queue.{sink.name}")
+            )
+            breaker = (
+                cfg.breaker
+                if cfg.breaker is not None
+                else CircuitBreaker(
+                    f"queue.{sink.name}",
+                    config=breaker_config
+                    if breaker_config is not None
+                    else BreakerConfig(
+                        failure_threshold=5,
+                        open_duration=5.0,
+                        open_backoff=2.0,
+                        max_open_duration=60.0,
+                    ),
+                    clock=clock,
+                )
+            )
+            self._workers[sink.name] = _SinkWorker(
+                self,
+                sink,
+                retry=policy,
+                breaker=breaker,
+                max_in_flight=cfg.max_in_flight or max_in_flight,
+                delivery_timeout=cfg.delivery_timeout
+                if cfg.delivery_timeout is not None
+                else delivery_timeout,
+            )
+        self._opened = False
+        self._started = False
+        self._closed = False
+        self._progress_event: asyncio.Event | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and register the sinks (done by :meth:`start` and :meth:`publish`)."""
+        if self._closed:
+            raise ClosedError("the queue is closed")
+        if not self._opened:
+            await self.store.open(list(self._workers))
+            self._opened = True
+
+    async def start(self) -> None:
+        """Open the store and start one delivery worker per sink."""
+        await self.open()
+        if not self._started:
+            self._started = True
+            for worker in self._workers.values():
+                worker.start()
+
+    async def close(self) -> None:
+        """Stop the workers (leased entries stay pending in the store) and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._workers.values():
+            await worker.stop()
+        if self._opened:
+            await self.store.close()
+
+    async def __aenter__(self) -> SignalQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- publishing ------------------------------------------------------------
+
+    @staticmethod
+    def to_envelope(item: Envelope | Model, *, key: str | None = None) -> Envelope:
+        """The envelope :meth:`publish` stores for ``item``.
+
+        An :class:`Envelope` is used as is. A :class:`Signal` becomes an envelope of
+        type ``"signal"`` with the signal's id as envelope id and, unless ``key`` is
+        given, the signal id as dedup key. Other models use ``key`` (required).
+        """
+        if isinstance(item, Envelope):
+            return item
+        if isinstance(item, Signal):
+            return Envelope.wrap(item, key=key if key is not None else item.id, type="signal")
+        if key is None:
+            raise ValueError(f"publishing a {type(item).__name__} needs key=")
+        return Envelope.wrap(item, key=key)
+
+    async def publish(self, item: Envelope | Model, *, key: str | None = None) -> PublishResult:
+        """Dedup and store ``item``; returns once the store has accepted it.
+
+        ``accepted``: stored, it will reach every sink per its guarantee;
+        ``duplicate``: the key was seen (nothing stored); ``conflict``: the key was
+        seen with different content. A store failure raises (after releasing the
+        dedup claim, so publishing again is safe).
+        """
+        if self._closed:
+            raise ClosedError("the queue is closed")
+        if not self._opened:
+            await self.open()
+        envelope = self.to_envelope(item, key=key)
+        fingerprint = hashlib.sha256(canonical_json(envelope.payload).encode()).hexdigest()
+        claim = await self.dedup.claim(envelope.key, type=envelope.type, fingerprint=fingerprint)
+        status = claim.status
+        if status == "duplicate":
+            return PublishResult("duplicate", envelope.id, envelope.key)
+        if status == "in_flight":
+            return PublishResult("duplicate", envelope.id, envelope.key, in_flight=True)
+        if status == "conflict":
+            return PublishResult("conflict", envelope.id, envelope.key)
+        try:
+            stored = await self.store.append(envelope)
+        except BaseException:
+            await self.dedup.release(envelope.key, type=envelope.type)
+            raise
+        if not stored:
+            return PublishResult("duplicate", envelope.id, envelope.key)
+        for worker in self._workers.values():
+            worker.wake.set()
+        return PublishResult("accepted", envelope.id, envelope.key)
+
+    # -- dead letters ------------------------------------------------------------
+
+    async def dead_letters(self, sink: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters (of ``sink`` or all), with reasons and attempt history."""
+        await self.open()
+        return await self.store.dead_letters(sink, limit=limit)
+
+    async def replay_dead_letters(
+        self, sink: str | None = None, refs: Sequence[str] | None = None
+    ) -> int:
+        """Send dead letters (of ``sink``; only ``refs`` when given) again; returns how many.
+
+        Each replayed entry gets a fresh attempt budget; its envelope id is unchanged
+        so receivers still dedup it.
+        """
+        await self.open()
+        count = await self.store.replay(sink, refs)
+        for worker in self._workers.values():
+            worker.wake.set()
+        return count
+
+    # -- observing -----------------------------------------------------------------
+
+    def sink(self, name: str) -> Sink:
+        """The sink called ``name``."""
+        return self._workers[name].sink
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The breaker of the sink called ``name``."""
+        return self._workers[name].breaker
+
+    async def metrics(self) -> dict[str, SinkMetrics]:
+        """Per-sink metrics (pending and oldest age read from the store)."""
+        await self.open()
+        out: dict[str, SinkMetrics] = {}
+        now = self.clock.time()
+        for name, worker in self._workers.items():
+            pending, oldest = await self.store.stats(name)
+            m = worker.metrics
+            m.pending = pending
+            m.in_flight = worker.in_flight
+            m.oldest_pending_age = 0.0 if oldest is None else max(0.0, now - oldest)
+            m.breaker = worker.breaker.state.value
+            out[name] = replace(m)
+        return out
+
+    def _progress(self) -> None:
+        if self._progress_event is not None:
+            self._progress_event.set()
+
+    async def wait_idle(self, *, timeout: float) -> None:
+        """Wait until no sink has anything pending (raises :class:`OperationTimeoutError`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._progress_event is None:
+            self._progress_event = asyncio.Event()
+        event = self._progress_event
+        while True:
+            event.clear()
+            busy = False
+            for name in self._workers:
+                pending, _ = await self.store.stats(name)
+                if pending:
+                    busy = True
+                    break
+            if not busy:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                raise OperationTimeoutError("SignalQueue.wait_idle", timeout)
+            timer = loop.call_later(min(left, self.poll_interval * 4), event.set)
+            try:
+                await event.wait()
+            finally:
+                timer.cancel()

@@ -1,0 +1,263 @@
+"""The sinks: webhook (Standard Webhooks signed POST), callable, WebSocket, file bridge.
+
+``WebSocketSink`` and ``FileBridgeSink`` are thin adapters over tiny Protocols
+(:class:`ChannelPublisher`, :class:`BridgeSender`), so they work with the library's
+``WebSocketServer`` and ``FileBridge`` or with any object of that shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import aiohttp
+
+from ..errors import ConfigError
+from ..http.webhooks import webhook_headers
+from ..models import Envelope
+from ..resilience import parse_retry_after
+from ._types import DeliveryFailedError, DeliveryResult, Guarantee
+
+__all__ = [
+    "BridgeReply",
+    "BridgeSender",
+    "CallableSink",
+    "ChannelPublisher",
+    "FileBridgeSink",
+    "WebSocketSink",
+    "WebhookSink",
+]
+
+
+def _check_guarantee(value: str) -> Guarantee:
+    if value == "at_most_once":
+        return "at_most_once"
+    if value == "at_least_once":
+        return "at_least_once"
+    raise ConfigError("guarantee", "must be 'at_most_once' or 'at_least_once'", value)
+
+
+class _BaseSink:
+    def __init__(self, name: str, guarantee: str, execution: bool) -> None:
+        if not name or len(name) > 64 or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError("name", "must be 1..64 of [A-Za-z0-9_-]", name)
+        self._name = name
+        self._guarantee = _check_guarantee(guarantee)
+        self._execution = execution
+
+    @property
+    def name(self) -> str:
+        """The sink's name (its cursor in the store)."""
+        return self._name
+
+    @property
+    def guarantee(self) -> Guarantee:
+        """``at_most_once`` or ``at_least_once``."""
+        return self._guarantee
+
+    @property
+    def execution(self) -> bool:
+        """Whether this sink executes signals (never gets expired ones)."""
+        return self._execution
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r}, {self._guarantee})"
+
+
+class CallableSink(_BaseSink):
+    """Delivers by awaiting ``fn(envelope)``.
+
+    ``fn`` may return ``None`` (delivered), a :class:`DeliveryResult` (``ok=False``
+    refuses, no retry) or raise (retried per the sink's policy).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Envelope], Awaitable[DeliveryResult | None]],
+        *,
+        name: str = "callable",
+        guarantee: str = "at_least_once",
+        execution: bool = False,
+    ) -> None:
+        super().__init__(name, guarantee, execution)
+        self._fn = fn
+
+    async def deliver(self, envelope: Envelope) -> DeliveryResult | None:
+        """Await the callable."""
+        return await self._fn(envelope)
+
+
+class WebhookSink(_BaseSink):
+    """POSTs the envelope JSON to ``url`` with Standard Webhooks headers.
+
+    ``secret`` is a ``whsec_...`` secret (see
+    :func:`~fokha_integration.http.generate_webhook_secret`). The ``webhook-id`` is
+    the envelope id (the same on every retry). A 2xx answer is delivered; 429, 5xx,
+    408, connection errors and timeouts raise a retryable
+    :class:`DeliveryFailedError` (``retry_after`` from a ``Retry-After`` header);
+    any other status raises one the queue does not retry. ``timeout`` bounds each
+    request. Pass ``session`` to share an :class:`aiohttp.ClientSession`; otherwise
+    the sink makes one and :meth:`close` closes it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: str | bytes,
+        name: str = "webhook",
+        timeout: float = 10.0,
+        guarantee: str = "at_least_once",
+        execution: bool = False,
+        session: aiohttp.ClientSession | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(name, guarantee, execution)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError("url", "must be an http(s) URL", url)
+        if timeout <= 0:
+            raise ConfigError("timeout", "must be > 0", timeout)
+        webhook_headers("probe", b"", secret)  # fail early on a malformed secret
+        self._url = url
+        self._secret = secret
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+        self._own_session = session is None
+        self._extra = dict(headers or {})
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session
+
+    async def deliver(self, envelope: Envelope) -> DeliveryResult | None:
+        """POST one signed envelope; see the class docstring for what is retried."""
+        body = envelope.to_json().encode("utf-8")
+        headers = {"content-type": "application/json", **self._extra}
+        headers.update(webhook_headers(envelope.id, body, self._secret))
+        try:
+            async with self._client().post(
+                self._url, data=body, headers=headers, timeout=self._timeout
+            ) as resp:
+                status = resp.status
+                retry_after_raw = resp.headers.get("Retry-After")
+                if 200 <= status < 300:
+                    return None
+        except asyncio.TimeoutError as exc:
+            raise DeliveryFailedError(f"POST {self._url} timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryFailedError(f"POST {self._url} failed: {exc!r}") from exc
+        retry_after = (
+            parse_retry_after(retry_after_raw, now=time.time()) if retry_after_raw else None
+        )
+        raise DeliveryFailedError(
+            f"POST {self._url} answered {status}", status=status, retry_after=retry_after
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP session if the sink made it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@runtime_checkable
+class ChannelPublisher(Protocol):
+    """What :class:`WebSocketSink` needs of a WebSocket server."""
+
+    async def publish(self, channel: str, data: Any) -> object:
+        """Send ``data`` to every subscriber of ``channel``."""
+        ...
+
+
+class WebSocketSink(_BaseSink):
+    """Publishes the envelope (as a JSON-ready dict) to a server channel.
+
+    Default guarantee: ``at_most_once`` (live display; the server keeps its own
+    per-channel history for clients that reconnect).
+    """
+
+    def __init__(
+        self,
+        server: ChannelPublisher,
+        *,
+        channel: str = "signals",
+        name: str = "websocket",
+        guarantee: str = "at_most_once",
+    ) -> None:
+        super().__init__(name, guarantee, False)
+        self._server = server
+        self._channel = channel
+
+    async def deliver(self, envelope: Envelope) -> DeliveryResult | None:
+        """Publish to the channel."""
+        await self._server.publish(self._channel, envelope.to_dict())
+        return None
+
+
+class BridgeReply(Protocol):
+    """What a file bridge's ``request`` returns: a reply with a ``status``."""
+
+    @property
+    def status(self) -> str:
+        """E.g. ``"ok"``, ``"rejected"``, ``"failed"``."""
+        ...
+
+
+@runtime_checkable
+class BridgeSender(Protocol):
+    """What :class:`FileBridgeSink` needs of a file bridge."""
+
+    async def send(self, message: Mapping[str, Any], *, id: str) -> object:
+        """Write one message (``id``: its stable id) without waiting for a reply."""
+        ...
+
+    async def request(self, message: Mapping[str, Any], *, id: str, timeout: float) -> BridgeReply:
+        """Write one message and wait up to ``timeout`` seconds for the reply."""
+        ...
+
+
+class FileBridgeSink(_BaseSink):
+    """Sends the envelope to the EA through a file bridge; optionally waits for its reply.
+
+    With ``wait_reply`` the EA's reply decides: a status in ``refused_statuses``
+    (default ``rejected``, ``failed``) dead-letters the entry with that reason (no
+    retry: the EA said no); no reply within ``reply_timeout`` raises and is retried,
+    so the EA must dedup by envelope id (the message ``id``). An execution sink by
+    default: expired signals are never sent.
+    """
+
+    def __init__(
+        self,
+        bridge: BridgeSender,
+        *,
+        name: str = "file_bridge",
+        wait_reply: bool = True,
+        reply_timeout: float = 10.0,
+        refused_statuses: frozenset[str] = frozenset({"rejected", "failed"}),
+        guarantee: str = "at_least_once",
+        execution: bool = True,
+    ) -> None:
+        super().__init__(name, guarantee, execution)
+        if reply_timeout <= 0:
+            raise ConfigError("reply_timeout", "must be > 0", reply_timeout)
+        self._bridge = bridge
+        self._wait = wait_reply
+        self._reply_timeout = reply_timeout
+        self._refused = refused_statuses
+
+    async def deliver(self, envelope: Envelope) -> DeliveryResult | None:
+        """Send (and wait for the reply when configured)."""
+        message = envelope.to_dict()
+        if not self._wait:
+            await self._bridge.send(message, id=envelope.id)
+            return None
+        reply = await self._bridge.request(message, id=envelope.id, timeout=self._reply_timeout)
+        status = str(reply.status)
+        if status in self._refused:
+            detail = str(getattr(reply, "detail", "") or getattr(reply, "reason", "") or "")
+            return DeliveryResult(ok=False, reason=status, detail=detail)
+        return None

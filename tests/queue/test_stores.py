@@ -1,0 +1,267 @@
+"""One test suite for every OutboxStore backend (memory, SQLite, Redis Streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fokha_integration.errors import BackendError, ConfigError
+from fokha_integration.models import Envelope
+from fokha_integration.queue import AttemptRecord, DeadLetter, OutboxStore
+from tests.queue.conftest import StoreFactory
+from tests.support import timeout
+
+
+def env(key: str = "k", n: int = 0) -> Envelope:
+    return Envelope(type="signal", key=key, payload={"n": n})
+
+
+def letter(entry_env: Envelope, sink: str, reason: str = "max_attempts") -> DeadLetter:
+    return DeadLetter(
+        sink=sink,
+        envelope=entry_env,
+        reason=reason,
+        detail="boom",
+        attempts=(AttemptRecord(1, 1.0, 0.01, "RuntimeError: boom"),),
+        dead_at=2.0,
+    )
+
+
+async def opened(factory: StoreFactory, sinks: list[str], **kw: object) -> OutboxStore:
+    store = factory(**kw)
+    await store.open(sinks)
+    return store
+
+
+async def test_append_fans_out_to_every_registered_sink(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """An appended envelope is pending once for each registered sink, oldest first."""
+    _, factory = store_factory
+    store = await opened(factory, ["a", "b"])
+    envs = [env(n=i) for i in range(5)]
+    for e in envs:
+        assert await store.append(e) is True
+    for sink in ("a", "b"):
+        got = await store.fetch(sink, limit=10)
+        assert [x.envelope for x in got] == envs
+        assert all(x.sink == sink for x in got)
+        count, oldest = await store.stats(sink)
+        assert count == 5
+        assert oldest is not None
+
+
+async def test_append_of_a_known_id_is_a_no_op(store_factory: tuple[str, StoreFactory]) -> None:
+    """Appending the same envelope id twice stores it once and returns False."""
+    _, factory = store_factory
+    store = await opened(factory, ["a"])
+    e = env()
+    assert await store.append(e) is True
+    assert await store.append(e) is False
+    assert (await store.stats("a"))[0] == 1
+
+
+async def test_append_with_no_registered_sink_is_refused(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """An envelope no sink would receive is refused, not silently kept."""
+    _, factory = store_factory
+    store = await opened(factory, [])
+    with pytest.raises(ConfigError):
+        await store.append(env())
+
+
+async def test_fetch_leases_and_release_gives_back(store_factory: tuple[str, StoreFactory]) -> None:
+    """A leased entry is not fetched again until released; limit is honoured."""
+    _, factory = store_factory
+    store = await opened(factory, ["a"])
+    for i in range(3):
+        await store.append(env(n=i))
+    first = await store.fetch("a", limit=2)
+    assert [x.envelope.payload["n"] for x in first] == [0, 1]
+    second = await store.fetch("a", limit=10)
+    assert [x.envelope.payload["n"] for x in second] == [2]
+    assert await store.fetch("a", limit=10) == []
+    await store.release(first[0])
+    again = await store.fetch("a", limit=10)
+    assert [x.envelope.payload["n"] for x in again] == [0]
+
+
+async def test_ack_removes_only_that_sinks_entry(store_factory: tuple[str, StoreFactory]) -> None:
+    """Acknowledging for one sink leaves the entry pending for the others."""
+    _, factory = store_factory
+    store = await opened(factory, ["a", "b"])
+    await store.append(env())
+    (ea,) = await store.fetch("a", limit=5)
+    await store.ack(ea)
+    await store.ack(ea)  # idempotent
+    assert (await store.stats("a")) == (0, None)
+    assert (await store.stats("b"))[0] == 1
+    assert await store.fetch("a", limit=5) == []
+
+
+async def test_dead_letter_keeps_reason_and_history_and_replays(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """A dead letter leaves pending, keeps reason and attempts, and replay brings it back."""
+    _, factory = store_factory
+    store = await opened(factory, ["a", "b"])
+    e = env()
+    await store.append(e)
+    (ea,) = await store.fetch("a", limit=5)
+    await store.dead_letter(ea, letter(e, "a"))
+    assert (await store.stats("a"))[0] == 0
+    dead = await store.dead_letters("a")
+    assert len(dead) == 1
+    assert dead[0].reason == "max_attempts"
+    assert dead[0].envelope == e
+    assert dead[0].attempts[0].error == "RuntimeError: boom"
+    assert await store.dead_letters("b") == []
+    assert await store.replay("a") == 1
+    assert await store.dead_letters() == []
+    (back,) = await store.fetch("a", limit=5)
+    assert back.envelope.id == e.id
+    assert (await store.stats("b"))[0] == 1
+
+
+async def test_replay_only_the_chosen_refs(store_factory: tuple[str, StoreFactory]) -> None:
+    """replay(refs=...) replays exactly those dead letters."""
+    _, factory = store_factory
+    store = await opened(factory, ["a"])
+    envs = [env(key=f"k{i}", n=i) for i in range(3)]
+    for e in envs:
+        await store.append(e)
+    for entry in await store.fetch("a", limit=5):
+        await store.dead_letter(entry, letter(entry.envelope, "a"))
+    dead = await store.dead_letters("a")
+    assert [d.envelope.payload["n"] for d in dead] == [0, 1, 2]
+    assert await store.replay("a", refs=[dead[1].ref]) == 1
+    left = await store.dead_letters("a")
+    assert [d.envelope.payload["n"] for d in left] == [0, 2]
+    got = await store.fetch("a", limit=5)
+    assert [x.envelope.payload["n"] for x in got] == [1]
+
+
+async def test_stats_report_the_oldest_pending(store_factory: tuple[str, StoreFactory]) -> None:
+    """stats() gives the pending count and the enqueue time of the oldest entry."""
+    _, factory = store_factory
+    store = await opened(factory, ["a"])
+    before = time.time()
+    await store.append(env(n=1))
+    await store.append(env(n=2))
+    count, oldest = await store.stats("a")
+    assert count == 2
+    assert oldest is not None and before - 1 <= oldest <= time.time() + 1
+
+
+async def test_a_new_store_object_resumes_unacknowledged_entries(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """After a 'crash' (a new store object), leased but unacknowledged entries come back."""
+    kind, factory = store_factory
+    if kind == "memory":
+        pytest.skip("the memory store does not outlive its object")
+    kw: dict[str, object] = {"reclaim_idle": 0.2} if kind == "redis" else {}
+    first = await opened(factory, ["a"], **kw)
+    for i in range(3):
+        await first.append(env(key=f"k{i}", n=i))
+    leased = await first.fetch("a", limit=5)
+    assert len(leased) == 3
+    await first.ack(leased[0])
+    # the first process dies here without acknowledging the rest
+    second = await opened(factory, ["a"], **kw)
+    deadline = time.monotonic() + timeout(10)
+    got: list[int] = []
+    while len(got) < 2 and time.monotonic() < deadline:
+        got += [x.envelope.payload["n"] for x in await second.fetch("a", limit=5)]
+        if len(got) < 2:
+            await asyncio.sleep(0.05)  # polling the store for the reclaim idle time to pass
+    assert sorted(got) == [1, 2]
+
+
+async def test_memory_store_refuses_appends_past_its_bound() -> None:
+    """The memory store raises BackendError instead of growing past max_pending."""
+    from fokha_integration.queue import MemoryOutboxStore
+
+    store = MemoryOutboxStore(max_pending=3)
+    await store.open(["a"])
+    for i in range(3):
+        await store.append(env(n=i))
+    with pytest.raises(BackendError):
+        await store.append(env(n=9))
+
+
+async def test_sqlite_store_refuses_appends_past_its_bound(tmp_path: object) -> None:
+    """The SQLite store raises BackendError once a sink's backlog passes max_pending."""
+    from pathlib import Path
+
+    from fokha_integration.queue import SQLiteOutboxStore
+
+    assert isinstance(tmp_path, Path)
+    store = SQLiteOutboxStore(tmp_path / "b.db", max_pending=5)
+    await store.open(["a"])
+    try:
+
+        async def fill() -> None:
+            for i in range(600):
+                await store.append(env(n=i))
+
+        with pytest.raises(BackendError):
+            await fill()
+        assert (await store.stats("a"))[0] <= 5 + 256
+    finally:
+        await store.close()
+
+
+async def test_redis_store_reclaims_a_dead_consumers_entries(redis_url: str) -> None:
+    """Entries read by a consumer that died are taken over with XAUTOCLAIM and counted."""
+    from fokha_integration.queue.redis_streams import RedisStreamsStore
+
+    dead = RedisStreamsStore(redis_url, consumer="dead", reclaim_idle=0.1)
+    live = RedisStreamsStore(redis_url, consumer="live", reclaim_idle=0.1)
+    try:
+        await dead.open(["a"])
+        await live.open(["a"])
+        for i in range(4):
+            await dead.append(env(key=f"k{i}", n=i))
+        assert len(await dead.fetch("a", limit=10)) == 4
+        got: list[int] = []
+        deadline = time.monotonic() + timeout(10)
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += [x.envelope.payload["n"] for x in await live.fetch("a", limit=10)]
+            if len(got) < 4:
+                await asyncio.sleep(0.05)  # polling until the entries have been idle long enough
+        assert sorted(got) == [0, 1, 2, 3]
+        assert live.reclaimed == 4
+    finally:
+        await dead.close()
+        await live.close()
+
+
+async def test_sqlite_store_deletes_delivered_rows_but_keeps_dead_letters(tmp_path: object) -> None:
+    """Delivered outbox rows are compacted away; a dead letter's row stays replayable."""
+    import sqlite3
+    from pathlib import Path
+
+    from fokha_integration.queue import SQLiteOutboxStore
+
+    assert isinstance(tmp_path, Path)
+    path = tmp_path / "c.db"
+    store = SQLiteOutboxStore(path)
+    await store.open(["a"])
+    try:
+        for i in range(1100):
+            await store.append(env(key=f"k{i}", n=i))
+        entries = await store.fetch("a", limit=2000)
+        await store.dead_letter(entries[0], letter(entries[0].envelope, "a"))
+        for e in entries[1:]:
+            await store.ack(e)
+        rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        assert rows < 200
+        assert await store.replay("a") == 1
+        (back,) = await store.fetch("a", limit=5)
+        assert back.envelope == entries[0].envelope
+    finally:
+        await store.close()
