@@ -312,13 +312,18 @@ class ReplyingBridge:
             self.status = status
             self.detail = detail
 
-    async def send(self, message: Mapping[str, Any], *, id: str) -> None:
+    async def send(self, kind: str, body: Mapping[str, Any], *, id: str | None = None) -> None:
+        assert id is not None
         self.sent.append(id)
 
-    async def request(self, message: Mapping[str, Any], *, id: str, timeout: float) -> Reply:
+    async def request(
+        self, kind: str, body: Mapping[str, Any], *, id: str | None = None, timeout: float = 30.0
+    ) -> Reply:
+        assert id is not None
+        assert kind == "order"
         if id in self.journal:
             return self.Reply(self.journal[id])
-        volume = float(message["payload"]["volume"])
+        volume = float(body["volume"])
         status = "rejected" if volume > self.max_volume else "filled"
         if status == "filled":
             self.executions += 1

@@ -144,12 +144,18 @@ async def test_degradation_webhook_down_others_keep_latency(
         class Reply:
             status = "filled"
 
-        async def send(self, message: Mapping[str, Any], *, id: str) -> None:
+        async def send(self, kind: str, body: Mapping[str, Any], *, id: str | None = None) -> None:
             raise AssertionError("the sink waits for replies")
 
         async def request(
-            self, message: Mapping[str, Any], *, id: str, timeout: float
+            self,
+            kind: str,
+            body: Mapping[str, Any],
+            *,
+            id: str | None = None,
+            timeout: float = 30.0,
         ) -> Bridge.Reply:
+            assert id is not None
             latencies["bridge"].append(time.perf_counter() - sent_at[id])
             return self.Reply()
 

@@ -1,20 +1,25 @@
-"""Demo section: signals through a SignalQueue to an app, an EA stand-in and a signed webhook.
-
-Only the callable and webhook legs live here; the WebSocket and file-bridge legs are
-added when those primitives are wired in.
+"""Demo section: the whole spine. Signals go through a DedupCache into a SignalQueue and
+fan out to a WebSocket client (the app), the EA emulator over the file bridge, and a
+signed webhook (n8n), each sink with its own retries, breaker and dead letters.
 """
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..bridge import FileBridge, PollConfig
+from ..bridge.emulator import EAEmulator
+from ..dedup import DedupCache
 from ..http import WebhookVerificationError, generate_webhook_secret, verify_webhook
-from ..models import Direction, Envelope, Signal
-from ..queue import CallableSink, SignalQueue, Sink, WebhookSink
+from ..models import Direction, Signal
+from ..queue import FileBridgeSink, SignalQueue, Sink, WebhookSink, WebSocketSink
 from ..resilience import RetryPolicy
+from ..ws import WebSocketClient, WebSocketServer
 
 if TYPE_CHECKING:
     from . import DemoContext
@@ -48,46 +53,61 @@ async def run(ctx: DemoContext) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    poll = PollConfig(busy=0.001, idle=0.01)
     shown: list[str] = []
-    executed: list[str] = []
-
-    async def to_app(envelope: Envelope) -> None:
-        shown.append(envelope.id)
-
-    async def to_ea(envelope: Envelope) -> None:
-        executed.append(envelope.id)
-
     webhook = WebhookSink(f"http://127.0.0.1:{port}/n8n", secret=secret, timeout=5)
-    sinks: list[Sink] = [
-        CallableSink(to_app, name="app", guarantee="at_most_once"),
-        CallableSink(to_ea, name="ea", execution=True),
-        webhook,
-    ]
     policy = RetryPolicy(attempts=5, initial=0.05, max_delay=0.2, deadline=None)
     try:
-        async with SignalQueue(sinks=sinks, retry=policy) as queue:
-            now = datetime.now(timezone.utc)
-            buy = Signal(symbol="EURUSD", direction=Direction.BUY, volume=0.1, strategy="demo")
-            sell = Signal(symbol="XAUUSD", direction=Direction.SELL, volume=0.2, strategy="demo")
-            stale = Signal(
-                symbol="GBPUSD",
-                direction=Direction.BUY,
-                volume=0.1,
-                created_at=now - timedelta(seconds=30),
-                expires_at=now - timedelta(seconds=1),
-            )
-            for s in (buy, sell, buy, stale):
-                result = await queue.publish(s)
-                ctx.say(f"publish {s.symbol} {s.direction.value} -> {result.status}")
-            await queue.wait_idle(timeout=10)
-            dead = await queue.dead_letters()
-            metrics = await queue.metrics()
+        with tempfile.TemporaryDirectory(prefix="fokha-demo-queue-") as tmp:
+            root = Path(tmp)
+            async with (
+                WebSocketServer(port=0) as server,
+                EAEmulator(root, poll=poll, max_volume=1.0) as ea,
+                FileBridge(root, poll=poll) as bridge,
+            ):
+                phone = WebSocketClient(server.url)
+                await phone.connect(timeout=5)
+                await phone.subscribe("signals")
+                sinks: list[Sink] = [
+                    WebSocketSink(server, channel="signals", name="app"),
+                    FileBridgeSink(bridge, name="ea", reply_timeout=5),
+                    webhook,
+                ]
+                async with SignalQueue(dedup=DedupCache(), sinks=sinks, retry=policy) as queue:
+                    now = datetime.now(timezone.utc)
+                    buy = Signal(
+                        symbol="EURUSD", direction=Direction.BUY, volume=0.1, strategy="demo"
+                    )
+                    sell = Signal(
+                        symbol="XAUUSD", direction=Direction.SELL, volume=0.2, strategy="demo"
+                    )
+                    stale = Signal(
+                        symbol="GBPUSD",
+                        direction=Direction.BUY,
+                        volume=0.1,
+                        created_at=now - timedelta(seconds=30),
+                        expires_at=now - timedelta(seconds=1),
+                    )
+                    for s in (buy, sell, buy, stale):
+                        result = await queue.publish(s)
+                        ctx.say(f"publish {s.symbol} {s.direction.value} -> {result.status}")
+                    await queue.wait_idle(timeout=10)
+                    dead = await queue.dead_letters()
+                    metrics = await queue.metrics()
+                for _ in range(3):
+                    msg = await phone.next_message(5)
+                    shown.append(str(msg.data["id"]))
+                await phone.close()
+                executed = [str(p["comment"]) for p in ea.server.positions.values()]
     finally:
         await webhook.close()
         await runner.cleanup()
 
-    ctx.say(f"app (at-most-once) showed {len(shown)} signal(s)")
-    ctx.say(f"EA stand-in (execution) executed {len(executed)}; expired ones never reach it")
+    ctx.say(f"app (WebSocket client, at-most-once) showed {len(shown)} signal(s)")
+    ctx.say(
+        f"EA emulator (file bridge, execution) opened {len(executed)} position(s); "
+        "the expired signal never reached it"
+    )
     ctx.say(
         f"n8n webhook verified {len(received)} signed delivery(ies) after "
         f"{metrics['webhook'].retried} retry(ies)"

@@ -16,7 +16,7 @@ import aiohttp
 
 from ..errors import ConfigError
 from ..http.webhooks import webhook_headers
-from ..models import Envelope
+from ..models import Envelope, canonical_json
 from ..resilience import parse_retry_after
 from ._types import DeliveryFailedError, DeliveryResult, Guarantee
 
@@ -199,35 +199,56 @@ class WebSocketSink(_BaseSink):
 
 
 class BridgeReply(Protocol):
-    """What a file bridge's ``request`` returns: a reply with a ``status``."""
+    """What a file bridge's ``request`` returns: a reply with a ``status``.
+
+    :class:`~fokha_integration.bridge.Reply` is one (``status`` is a
+    :class:`~fokha_integration.ReplyStatus`, ``details`` a mapping).
+    """
 
     @property
-    def status(self) -> str:
-        """E.g. ``"ok"``, ``"rejected"``, ``"failed"``."""
+    def status(self) -> Any:
+        """``accepted``, ``executed``, ``rejected``, ``failed`` (a string or str-enum)."""
         ...
 
 
 @runtime_checkable
 class BridgeSender(Protocol):
-    """What :class:`FileBridgeSink` needs of a file bridge."""
+    """What :class:`FileBridgeSink` needs of a file bridge: :class:`~fokha_integration.FileBridge`'s
+    ``send`` and ``request``."""
 
-    async def send(self, message: Mapping[str, Any], *, id: str) -> object:
-        """Write one message (``id``: its stable id) without waiting for a reply."""
+    async def send(self, kind: str, body: Mapping[str, Any], *, id: str | None = None) -> object:
+        """Write one message of ``kind`` (``id``: its stable id) without waiting."""
         ...
 
-    async def request(self, message: Mapping[str, Any], *, id: str, timeout: float) -> BridgeReply:
-        """Write one message and wait up to ``timeout`` seconds for the reply."""
+    async def request(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        timeout: float = 30.0,
+    ) -> BridgeReply:
+        """Write one request and wait up to ``timeout`` seconds for its final reply."""
         ...
+
+
+def _status_text(status: Any) -> str:
+    value = getattr(status, "value", status)  # str-enums print as Class.MEMBER on 3.11
+    return str(value)
 
 
 class FileBridgeSink(_BaseSink):
-    """Sends the envelope to the EA through a file bridge; optionally waits for its reply.
+    """Sends the envelope to the EA through a :class:`~fokha_integration.FileBridge`.
 
-    With ``wait_reply`` the EA's reply decides: a status in ``refused_statuses``
-    (default ``rejected``, ``failed``) dead-letters the entry with that reason (no
-    retry: the EA said no); no reply within ``reply_timeout`` raises and is retried,
-    so the EA must dedup by envelope id (the message ``id``). An execution sink by
-    default: expired signals are never sent.
+    The message ``kind`` is ``kind`` (default ``"order"``, what the shipped EA
+    executes), its body the envelope's payload (a signal's fields) and its id the
+    envelope id, so a resend after a timeout or a crash is the same message and the
+    EA's journal answers it without a second trade. With ``wait_reply`` the EA's
+    final reply decides: a status in ``refused_statuses`` (default ``rejected``,
+    ``failed``) dead-letters the entry with that reason and the EA's details (no
+    retry: the EA said no); no reply within ``reply_timeout`` raises and is retried.
+    An execution sink by default: expired signals are never sent. Envelope ids must
+    fit the bridge's file names (``[A-Za-z0-9_-]{1,64}``; ids from ``new_id()`` do).
     """
 
     def __init__(
@@ -235,6 +256,7 @@ class FileBridgeSink(_BaseSink):
         bridge: BridgeSender,
         *,
         name: str = "file_bridge",
+        kind: str = "order",
         wait_reply: bool = True,
         reply_timeout: float = 10.0,
         refused_statuses: frozenset[str] = frozenset({"rejected", "failed"}),
@@ -245,19 +267,26 @@ class FileBridgeSink(_BaseSink):
         if reply_timeout <= 0:
             raise ConfigError("reply_timeout", "must be > 0", reply_timeout)
         self._bridge = bridge
+        self._kind = kind
         self._wait = wait_reply
         self._reply_timeout = reply_timeout
         self._refused = refused_statuses
 
     async def deliver(self, envelope: Envelope) -> DeliveryResult | None:
         """Send (and wait for the reply when configured)."""
-        message = envelope.to_dict()
+        body = envelope.payload
         if not self._wait:
-            await self._bridge.send(message, id=envelope.id)
+            await self._bridge.send(self._kind, body, id=envelope.id)
             return None
-        reply = await self._bridge.request(message, id=envelope.id, timeout=self._reply_timeout)
-        status = str(reply.status)
+        reply = await self._bridge.request(
+            self._kind, body, id=envelope.id, timeout=self._reply_timeout
+        )
+        status = _status_text(reply.status)
         if status in self._refused:
-            detail = str(getattr(reply, "detail", "") or getattr(reply, "reason", "") or "")
+            details = getattr(reply, "details", None)
+            if isinstance(details, Mapping):
+                detail = str(details.get("message", "") or canonical_json(dict(details)))
+            else:
+                detail = str(getattr(reply, "detail", "") or getattr(reply, "reason", "") or "")
             return DeliveryResult(ok=False, reason=status, detail=detail)
         return None

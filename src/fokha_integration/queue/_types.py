@@ -121,8 +121,8 @@ class Deduper(Protocol):
         """Claim ``key``; see the class docstring for the statuses."""
         ...
 
-    async def release(self, key: str, *, type: str) -> None:
-        """Forget the claim on ``key`` (its publish did not happen)."""
+    async def release(self, key: str, *, type: str) -> object:
+        """Forget the claim on ``key`` (its publish did not happen); the result is ignored."""
         ...
 
 
