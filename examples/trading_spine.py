@@ -58,7 +58,7 @@ async def main(folder: Path | None) -> None:
             print(f"{symbol} {direction.value}: {result.status}")
         await queue.wait_idle(timeout=30)
         for name, metrics in (await queue.metrics()).items():
-            print(f"sink {name}: {metrics.delivered} delivered, {metrics.dead_lettered} dead letters")
+            print(f"sink {name}: {metrics.delivered} delivered, {metrics.dead_lettered} dead")
 
 
 if __name__ == "__main__":
