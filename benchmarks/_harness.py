@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -118,3 +121,55 @@ def best_of(rounds: int, fn: Callable[[], float]) -> float:
 
 
 now = time.perf_counter
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server on a free port of 127.0.0.1 for one benchmark (never the shared one).
+
+    Raises RuntimeError when the binary is missing or the server does not answer
+    PING within 10 s. Use as a context manager, or call stop().
+    """
+
+    def __init__(self, workdir: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found")
+        self.port = free_port()
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)  # polling a subprocess's port: there is no event to wait on
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def __enter__(self) -> PrivateRedis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -21,10 +21,7 @@ Redis runs on a private ``redis-server`` this script starts on a free port.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +32,7 @@ import cachetools
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Report, log, now, parse_args
+from _harness import PrivateRedis, Report, log, now, parse_args
 from fokha_integration.dedup import DedupCache, MemoryDedupBackend, SQLiteDedupBackend
 
 TTL = 300.0
@@ -108,45 +105,6 @@ async def run_memory_claim_many(keys: list[str]) -> float:
 
 
 # -- Redis ---------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server on a free port, for this benchmark only."""
-
-    def __init__(self, workdir: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found")
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 async def redis_rows(

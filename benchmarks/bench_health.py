@@ -19,14 +19,13 @@ import asyncio
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 
 import aiohttp
 
-from _harness import Report, log, parse_args, percentile
+from _harness import Report, free_port, log, parse_args, percentile
 from fokha_integration.health import CheckResult, HealthMonitor, http_check
 
 CHECKS = 1000
@@ -57,12 +56,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_ours(urls: list[str], seconds: float) -> dict[str, float]:

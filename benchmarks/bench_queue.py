@@ -17,14 +17,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from _harness import Report, log, parse_args, percentile
+from _harness import PrivateRedis, Report, log, parse_args, percentile
 from fokha_integration.models import Envelope, canonical_json
 from fokha_integration.queue import (
     CallableSink,
@@ -132,29 +129,6 @@ async def paced(rate: float, seconds: float) -> tuple[float, float]:
     return percentile(tally.latencies, 99), percentile(tally.latencies, 50)
 
 
-def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str] | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    return None
-
-
 async def main() -> None:
     args = parse_args(__doc__ or "")
     logging.disable(logging.CRITICAL)
@@ -182,22 +156,19 @@ async def main() -> None:
         )
         report.figure("sqlite_full_signals_per_s", full_tput)
 
-        redis = start_redis(tmp)
-        if redis is None:
-            report.notes.append("redis-server not found: Redis Streams row skipped")
+        try:
+            redis = PrivateRedis(tmp)
+        except RuntimeError as exc:
+            report.notes.append(f"Redis Streams row skipped: {exc}")
         else:
             from fokha_integration.queue.redis_streams import RedisStreamsStore
 
-            proc, url = redis
-            try:
+            with redis:
                 log(args, "redis streams store")
                 rn = n // 2
-                r_tput, r_p99 = await through_queue(rn, RedisStreamsStore(url))
+                r_tput, r_p99 = await through_queue(rn, RedisStreamsStore(redis.url))
                 report.figure("redis_signals_per_s", r_tput)
                 report.figure("redis_p99_ms_saturated", r_p99 * 1000)
-            finally:
-                proc.kill()
-                proc.wait()
 
     seconds = 3.0 if args.quick else 10.0
     log(args, f"paced: 1,000 signals/s for {seconds:g}s on the memory store")
