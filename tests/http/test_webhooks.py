@@ -53,6 +53,8 @@ def test_verify_accepts_any_matching_signature_of_several() -> None:
         (lambda h, b: ({**h, "webhook-id": "other"}, b), "bad_signature"),
         (lambda h, b: ({**h, "webhook-timestamp": "1"}, b), "stale_timestamp"),
         (lambda h, b: ({**h, "webhook-timestamp": "12a"}, b), "bad_timestamp"),
+        (lambda h, b: ({**h, "webhook-timestamp": "\u00b2"}, b), "bad_timestamp"),
+        (lambda h, b: ({**h, "webhook-timestamp": "\u0661\u0662\u0663"}, b), "bad_timestamp"),
         (
             lambda h, b: ({k: v for k, v in h.items() if k != "webhook-signature"}, b),
             "missing_header",

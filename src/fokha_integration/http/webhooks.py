@@ -115,7 +115,7 @@ def verify_webhook(
     msg_id = _header(headers, "webhook-id")
     raw_ts = _header(headers, "webhook-timestamp")
     raw_sig = _header(headers, "webhook-signature")
-    if len(raw_ts) > 20 or not raw_ts.isdigit():
+    if len(raw_ts) > 20 or not (raw_ts.isascii() and raw_ts.isdigit()):  # '²' is a digit too
         raise WebhookVerificationError("bad_timestamp", "webhook-timestamp is not an integer")
     ts = int(raw_ts)
     current = time.time() if now is None else now

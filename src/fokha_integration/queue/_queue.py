@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import deque
@@ -23,8 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..dedup import content_key
 from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
-from ..models import Envelope, Model, Signal, canonical_json, parse_datetime
+from ..models import Envelope, Model, Signal, parse_datetime
 from ..resilience import BreakerConfig, CircuitBreaker, Permit, RetryPolicy
 from ._store import MemoryOutboxStore, OutboxStore
 from ._types import (
@@ -602,7 +602,8 @@ class SignalQueue:
                 worker.start()
 
     async def close(self) -> None:
-        """Stop the workers (leased entries stay pending in the store) and close the store."""
+        """Stop the workers (leased entries stay pending in the store), close the store,
+        then close every sink that has a ``close()`` (e.g. a WebhookSink's own session)."""
         if self._closed:
             return
         self._closed = True
@@ -610,6 +611,14 @@ class SignalQueue:
             await worker.stop()
         if self._opened:
             await self.store.close()
+        for worker in self._workers.values():
+            # A sink that owns resources (WebhookSink's HTTP session) is closed with the
+            # queue; sinks that wrap a server or bridge leave it to its owner.
+            closer = getattr(worker.sink, "close", None)
+            if callable(closer):
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
 
     async def __aenter__(self) -> SignalQueue:
         await self.start()
@@ -649,7 +658,7 @@ class SignalQueue:
         if not self._opened:
             await self.open()
         envelope = self.to_envelope(item, key=key)
-        fingerprint = hashlib.sha256(canonical_json(envelope.payload).encode()).hexdigest()
+        fingerprint = content_key(envelope.payload)
         claim = await self.dedup.claim(envelope.key, type=envelope.type, fingerprint=fingerprint)
         status = claim.status
         if status == "duplicate":
@@ -728,8 +737,10 @@ class SignalQueue:
         event = self._progress_event
         while True:
             event.clear()
-            busy = False
-            for name in self._workers:
+            # At-most-once entries are acked before their delivery runs: a worker's
+            # in-flight count, not only the store, says whether work is left.
+            busy = any(w.in_flight for w in self._workers.values())
+            for name in () if busy else self._workers:
                 pending, _ = await self.store.stats(name)
                 if pending:
                     busy = True

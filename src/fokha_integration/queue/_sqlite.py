@@ -334,7 +334,11 @@ class SQLiteOutboxStore:
                 continue
             leased.add(seq)
             out.append(OutboxEntry(sink, str(seq), self._envelope(seq, data), enqueued_at))
-        self._cursor[sink] = cursor
+        # The cursor is only a shortcut: once a scan reaches the end, the next one starts
+        # again from the oldest pending row, so rows put back below the cursor by another
+        # process (a dead-letter replay from `fokha queue replay`) are found. That rescan
+        # reads at most the leased rows again, which max_in_flight bounds.
+        self._cursor[sink] = 0 if len(rows) < scan else cursor
         return out
 
     def _unlease(self, entry: OutboxEntry) -> None:

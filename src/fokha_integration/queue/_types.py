@@ -307,16 +307,6 @@ class SinkMetrics:
     breaker: str = "closed"
 
 
-def envelope_to_text(envelope: Envelope) -> str:
-    """The JSON text stores keep (the canonical codec)."""
-    return envelope.to_json()
-
-
-def text_to_envelope(text: str | bytes) -> Envelope:
-    """Parse what :func:`envelope_to_text` wrote."""
-    return Envelope.from_json(text)
-
-
 def sink_names(sinks: Sequence[Sink]) -> list[str]:
     """The names of ``sinks``, checked unique."""
     names = [s.name for s in sinks]

@@ -1,0 +1,107 @@
+"""Queue lifecycle edges: replays from another process, wait_idle with at-most-once
+sinks in flight, and sinks closed with the queue."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from fokha_integration.models import Direction, Envelope, Signal
+from fokha_integration.queue import (
+    CallableSink,
+    DeliveryFailedError,
+    SignalQueue,
+    SQLiteOutboxStore,
+    WebhookSink,
+)
+from fokha_integration.resilience import RetryPolicy
+from tests.support import timeout
+
+FAST = RetryPolicy(attempts=2, initial=0.001, max_delay=0.002, deadline=None)
+
+
+def sig() -> Signal:
+    return Signal(symbol="EURUSD", direction=Direction.BUY, volume=0.1)
+
+
+async def test_a_replay_by_another_store_object_is_delivered_by_the_running_queue(
+    tmp_path: Path,
+) -> None:
+    """Dead letters put back by a second process's store are found by the live queue."""
+    path = tmp_path / "outbox.db"
+    failing = True
+    got: list[str] = []
+
+    async def sink(envelope: Envelope) -> None:
+        if failing:
+            raise DeliveryFailedError("down")
+        got.append(envelope.id)
+
+    queue = SignalQueue(
+        store=SQLiteOutboxStore(path), sinks=[CallableSink(sink, name="a")], retry=FAST
+    )
+    async with queue:
+        signals = [sig(), sig()]
+        for s in signals:
+            await queue.publish(s)
+        await queue.wait_idle(timeout=timeout(5))
+        assert len(await queue.dead_letters()) == 2
+        failing = False
+        other = SQLiteOutboxStore(path)  # as `fokha queue replay --sqlite` would open it
+        await other.open(["a"])
+        assert await other.replay("a") == 2
+        await other.close()
+        await queue.wait_idle(timeout=timeout(5))
+    assert sorted(got) == sorted(s.id for s in signals)
+
+
+async def test_wait_idle_waits_for_at_most_once_deliveries_in_flight() -> None:
+    """An at-most-once entry is acked before delivery; wait_idle still waits for it."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    got: list[str] = []
+
+    async def slow(envelope: Envelope) -> None:
+        started.set()
+        await release.wait()
+        got.append(envelope.id)
+
+    async with SignalQueue(sinks=[CallableSink(slow, name="app", guarantee="at_most_once")]) as q:
+        s = sig()
+        await q.publish(s)
+        await asyncio.wait_for(started.wait(), timeout(5))
+        idle = asyncio.create_task(q.wait_idle(timeout=timeout(5)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not idle.done()
+        release.set()
+        await idle
+    assert got == [s.id]
+
+
+async def test_closing_the_queue_closes_a_webhook_sinks_session() -> None:
+    """A WebhookSink built inline has its HTTP session closed with the queue."""
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    webhook = WebhookSink(f"http://127.0.0.1:{port}/", secret="whsec_" + "A" * 32, timeout=5)
+    try:
+        async with SignalQueue(sinks=[webhook]) as q:
+            await q.publish(sig())
+            await q.wait_idle(timeout=timeout(5))
+            assert webhook._session is not None
+            assert not webhook._session.closed
+        assert webhook._session is None
+    finally:
+        await runner.cleanup()
