@@ -480,3 +480,21 @@ async def test_interim_accepted_reply_does_not_end_a_final_wait(tmp_path: Path) 
         reply = await asyncio.wait_for(task, 10)
     assert reply.status is ReplyStatus.EXECUTED
     assert reply.id == "acc-r2"
+
+
+async def test_sync_wrapper_loses_nothing_it_did_not_finish(tmp_path: Path) -> None:
+    """One-way messages not yet moved past with get() are delivered again after a restart."""
+    async with FileBridge(tmp_path, local="ea", peer="py", poll=FAST) as ea:
+        for n in range(5):
+            await ea.send("note", {"n": n})
+
+        def first_run() -> int:
+            with SyncFileBridge(tmp_path, poll=FAST, heartbeat_interval=None) as bridge:
+                return int(bridge.get(timeout=10).body["n"])  # closes while working on it
+
+        def second_run() -> list[int]:
+            with SyncFileBridge(tmp_path, poll=FAST, heartbeat_interval=None) as bridge:
+                return [int(bridge.get(timeout=10).body["n"]) for _ in range(5)]
+
+        assert await asyncio.to_thread(first_run) == 0
+        assert await asyncio.to_thread(second_run) == [0, 1, 2, 3, 4]

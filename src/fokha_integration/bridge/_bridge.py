@@ -562,7 +562,7 @@ class FileBridge:
             return None
         for seq in sorted(entries, reverse=True):
             try:
-                raw = (folder / snapshot_name(name, seq)).read_bytes()
+                raw = self._read(folder / snapshot_name(name, seq))  # bounded: the peer writes it
                 frame = decode_frame(raw, max_frame_bytes=self.max_frame_bytes)
             except (OSError, FrameError):
                 continue

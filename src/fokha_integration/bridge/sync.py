@@ -21,12 +21,19 @@ __all__ = ["SyncFileBridge"]
 T = TypeVar("T")
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class SyncFileBridge:
     """Blocking file bridge: ``send``, ``request``, ``get``, snapshots, ``peer_alive``.
 
     Takes the same keyword arguments as :class:`FileBridge` except ``handler``: a
-    received message is queued (at most ``inbox_size``) and returned by :meth:`get`;
-    it is acknowledged when handed out. A request received this way must be
+    received message is returned by :meth:`get`. A one-way message is acknowledged
+    (its file removed) only when the caller asks for the next one with :meth:`get`,
+    so a script that dies or closes while working on it gets it again on the next
+    start (at least once; the id says it is a repeat). A request received this way must be
     answered with :meth:`reply`: the reader waits for that answer (``failed`` is
     sent if the bridge is closed first), and later messages wait behind it.
     Use it as a context manager, or call :meth:`close`.
@@ -41,14 +48,25 @@ class SyncFileBridge:
         self._thread.start()
         self._replies: dict[str, Reply] = {}
         self._waiting: dict[str, threading.Event] = {}
+        # One-way messages handed out by get() and not yet acknowledged (resolved on
+        # the bridge loop by the next get(); cancelled by close(), which leaves the
+        # file for redelivery).
+        self._acks: dict[str, asyncio.Future[None]] = {}
+        self._handed: str | None = None
 
         async def handler(message: Message) -> Reply | None:
             event = threading.Event()
-            if message.is_request:
-                self._waiting[message.id] = event
-            await asyncio.to_thread(self._inbox.put, message)
             if not message.is_request:
+                ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._acks[message.id] = ack
+                try:
+                    await asyncio.to_thread(self._inbox.put, message)
+                    await ack
+                finally:
+                    self._acks.pop(message.id, None)
                 return None
+            self._waiting[message.id] = event
+            await asyncio.to_thread(self._inbox.put, message)
             await asyncio.to_thread(event.wait)
             self._waiting.pop(message.id, None)
             return self._replies.pop(
@@ -82,11 +100,22 @@ class SyncFileBridge:
         return self._run(self.bridge.request(kind, body, **kwargs))
 
     def get(self, timeout: float | None = None) -> Message:
-        """The next incoming message; raises :class:`OperationTimeoutError` after ``timeout``."""
+        """The next incoming message; raises :class:`OperationTimeoutError` after ``timeout``.
+
+        Asking for the next message acknowledges the previous one-way message.
+        """
+        if self._handed is not None:
+            ack = self._acks.get(self._handed)
+            self._handed = None
+            if ack is not None:
+                self._loop.call_soon_threadsafe(_resolve, ack)
         try:
-            return self._inbox.get(timeout=timeout)
+            message = self._inbox.get(timeout=timeout)
         except queue.Empty:
             raise OperationTimeoutError("SyncFileBridge.get", timeout or 0.0) from None
+        if not message.is_request:
+            self._handed = message.id
+        return message
 
     def reply(self, message: Message, status: ReplyStatus | str, **details: Any) -> None:
         """Answer a request returned by :meth:`get`."""
@@ -115,6 +144,9 @@ class SyncFileBridge:
         self._closed = True
         for event in list(self._waiting.values()):
             event.set()
+        for ack in list(self._acks.values()):
+            # Not acknowledged: the file stays in cur/ and is delivered again next start.
+            self._loop.call_soon_threadsafe(ack.cancel)
         try:
             self._run(self.bridge.close(), timeout=10)
         finally:

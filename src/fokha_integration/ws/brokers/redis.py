@@ -205,8 +205,11 @@ class RedisBroker:
                             self.log.exception("fan-out message could not be delivered")
             except asyncio.CancelledError:
                 raise
-            except (_RedisError, OSError) as exc:
-                self.log.warning("redis fan-out connection lost (%s); reconnecting", exc)
+            except Exception as exc:
+                # Connection loss, a timed-out back-fill (asyncio.TimeoutError is no
+                # OSError on 3.10) or a malformed stream entry: the listener must never
+                # die silently, so every failure reconnects after a backoff.
+                self.log.warning("redis fan-out interrupted (%r); reconnecting", exc)
                 await asyncio.sleep(delay)  # backoff before reconnecting to Redis
                 delay = min(2.0, delay * 2)
             finally:
