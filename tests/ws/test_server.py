@@ -314,3 +314,37 @@ async def test_client_resumes_from_saved_positions_and_models_publish(server, au
         await again.subscribe("prices.EURUSD")
         snap = await again.next_message(timeout(5))
         assert snap.data == tick.to_dict()
+
+
+async def test_slow_async_authorizer_is_a_temporary_error_not_a_slow_close() -> None:
+    """An authoriser that times out gives 'unavailable' and the connection stays open."""
+    hang = asyncio.Event()
+
+    async def stuck(principal: Principal, channel: str, action: str) -> bool:
+        await hang.wait()
+        return True
+
+    auth = TokenAuthenticator(SECRET)
+    async with WebSocketServer(authenticator=auth, authorize=stuck, op_timeout=0.1) as srv:
+        c = await RawClient.open(srv.url)
+        await c.hello(auth.issue("alice", ttl=60))
+        err = await c.request("subscribe", channels=["acct.alice"])
+        assert (err["type"], err["code"], err["temporary"]) == ("error", "unavailable", True)
+        assert (await c.request("ping"))["type"] == "pong"  # still connected
+        assert srv.metrics().slow_disconnects == 0
+        hang.set()
+        await c.close()
+
+
+async def test_connection_is_closed_when_its_token_expires() -> None:
+    """A token's expiry ends the connection too (4501), not only the hello."""
+    clock = ManualClock()
+    auth = TokenAuthenticator(SECRET, clock=clock)
+    async with WebSocketServer(authenticator=auth, heartbeat=1.0, clock=clock) as srv:
+        c, _ = await _subscribed(srv.url, auth.issue("u", ttl=10), "signals.s1")
+        await clock.wait_for_sleepers(1)
+        clock.advance(5)
+        assert (await c.request("ping"))["type"] == "pong"  # still valid at t+5
+        await clock.wait_for_sleepers(1)
+        clock.advance(6)
+        assert await c.closed_with() == 4501

@@ -625,7 +625,11 @@ class WebSocketServer:
             # A direct send (reply, recovery) waited op_timeout for the peer to read.
             self._counters.slow_disconnects += 1
             conn.close_code = int(CloseCode.SLOW_CONSUMER)
-            self._spawn(ws.close(CloseCode.SLOW_CONSUMER, "slow consumer"))
+            # Awaited here: once the handler returns, websockets closes with 1000.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    ws.close(CloseCode.SLOW_CONSUMER, "slow consumer"), self.op_timeout
+                )
         finally:
             self._detach(conn)
             if isinstance(ws, _Connection):
@@ -697,10 +701,19 @@ class WebSocketServer:
             user=conn.principal.subject,
         )
 
-    async def _allowed(self, conn: _Conn, channel: str, action: str) -> bool:
+    async def _allowed(self, conn: _Conn, channel: str, action: str) -> bool | None:
+        """The authoriser's verdict; ``None`` when an async authoriser timed out.
+
+        A timeout here is the server's dependency being slow, not the client: it is
+        answered with a temporary ``unavailable`` error, never a slow-consumer close.
+        """
         verdict = self.authorize(conn.principal, channel, action)
         if inspect.isawaitable(verdict):
-            verdict = await asyncio.wait_for(verdict, self.op_timeout)
+            try:
+                verdict = await asyncio.wait_for(verdict, self.op_timeout)
+            except asyncio.TimeoutError:
+                self.log.warning("authorizer timed out for %s on %r", action, channel)
+                return None
         return bool(verdict)
 
     def _default_mode(self, channel: str) -> Mode:
@@ -713,16 +726,14 @@ class WebSocketServer:
     async def _subscribe(self, conn: _Conn, req: SubscribeRequest) -> None:
         session = conn.session
         for cr in req.channels:
-            if not await self._allowed(conn, cr.channel, "subscribe"):
-                await self._apply(
-                    conn,
-                    session.refused(
-                        req.id,
-                        ErrorCode.FORBIDDEN,
-                        "not allowed on this channel",
-                        channel=cr.channel,
-                    ),
+            allowed = await self._allowed(conn, cr.channel, "subscribe")
+            if not allowed:
+                code, why = (
+                    (ErrorCode.UNAVAILABLE, "authorizer timed out; retry")
+                    if allowed is None
+                    else (ErrorCode.FORBIDDEN, "not allowed on this channel")
                 )
+                await self._apply(conn, session.refused(req.id, code, why, channel=cr.channel))
                 return
         # Park the channels in the queued set while we fetch their recovery, so live
         # messages wait behind the recovered ones instead of overtaking them.
@@ -812,7 +823,12 @@ class WebSocketServer:
 
     async def _client_publish(self, conn: _Conn, req: PublishRequest) -> list[Action]:
         session = conn.session
-        if not await self._allowed(conn, req.channel, "publish"):
+        allowed = await self._allowed(conn, req.channel, "publish")
+        if allowed is None:
+            return session.refused(
+                req.id, ErrorCode.UNAVAILABLE, "authorizer timed out; retry", channel=req.channel
+            )
+        if not allowed:
             return session.refused(
                 req.id, ErrorCode.FORBIDDEN, "not allowed to publish here", channel=req.channel
             )
@@ -835,6 +851,13 @@ class WebSocketServer:
             now = time.monotonic()
             wall = self.clock.time()
             for conn in list(self._conns):
+                expires = conn.principal.expires_at if conn.principal is not None else None
+                if expires is not None and wall >= expires and not conn.closing:
+                    # A token's lifetime bounds the connection too, not only the hello.
+                    conn.closing = True
+                    conn.close_code = int(CloseCode.TOKEN_EXPIRED)
+                    self._spawn(conn.ws.close(CloseCode.TOKEN_EXPIRED, "token expired"))
+                    continue
                 if conn.closing or conn.slow or conn.pending or not conn.session.authenticated:
                     continue
                 busy = conn.last_sent
