@@ -185,3 +185,16 @@ async def test_redis_outage_is_visible_and_the_node_recovers(redis_server, redis
         await sub.close()
     finally:
         await srv.close()
+
+
+async def test_redis_broker_bounds_the_number_of_channels(redis_url: str) -> None:
+    """Past max_channels a publish to a new channel is refused; known channels still work."""
+    srv = await WebSocketServer(broker=RedisBroker(redis_url, max_channels=2)).start()
+    try:
+        await srv.publish("prices.a", {"x": 1})
+        await srv.publish("prices.b", {"x": 1})
+        with pytest.raises(OverflowError):
+            await srv.publish("prices.c", {"x": 1})
+        assert (await srv.publish("prices.a", {"x": 2})).seq == 2
+    finally:
+        await srv.close()

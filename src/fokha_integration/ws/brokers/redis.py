@@ -83,10 +83,14 @@ class RedisBroker:
         prefix: str = "fokha:ws",
         history: int = 1000,
         op_timeout: float = 5.0,
+        max_channels: int = 100_000,
         logger: logging.Logger | None = None,
     ) -> None:
         if history < 1:
             raise ValueError("history must be >= 1")
+        if max_channels < 1:
+            raise ValueError("max_channels must be >= 1")
+        self.max_channels = max_channels
         self.url = url
         self.prefix = prefix
         self.history = history
@@ -98,6 +102,7 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._last: dict[str, Position] = {}
+        self._known: set[str] = set()  # channels published here or seen on the fan-out
         self._closed = False
         self.backfilled = 0
 
@@ -127,11 +132,17 @@ class RedisBroker:
         """Number, store and publish atomically (one Lua script)."""
         if self._closed or self._script is None:
             raise ClosedError("broker is closed or not started")
+        if channel not in self._known and len(self._known) >= self.max_channels:
+            # As LocalBroker: a bound on channels, so clients allowed to publish cannot
+            # grow every node's per-channel state (and Redis keys) without end. Each
+            # node refuses new channels past the bound, so the total stays bounded too.
+            raise OverflowError(f"more than {self.max_channels} channels")
         args = [new_epoch(), self.history, data_json, repr(ts), self._fanout, channel]
         with _mapped("publish"):
             epoch, seq = await asyncio.wait_for(
                 self._script(keys=self._keys(channel), args=args), self.op_timeout
             )
+        self._known.add(channel)
         return Position(_text(epoch), int(seq))
 
     async def _read(
@@ -257,6 +268,7 @@ class RedisBroker:
         if last is not None and last.epoch == msg.epoch and msg.seq <= last.seq:
             return
         self._last[msg.channel] = msg.position
+        self._known.add(msg.channel)
         if self._deliver is not None:
             self._deliver(msg)
 
