@@ -105,3 +105,28 @@ async def test_closing_the_queue_closes_a_webhook_sinks_session() -> None:
         assert webhook._session is None
     finally:
         await runner.cleanup()
+
+
+async def test_a_stuck_key_does_not_stall_other_keys() -> None:
+    """Entries parked behind a stuck symbol do not use up max_in_flight for other symbols."""
+    release = asyncio.Event()
+    got: list[str] = []
+    fast_done = asyncio.Event()
+
+    async def deliver(envelope: Envelope) -> None:
+        if envelope.payload["symbol"] == "SLOW":
+            await release.wait()
+        got.append(str(envelope.payload["symbol"]))
+        if envelope.payload["symbol"] == "FAST":
+            fast_done.set()
+
+    sink = CallableSink(deliver, name="a")
+    async with SignalQueue(sinks=[sink], max_in_flight=4, delivery_timeout=None) as q:
+        for _ in range(5):
+            await q.publish(Signal(symbol="SLOW", direction=Direction.BUY, volume=0.1))
+        await q.publish(Signal(symbol="FAST", direction=Direction.BUY, volume=0.1))
+        await asyncio.wait_for(fast_done.wait(), timeout(5))
+        assert got == ["FAST"]
+        release.set()
+        await q.wait_idle(timeout=timeout(5))
+    assert got == ["FAST"] + ["SLOW"] * 5

@@ -45,6 +45,7 @@ __all__ = ["SignalQueue", "SinkConfig", "default_order_key"]
 logger = logging.getLogger("fokha_integration.queue")
 
 _RAMP = 8
+_PARKED_FACTOR = 4  # entries parked behind a busy key, per max_in_flight
 """Runners that may be created-but-not-started at once: how fast parallelism ramps up."""
 
 
@@ -107,6 +108,10 @@ class _SinkWorker:
         self.metrics = SinkMetrics(name=sink.name)
         self.wake = asyncio.Event()
         self.in_flight = 0
+        # Entries leased but waiting behind an earlier entry of the same key: they do
+        # not count against max_in_flight (a stuck key must not stall other keys) but
+        # have their own bound, PARKED_FACTOR x max_in_flight.
+        self.parked = 0
         self._busy_keys: dict[str, deque[OutboxEntry]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready: deque[OutboxEntry] = deque()
@@ -150,6 +155,7 @@ class _SinkWorker:
         self._ready.clear()
         self._busy_keys.clear()
         self.in_flight = 0
+        self.parked = 0
 
     async def _run(self) -> None:
         store = self.queue.store
@@ -157,7 +163,10 @@ class _SinkWorker:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self.wake.clear()
-            room = self.max_in_flight - self.in_flight
+            active = self.in_flight - self.parked
+            room = min(
+                self.max_in_flight - active, _PARKED_FACTOR * self.max_in_flight - self.parked
+            )
             got = 0
             if room > 0:
                 try:
@@ -170,7 +179,7 @@ class _SinkWorker:
                 got = len(entries)
                 for entry in entries:
                     self._schedule(entry)
-            if got == 0 or self.in_flight >= self.max_in_flight:
+            if got == 0 or room <= got:
                 # A timer instead of wait_for: no extra task per idle wait.
                 timer = loop.call_later(poll, self.wake.set)
                 try:
@@ -185,6 +194,7 @@ class _SinkWorker:
         waiting = self._busy_keys.get(key)
         if waiting is not None:
             waiting.append(entry)  # same key already in flight: keep publish order
+            self.parked += 1
             return
         self._busy_keys[key] = deque()
         self._start(entry)
@@ -239,6 +249,7 @@ class _SinkWorker:
         if waiting:
             # The next entry of this key goes first, to this same runner.
             self._ready.appendleft(waiting.popleft())
+            self.parked -= 1
         else:
             self._busy_keys.pop(key, None)
         self.wake.set()
