@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..dedup import content_key
@@ -112,9 +113,11 @@ class _SinkWorker:
         # not count against max_in_flight (a stuck key must not stall other keys) but
         # have their own bound, PARKED_FACTOR x max_in_flight.
         self.parked = 0
-        self._busy_keys: dict[str, deque[OutboxEntry]] = {}
+        # Order keys with an entry in flight -> entries of that key waiting behind it
+        # (None until a second one arrives: no deque for the common case).
+        self._busy_keys: dict[str, deque[OutboxEntry] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ready: deque[OutboxEntry] = deque()
+        self._ready: deque[tuple[OutboxEntry, str]] = deque()
         self._runners = 0
         self._starting = 0  # runners created but not yet running
         self._leased: dict[str, OutboxEntry] = {}
@@ -191,16 +194,17 @@ class _SinkWorker:
         self.in_flight += 1
         self._leased[entry.ref] = entry
         key = self.queue.order_key(entry.envelope)
-        waiting = self._busy_keys.get(key)
-        if waiting is not None:
-            waiting.append(entry)  # same key already in flight: keep publish order
+        busy = self._busy_keys
+        if key in busy:
+            # Same key already in flight: wait behind it, in publish order.
+            waiting = busy[key]
+            if waiting is None:
+                waiting = busy[key] = deque()
+            waiting.append(entry)
             self.parked += 1
             return
-        self._busy_keys[key] = deque()
-        self._start(entry)
-
-    def _start(self, entry: OutboxEntry) -> None:
-        self._ready.append(entry)
+        busy[key] = None
+        self._ready.append((entry, key))
         if self._starting < _RAMP and self._runners < self.max_in_flight:
             self._spawn()
 
@@ -216,39 +220,41 @@ class _SinkWorker:
         # max_in_flight runners in parallel, while a sink that answers at once is
         # served by one runner without a task per delivery.
         self._starting -= 1
+        ready = self._ready
+        task = asyncio.current_task()
         try:
-            while self._ready and not self._stopping:
-                entry = self._ready.popleft()
-                if self._ready and self._starting < _RAMP and self._runners < self.max_in_flight:
+            while ready and not self._stopping:
+                entry, key = ready.popleft()
+                if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
                     self._spawn()
-                await self._handle(entry)
+                try:
+                    if self.at_least_once:
+                        await self._deliver_at_least_once(entry, task)
+                    else:
+                        await self._deliver_at_most_once(entry)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A store failure while acknowledging: the lease is dropped so the
+                    # entry is fetched again (at-least-once) rather than stuck.
+                    logger.exception(
+                        "sink %r: bookkeeping for %s failed", self.name, entry.envelope.id
+                    )
+                    with contextlib.suppress(Exception):
+                        await self.queue.store.release(entry)
+                self._finish(entry, key)
         finally:
             self._runners -= 1
-            task = asyncio.current_task()
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _handle(self, entry: OutboxEntry) -> None:
-        try:
-            if self.at_least_once:
-                await self._deliver_at_least_once(entry)
-            else:
-                await self._deliver_at_most_once(entry)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A store failure while acknowledging: the lease is dropped so the
-            # entry is fetched again (at-least-once) rather than stuck.
-            logger.exception("sink %r: bookkeeping for %s failed", self.name, entry.envelope.id)
-            with contextlib.suppress(Exception):
-                await self.queue.store.release(entry)
+    def _finish(self, entry: OutboxEntry, key: str) -> None:
         self._leased.pop(entry.ref, None)
         self.in_flight -= 1
-        key = self.queue.order_key(entry.envelope)
         waiting = self._busy_keys.get(key)
         if waiting:
             # The next entry of this key goes first, to this same runner.
-            self._ready.appendleft(waiting.popleft())
+            self._ready.appendleft((waiting.popleft(), key))
             self.parked -= 1
         else:
             self._busy_keys.pop(key, None)
@@ -267,13 +273,16 @@ class _SinkWorker:
             return False
         return self.queue.clock.time() >= expires
 
-    async def _call_sink(self, envelope: Envelope) -> DeliveryResult | None:
+    async def _call_sink(
+        self, envelope: Envelope, task: asyncio.Task[Any] | None = None
+    ) -> DeliveryResult | None:
         if self.delivery_timeout is None:
             return await self.sink.deliver(envelope)
         # One watchdog per sink enforces the timeout (see _watch): far cheaper than a
         # timer per call, at the cost of firing up to a quarter-timeout late.
-        task = asyncio.current_task()
-        assert task is not None
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
         self._deadlines[task] = self._loop_time() + self.delivery_timeout
         try:
             return await self.sink.deliver(envelope)
@@ -301,7 +310,9 @@ class _SinkWorker:
                     self._timed_out.add(task)
                     task.cancel()
 
-    async def _deliver_at_least_once(self, entry: OutboxEntry) -> None:
+    async def _deliver_at_least_once(
+        self, entry: OutboxEntry, task: asyncio.Task[Any] | None = None
+    ) -> None:
         clock = self.queue.clock
         history: list[AttemptRecord] = []
         envelope = entry.envelope
@@ -322,7 +333,7 @@ class _SinkWorker:
             attempt_no = 1
             started = clock.monotonic()
             try:
-                result = await self._call_sink(envelope)
+                result = await self._call_sink(envelope, task)
             except Exception as exc:
                 self.breaker.release(permit, exc)
                 history.append(

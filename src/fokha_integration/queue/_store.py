@@ -100,8 +100,11 @@ class MemoryOutboxStore:
         self._max_dead = max_dead_letters
         self._clock = clock
         self._seq = itertools.count(1)
-        self._pending: dict[str, OrderedDict[int, OutboxEntry]] = {}
-        self._ready: dict[str, deque[int]] = {}
+        # Per sink: pending entries by ref (insertion order is enqueue order) and the
+        # refs not leased yet. One ref per envelope, shared by every sink's entry.
+        self._pending: dict[str, dict[str, OutboxEntry]] = {}
+        self._ready: dict[str, deque[str]] = {}
+        # Envelope id -> how many sinks still hold it (a repeated append is refused).
         self._ids: dict[str, int] = {}
         self._dead: OrderedDict[int, DeadLetter] = OrderedDict()
         self._closed = False
@@ -112,7 +115,7 @@ class MemoryOutboxStore:
         """Register ``sinks``."""
         self._closed = False
         for name in sinks:
-            self._pending.setdefault(name, OrderedDict())
+            self._pending.setdefault(name, {})
             self._ready.setdefault(name, deque())
 
     async def close(self) -> None:
@@ -124,9 +127,9 @@ class MemoryOutboxStore:
             raise ClosedError("the memory outbox store is closed")
 
     def _add(self, sink: str, envelope: Envelope, enqueued_at: float) -> None:
-        seq = next(self._seq)
-        self._pending[sink][seq] = OutboxEntry(sink, str(seq), envelope, enqueued_at)
-        self._ready[sink].append(seq)
+        ref = str(next(self._seq))
+        self._pending[sink][ref] = OutboxEntry(sink, ref, envelope, enqueued_at)
+        self._ready[sink].append(ref)
         self._ids[envelope.id] = self._ids.get(envelope.id, 0) + 1
 
     def _forget(self, envelope_id: str) -> None:
@@ -146,9 +149,14 @@ class MemoryOutboxStore:
         for sink, pending in self._pending.items():
             if len(pending) >= self._max_pending:
                 raise BackendError("memory", f"outbox for sink {sink!r} is full")
+        # The hot path of every publish: one ref and one refcount for all sinks.
         now = self._clock.time()
-        for sink in self._pending:
-            self._add(sink, envelope, now)
+        ref = str(next(self._seq))
+        ready = self._ready
+        for sink, pending in self._pending.items():
+            pending[ref] = OutboxEntry(sink, ref, envelope, now)
+            ready[sink].append(ref)
+        self._ids[envelope.id] = len(self._pending)
         return True
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
@@ -165,14 +173,13 @@ class MemoryOutboxStore:
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Remove ``entry``."""
-        if self._pending[entry.sink].pop(int(entry.ref), None) is not None:
+        if self._pending[entry.sink].pop(entry.ref, None) is not None:
             self._forget(entry.envelope.id)
 
     async def release(self, entry: OutboxEntry) -> None:
         """Make ``entry`` fetchable again."""
-        seq = int(entry.ref)
-        if seq in self._pending[entry.sink]:
-            self._ready[entry.sink].appendleft(seq)
+        if entry.ref in self._pending[entry.sink]:
+            self._ready[entry.sink].appendleft(entry.ref)
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Move ``entry`` to the dead letters."""

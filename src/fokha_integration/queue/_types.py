@@ -13,7 +13,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..models import Envelope
@@ -194,12 +194,13 @@ class PublishResult:
         return self.status == "accepted"
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """One envelope pending for one sink, as a store hands it out.
+class OutboxEntry(NamedTuple):
+    """One envelope pending for one sink, as a store hands it out (immutable).
 
     ``ref`` is the store's handle for acknowledging it (a row number, a stream id);
-    ``enqueued_at`` is the wall time the store accepted it.
+    ``enqueued_at`` is the wall time the store accepted it. A named tuple rather than
+    a dataclass: stores make three or more of these per published envelope, and a
+    tuple is built in a fifth of the time of a frozen dataclass.
     """
 
     sink: str

@@ -166,12 +166,18 @@ class CircuitBreaker:
         try:
             return self._machine.acquire(self._clock.monotonic())
         finally:
-            self._emit()
+            if self._machine.has_changes:
+                self._emit()
 
     def release(self, permit: Permit, exc: BaseException | None = None) -> None:
         """Report the end of a call made under ``permit`` (``exc``: what it raised)."""
-        self._machine.record(permit, self.classify(exc), self._clock.monotonic())
-        self._emit()
+        machine = self._machine
+        if exc is None:
+            machine.record_success(permit, self._clock.monotonic())
+        else:
+            machine.record(permit, self.classify(exc), self._clock.monotonic())
+        if machine.has_changes:
+            self._emit()
 
     def _emit(self) -> None:
         if not self._machine.has_changes:
