@@ -201,6 +201,9 @@ async def test_degradation_webhook_down_others_keep_latency(
         rec.release_hang.set()
         await q.wait_idle(timeout=timeout(30))
         dead = await q.dead_letters("webhook", limit=1000)
+        # How many entries ran out of attempts during the outage depends on timing;
+        # whichever did must replay. (Dead-lettering itself is pinned down by
+        # test_past_max_attempts_is_dead_lettered_and_replayable below.)
         if dead:
             assert {d.reason for d in dead} <= {"max_attempts", "deadline"}
             assert all(len(d.attempts) >= 1 for d in dead)

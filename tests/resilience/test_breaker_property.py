@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hypothesis import settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -88,3 +89,75 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["success", "failure", "ignore", "wait", "hold"]),
+            st.floats(min_value=0, max_value=8),
+        ),
+        max_size=60,
+    ),
+    slow=st.sampled_from([None, 0.5]),
+)
+def test_record_success_is_record_of_a_success(
+    steps: list[tuple[str, float]], slow: float | None
+) -> None:
+    """The short path for successes leaves exactly the state ``record(SUCCESS)`` leaves.
+
+    Two machines get the same calls; one reports successes through
+    ``record_success``, the other through ``record``. State, metrics and transitions
+    must agree after every step (permits held across a state change included).
+    """
+    cfg = BreakerConfig(
+        failure_threshold=3,
+        failure_rate_threshold=0.5,
+        window_size=6,
+        minimum_calls=4,
+        open_duration=2,
+        half_open_max_probes=2,
+        half_open_successes=2,
+        slow_call_duration=slow,
+    )
+    fast, plain = BreakerStateMachine(cfg, name="x"), BreakerStateMachine(cfg, name="x")
+    now = 0.0
+    held: list[tuple[Permit, Permit]] = []
+    for action, amount in steps:
+        if action == "wait":
+            now += amount
+        elif action == "hold":
+            try:
+                a = fast.acquire(now)
+            except CircuitOpenError:
+                with pytest.raises(CircuitOpenError):
+                    plain.acquire(now)
+            else:
+                held.append((a, plain.acquire(now)))
+        else:
+            if held and amount > 4:
+                a, b = held.pop(0)  # finish a permit taken earlier, maybe in another state
+            else:
+                try:
+                    a = fast.acquire(now)
+                except CircuitOpenError:
+                    with pytest.raises(CircuitOpenError):
+                        plain.acquire(now)
+                    continue
+                b = plain.acquire(now)
+            end = now + amount / 8
+            if action == "success":
+                fast.record_success(a, end)
+            else:
+                fast.record(a, Outcome.FAILURE if action == "failure" else Outcome.IGNORE, end)
+            plain.record(
+                b,
+                {"success": Outcome.SUCCESS, "failure": Outcome.FAILURE}.get(
+                    action, Outcome.IGNORE
+                ),
+                end,
+            )
+        assert fast.state(now) is plain.state(now)
+        assert fast.metrics(now) == plain.metrics(now)
+        assert fast.drain_changes() == plain.drain_changes()

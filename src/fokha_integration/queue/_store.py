@@ -26,6 +26,8 @@ from ._types import DeadLetter, OutboxEntry
 
 __all__ = ["MemoryOutboxStore", "OutboxStore"]
 
+_new_entry = tuple.__new__  # builds an OutboxEntry without its keyword-aware __new__
+
 
 @runtime_checkable
 class OutboxStore(Protocol):
@@ -142,21 +144,23 @@ class MemoryOutboxStore:
     async def append(self, envelope: Envelope) -> bool:
         """Add ``envelope`` for every registered sink."""
         self._check()
-        if not self._pending:
+        pendings = self._pending
+        if not pendings:
             raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         if envelope.id in self._ids:
             return False
-        for sink, pending in self._pending.items():
-            if len(pending) >= self._max_pending:
+        limit = self._max_pending
+        for sink, pending in pendings.items():
+            if len(pending) >= limit:
                 raise BackendError("memory", f"outbox for sink {sink!r} is full")
         # The hot path of every publish: one ref and one refcount for all sinks.
         now = self._clock.time()
         ref = str(next(self._seq))
         ready = self._ready
-        for sink, pending in self._pending.items():
-            pending[ref] = OutboxEntry(sink, ref, envelope, now)
+        for sink, pending in pendings.items():
+            pending[ref] = _new_entry(OutboxEntry, (sink, ref, envelope, now))
             ready[sink].append(ref)
-        self._ids[envelope.id] = len(self._pending)
+        self._ids[envelope.id] = len(pendings)
         return True
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:

@@ -282,20 +282,25 @@ class BreakerStateMachine:
     def record_success(self, permit: Permit, now: float) -> None:
         """``record(permit, SUCCESS, now)``, with a shorter path for the common case.
 
-        A fast success in the CLOSED state cannot move the state: it only counts
-        and enters the window. Anything else goes through :meth:`record`.
+        A success in the CLOSED state only counts and enters the window. The one
+        way it can move the state is by filling the window up to ``minimum_calls``
+        while the failure rate is at the threshold (once the window holds that many,
+        every earlier record checked the rate, and a success only lowers it): that
+        case goes through :meth:`record`, as does every other state and outcome.
         """
+        cfg = self.config
+        window = self._window
         if (
             self._state is not _CLOSED
             or permit.probe
             or permit.generation != self._generation
-            or self.config.slow_call_duration is not None
+            or cfg.slow_call_duration is not None
+            or (cfg.failure_rate_threshold is not None and len(window) + 1 == cfg.minimum_calls)
         ):
             self.record(permit, _SUCCESS, now)
             return
         self._calls += 1
         self._successes += 1
-        window = self._window
         if len(window) == window.maxlen and window[0]:
             self._window_failures -= 1
         window.append(False)
