@@ -19,6 +19,7 @@ from fokha_integration.queue import (
     DeliveryResult,
     FileBridgeSink,
     MemoryOutboxStore,
+    OutboxEntry,
     SignalQueue,
     SinkConfig,
     WebSocketSink,
@@ -479,3 +480,69 @@ async def test_metrics_age_and_lag_follow_the_clock() -> None:
     assert m.pending == 0 and m.oldest_pending_age == 0.0 and m.delivered == 2
     # Both were delivered at the same manual instant: the last one (B) waited 1.5 s.
     assert m.lag == pytest.approx(1.5)
+
+
+class CountingStore(MemoryOutboxStore):
+    """The memory store, counting fetch calls and the entries they returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches: list[int] = []
+
+    async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
+        out = await super().fetch(sink, limit=limit)
+        if out:
+            self.fetches.append(len(out))
+        return out
+
+
+async def test_backlog_is_read_in_batches() -> None:
+    """Behind a backlog the worker refills a quarter of its slots at a time, not one by one."""
+    store = CountingStore()
+    got: list[str] = []
+    one_at_a_time = asyncio.Lock()
+
+    async def deliver(envelope: Envelope) -> None:
+        # Deliveries finish one per loop turn, as a sink that answers over a socket:
+        # without batching the worker would read the store after each of them.
+        async with one_at_a_time:
+            await asyncio.sleep(0)
+        got.append(envelope.id)
+
+    q = SignalQueue(store=store, sinks=[CallableSink(deliver, name="a")], max_in_flight=16)
+    for i in range(400):
+        await q.publish(Envelope(type="tick", key=f"k{i}", payload={"n": i}))
+    async with q:
+        await q.wait_idle(timeout=timeout(10))
+    assert len(got) == 400
+    # 400 entries in refills of >= 4 (a quarter of 16): at most 100 reads plus the first.
+    assert len(store.fetches) <= 101, store.fetches
+    assert min(store.fetches[:-1]) >= 4, store.fetches
+
+
+async def test_caught_up_sink_takes_a_new_entry_at_once() -> None:
+    """With free slots and no backlog, a new entry starts while others are still in flight."""
+    gate = asyncio.Event()
+    started: list[str] = []
+    seven = asyncio.Event()
+    fresh = asyncio.Event()
+
+    async def deliver(envelope: Envelope) -> None:
+        started.append(envelope.key)
+        if len(started) == 7:
+            seven.set()
+        if envelope.key == "fresh":
+            fresh.set()
+            return
+        await gate.wait()
+
+    async with SignalQueue(sinks=[CallableSink(deliver, name="a")], max_in_flight=8) as q:
+        # Seven of eight slots busy: fewer free than a refill batch (a quarter, 2).
+        for i in range(7):
+            await q.publish(Envelope(type="tick", key=f"slow{i}", payload={"n": i}))
+        await asyncio.wait_for(seven.wait(), timeout(5))
+        await q.publish(Envelope(type="tick", key="fresh", payload={"n": 99}))
+        await asyncio.wait_for(fresh.wait(), timeout(5))
+        assert not gate.is_set()  # the seven slow ones are all still in flight
+        gate.set()
+        await q.wait_idle(timeout=timeout(5))

@@ -109,6 +109,8 @@ class _SinkWorker:
         self.metrics = SinkMetrics(name=sink.name)
         self.wake = asyncio.Event()
         self.in_flight = 0
+        self._refill = max(1, max_in_flight // 4)
+        self._backlog = False  # the last fetch filled every free slot
         # Entries leased but waiting behind an earlier entry of the same key: they do
         # not count against max_in_flight (a stuck key must not stall other keys) but
         # have their own bound, PARKED_FACTOR x max_in_flight.
@@ -166,12 +168,12 @@ class _SinkWorker:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self.wake.clear()
-            active = self.in_flight - self.parked
-            room = min(
-                self.max_in_flight - active, _PARKED_FACTOR * self.max_in_flight - self.parked
-            )
+            room = self._room()
             got = 0
-            if room > 0:
+            # Caught up: fetch at once, for latency. Behind a backlog (the last fetch
+            # filled every free slot): wait until a quarter of the slots are free, so
+            # a store is read in batches instead of once per finished delivery.
+            if room > 0 and (not self._backlog or room >= self._refill):
                 try:
                     entries = await store.fetch(self.name, limit=room)
                 except asyncio.CancelledError:
@@ -180,6 +182,7 @@ class _SinkWorker:
                     logger.exception("sink %r: fetching from the store failed", self.name)
                     entries = []
                 got = len(entries)
+                self._backlog = got >= room
                 for entry in entries:
                     self._schedule(entry)
             if got == 0 or room <= got:
@@ -189,6 +192,11 @@ class _SinkWorker:
                     await self.wake.wait()
                 finally:
                     timer.cancel()
+
+    def _room(self) -> int:
+        """How many more entries may be fetched now (see ``_PARKED_FACTOR``)."""
+        active = self.in_flight - self.parked
+        return min(self.max_in_flight - active, _PARKED_FACTOR * self.max_in_flight - self.parked)
 
     def _schedule(self, entry: OutboxEntry) -> None:
         self.in_flight += 1
@@ -258,7 +266,8 @@ class _SinkWorker:
             self.parked -= 1
         else:
             self._busy_keys.pop(key, None)
-        self.wake.set()
+        if not self._backlog or self._room() >= self._refill:
+            self.wake.set()
         self.queue._progress()
 
     def _expired(self, envelope: Envelope) -> bool:
