@@ -265,3 +265,51 @@ async def test_sqlite_store_deletes_delivered_rows_but_keeps_dead_letters(tmp_pa
         assert back.envelope == entries[0].envelope
     finally:
         await store.close()
+
+
+async def test_concurrent_appends_each_get_their_own_answer(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """Appends made together (one pipeline or commit) answer each caller for its envelope."""
+    _, factory = store_factory
+    store = await opened(factory, ["a"])
+    unique = [env(key=f"k{i}", n=i) for i in range(30)]
+    calls = unique + unique[:10]  # ten ids appended twice in the same batch
+    answers = await asyncio.gather(*(store.append(e) for e in calls))
+    by_id: dict[str, list[bool]] = {}
+    for e, answer in zip(calls, answers, strict=True):
+        by_id.setdefault(e.id, []).append(answer)
+    assert all(sorted(a) == ([False, True] if len(a) == 2 else [True]) for a in by_id.values())
+    got = await store.fetch("a", limit=100)
+    assert sorted(x.envelope.id for x in got) == sorted(e.id for e in unique)
+
+
+async def test_concurrent_acks_of_several_sinks_all_land(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """Acks made together for two sinks remove exactly those entries."""
+    _, factory = store_factory
+    store = await opened(factory, ["a", "b"])
+    for i in range(20):
+        await store.append(env(key=f"k{i}", n=i))
+    a = await store.fetch("a", limit=100)
+    b = await store.fetch("b", limit=100)
+    await asyncio.gather(*(store.ack(x) for x in a + b[:5]))
+    assert (await store.stats("a"))[0] == 0
+    assert (await store.stats("b"))[0] == 15
+
+
+async def test_redis_store_bound_applies_inside_one_pipeline(redis_url: str) -> None:
+    """Past max_pending, appends batched together fail one by one, in order."""
+    from fokha_integration.queue.redis_streams import RedisStreamsStore
+
+    store = RedisStreamsStore(redis_url, max_pending=3, prefix="bound-test")
+    await store.open(["a"])
+    try:
+        answers = await asyncio.gather(
+            *(store.append(env(key=f"k{i}", n=i)) for i in range(5)), return_exceptions=True
+        )
+    finally:
+        await store.close()
+    assert answers[:3] == [True, True, True]
+    assert all(isinstance(x, BackendError) for x in answers[3:]), answers

@@ -22,9 +22,11 @@ Durability is what the server's persistence gives (``appendonly yes`` with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -41,6 +43,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 __all__ = ["RedisStreamsStore"]
+
+_PARSE_CACHE = 8192  # envelopes parsed once for every sink's copy of the same data
+_MAX_BATCH = 512  # appends or acks sent in one pipeline
 
 _APPEND = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) == false then
@@ -126,6 +131,11 @@ class RedisStreamsStore:
         self._append: Any = None
         self._pool: Any = None
         self._open = False
+        self._parsed: OrderedDict[bytes | str, Envelope] = OrderedDict()
+        # Appends and acks made in one loop turn share one pipeline (one round trip).
+        self._append_batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] | None = None
+        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self.reclaimed = 0
         """Entries this store took over from other (crashed) consumers with XAUTOCLAIM."""
 
@@ -184,6 +194,11 @@ class RedisStreamsStore:
 
     async def close(self) -> None:
         """Close the connection (if this store made it); pending entries stay in Redis."""
+        # Appends and acks already handed to a pipeline finish first (bounded).
+        for flush in (self._flush_appends, self._flush_acks):
+            flush()
+        if self._flushes:
+            await asyncio.wait(set(self._flushes), timeout=self._timeout)
         self._open = False
         self._leased.clear()
         if self._own_client and self._client is not None:
@@ -194,25 +209,73 @@ class RedisStreamsStore:
             self._client = None
 
     async def append(self, envelope: Envelope) -> bool:
-        """Add the envelope to every registered sink's stream (one Lua script)."""
+        """Add the envelope to every registered sink's stream (one Lua script).
+
+        Appends made in the same event-loop turn go to Redis in one pipeline; each
+        script stays atomic and each caller gets its own answer.
+        """
         self._r()
-        result = await self._do(
-            self._append(
-                keys=[self._sinks_key, self._id_prefix + envelope.id],
-                args=[
-                    envelope.to_json(),
-                    repr(self._clock.time()),
-                    self._id_ttl_ms,
-                    self._max_pending,
-                    self._stream_prefix,
-                ],
-            )
-        )
+        keys = [self._sinks_key, self._id_prefix + envelope.id]
+        args = [
+            envelope.to_json(),
+            repr(self._clock.time()),
+            self._id_ttl_ms,
+            self._max_pending,
+            self._stream_prefix,
+        ]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if self._append_batch is None:
+            self._append_batch = []
+            loop.call_soon(self._flush_appends)
+        self._append_batch.append((keys, args, fut))
+        if len(self._append_batch) >= _MAX_BATCH:
+            self._flush_appends()
+        result = await fut
         if int(result) == -1:
             raise BackendError("redis", "outbox is full (max_pending reached)")
         if int(result) == -2:
             raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         return int(result) == 1
+
+    def _flush_appends(self) -> None:
+        batch, self._append_batch = self._append_batch or [], None
+        if batch:
+            self._spawn(self._send_appends(batch))
+
+    async def _send_appends(
+        self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            async with self._r().pipeline(transaction=False) as pipe:
+                for keys, args, _ in batch:
+                    await self._append(keys=keys, args=args, client=pipe)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            error = _translate(exc) if isinstance(exc, Exception) else exc
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(_translate(result))
+            else:
+                fut.set_result(result)
+
+    def _envelope(self, data: bytes | str) -> Envelope:
+        # Every sink's stream holds the same text: parse (and validate) it once.
+        cache = self._parsed
+        found = cache.get(data)
+        if found is None:
+            found = cache[data] = Envelope.from_json(data)
+            if len(cache) > _PARSE_CACHE:
+                cache.popitem(last=False)
+        return found
 
     def _entry(self, sink: str, ident: Any, fields: Any) -> OutboxEntry | None:
         if not fields:
@@ -221,7 +284,7 @@ class RedisStreamsStore:
         ts = fields.get(b"t", fields.get("t"))
         if data is None:
             return None
-        return OutboxEntry(sink, _text(ident), Envelope.from_json(data), float(_text(ts or 0)))
+        return OutboxEntry(sink, _text(ident), self._envelope(data), float(_text(ts or 0)))
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Own pending (after a restart or release), reclaimed, then new entries; leases them."""
@@ -291,14 +354,60 @@ class RedisStreamsStore:
             )
 
     async def ack(self, entry: OutboxEntry) -> None:
-        """XACK and XDEL the entry (one transaction)."""
-        r = self._r()
-        stream = self._stream(entry.sink)
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, entry.sink, entry.ref)
-            pipe.xdel(stream, entry.ref)
-            await self._do(pipe.execute())
+        """XACK and XDEL the entry (one transaction).
+
+        Acks made in the same event-loop turn share one transaction: one XACK and one
+        XDEL per sink. ``ack`` returns once Redis has answered.
+        """
+        self._r()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._ack_batch is None:
+            self._ack_batch = []
+            loop.call_soon(self._flush_acks)
+        self._ack_batch.append((entry, fut))
+        if len(self._ack_batch) >= _MAX_BATCH:
+            self._flush_acks()
+        await fut
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
+
+    def _flush_acks(self) -> None:
+        batch, self._ack_batch = self._ack_batch or [], None
+        if batch:
+            self._spawn(self._send_acks(batch))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
+        by_sink: dict[str, list[str]] = {}
+        for entry, _ in batch:
+            by_sink.setdefault(entry.sink, []).append(entry.ref)
+        error: BaseException | None = None
+        try:
+            async with self._r().pipeline(transaction=True) as pipe:
+                for sink, refs in by_sink.items():
+                    stream = self._stream(sink)
+                    pipe.xack(stream, sink, *refs)
+                    pipe.xdel(stream, *refs)
+                await pipe.execute()
+        except BaseException as exc:
+            error = _translate(exc) if isinstance(exc, Exception) else exc
+            if not isinstance(exc, Exception):
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+                raise
+        for _, fut in batch:
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
 
     async def release(self, entry: OutboxEntry) -> None:
         """Forget the lease; the entry stays in this consumer's pending list and is re-read."""
