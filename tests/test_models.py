@@ -327,3 +327,12 @@ def test_parse_datetime_accepts_offsets() -> None:
     """ISO text with Z or an offset parses to aware UTC."""
     assert parse_datetime("2026-11-23T15:00:00+03:00") == T0
     assert parse_datetime("2026-11-23T12:00:00Z").tzinfo == UTC
+
+
+@settings(max_examples=300)
+@given(value=aware)
+def test_format_datetime_is_the_strftime_layout(value: datetime) -> None:
+    """The canonical text is exactly ``%Y-%m-%dT%H:%M:%S.%fZ`` of the UTC time."""
+    expected = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_datetime(value) == expected
+    assert parse_datetime(expected) == value

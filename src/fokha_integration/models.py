@@ -130,10 +130,16 @@ def new_id() -> str:
 
 
 def format_datetime(value: datetime) -> str:
-    """The canonical text of an aware datetime: UTC, microseconds, ``Z``."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError("datetime", "must be timezone-aware", value)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The canonical text of an aware datetime: UTC, microseconds, ``Z``.
+
+    ``2026-01-02T03:04:05.000006Z``: always four year digits and six fraction
+    digits (``isoformat``, a fifth of the cost of ``strftime``).
+    """
+    if value.tzinfo is not timezone.utc:  # models keep UTC: this is the rare path
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError("datetime", "must be timezone-aware", value)
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def parse_datetime(text: str, *, field_name: str = "datetime") -> datetime:
@@ -369,14 +375,18 @@ class Model:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as canonical strings, enums as values)."""
         out: dict[str, Any] = {}
+        # Validation has fixed every field's type: convert by the field's kind, without
+        # isinstance checks (an ABC check such as Mapping is slow on every value).
         for info in model_fields(type(self)):
             value = getattr(self, info.name)
-            if isinstance(value, datetime):
-                value = format_datetime(value)
-            elif isinstance(value, Enum):
-                value = value.value
-            elif isinstance(value, Mapping):
-                value = dict(value)
+            if value is not None:
+                kind = info.kind
+                if kind == "datetime":
+                    value = format_datetime(value)
+                elif kind == "enum":
+                    value = value.value
+                elif kind == "object":
+                    value = dict(value)
             out[info.name] = value
         return out
 
