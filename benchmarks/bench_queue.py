@@ -8,7 +8,9 @@ redis-server when the binary is present), three in-process at-least-once sinks,
 measured until every sink has every envelope. Publishers run concurrently (64
 tasks), as a producer with several strategies would. Both paths are warmed up, then
 run alternately three times; the medians are reported. Then a paced run at 1,000
-signals/s on the memory store gives the publish-to-deliver p99.
+signals/s on the memory store gives the publish-to-deliver p99. A "bare fan-out"
+row (claim, then three deques drained by three tasks, no other feature) shows the
+floor any asyncio outbox pays, for scale.
 
 Run: ``python benchmarks/bench_queue.py [--quick] [--json]``
 """
@@ -20,6 +22,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 from _harness import PrivateRedis, Report, log, parse_args, percentile
@@ -83,6 +86,48 @@ async def baseline(n: int) -> tuple[float, float]:
     await run_publishers(envs, one)
     elapsed = time.perf_counter() - start
     return n / elapsed, percentile(tally.latencies, 99)
+
+
+async def bare_fanout(n: int) -> float:
+    """The floor any outbox pays: claim, then three deques drained by three tasks.
+
+    No store, retry, breaker, timeout, ordering or metrics: what is left of the queue
+    when every feature is taken away. For scale only.
+    """
+    envs = envelopes(n)
+    tally = Tally(3 * n)
+    sinks = [tally.sink(s) for s in SINKS]
+    dedup = MemoryDeduper()
+    queues: list[deque[Envelope]] = [deque() for _ in sinks]
+    wakes = [asyncio.Event() for _ in sinks]
+
+    async def drain(i: int) -> None:
+        q, wake, sink = queues[i], wakes[i], sinks[i]
+        while True:
+            while q:
+                await sink.deliver(q.popleft())
+            wake.clear()
+            await wake.wait()
+
+    workers = [asyncio.create_task(drain(i)) for i in range(len(sinks))]
+
+    async def one(e: Envelope) -> None:
+        tally.sent[e.id] = time.perf_counter()
+        fingerprint = hashlib.sha256(canonical_json(e.payload).encode()).hexdigest()
+        claim = await dedup.claim(e.key, type=e.type, fingerprint=fingerprint)
+        if claim.status == "first":
+            for q, wake in zip(queues, wakes, strict=True):
+                q.append(e)
+                wake.set()
+
+    start = time.perf_counter()
+    await run_publishers(envs, one)
+    await asyncio.wait_for(tally.done.wait(), 60)
+    elapsed = time.perf_counter() - start
+    for w in workers:
+        w.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return n / elapsed
 
 
 async def run_publishers(envs: list[Envelope], fn: object) -> None:
@@ -150,10 +195,13 @@ async def main() -> None:
         base_runs.append(await baseline(n))
         log(args, f"round {r + 1}/{rounds}: memory store")
         mem_runs.append(await through_queue(n, MemoryOutboxStore()))
+    floor_tput = sorted([await bare_fanout(n) for _ in range(rounds)])[rounds // 2]
     base_tput, base_p99 = sorted(base_runs)[rounds // 2]
     mem_tput, mem_p99 = sorted(mem_runs)[rounds // 2]
     report.figure("baseline_signals_per_s", base_tput)
     report.figure("memory_signals_per_s", mem_tput)
+    report.figure("bare_fanout_signals_per_s", floor_tput)
+    report.figure("bare_fanout_vs_baseline", floor_tput / base_tput)
     ratios = sorted(m[0] / b[0] for m, b in zip(mem_runs, base_runs, strict=True))
     report.notes.append(
         "memory/baseline per round: " + ", ".join(f"{x:.3f}" for x in ratios) + " (median used)"
