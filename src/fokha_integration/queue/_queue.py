@@ -26,7 +26,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..dedup import content_key
 from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
 from ..models import Envelope, Model, Signal, parse_datetime
-from ..resilience import BreakerConfig, CircuitBreaker, Permit, RetryPolicy
+from ..resilience import BreakerConfig, CircuitBreaker, RetryPolicy
 from ._store import MemoryOutboxStore, OutboxStore
 from ._types import (
     AttemptRecord,
@@ -45,9 +45,13 @@ __all__ = ["SignalQueue", "SinkConfig", "default_order_key"]
 
 logger = logging.getLogger("fokha_integration.queue")
 
-_RAMP = 8
+_RAMP = 2
+"""Runners that may be created-but-not-started at once: how fast parallelism ramps up.
+
+Each runner that starts and finds work waiting creates the next, so a slow sink
+gains runners every loop iteration; a sink that answers at once leaves at most this
+many runners to start, find nothing and exit."""
 _PARKED_FACTOR = 4  # entries parked behind a busy key, per max_in_flight
-"""Runners that may be created-but-not-started at once: how fast parallelism ramps up."""
 
 
 def _uncancel(task: asyncio.Task[object]) -> None:
@@ -110,6 +114,7 @@ class _SinkWorker:
         self.wake = asyncio.Event()
         self.in_flight = 0
         self._refill = max(1, max_in_flight // 4)
+        self._refill_below = max_in_flight - self._refill  # active count that allows one
         self._backlog = False  # the last fetch filled every free slot
         # Entries leased but waiting behind an earlier entry of the same key: they do
         # not count against max_in_flight (a stuck key must not stall other keys) but
@@ -266,9 +271,13 @@ class _SinkWorker:
             self.parked -= 1
         else:
             self._busy_keys.pop(key, None)
-        if not self._backlog or self._room() >= self._refill:
+        # Behind a backlog, wake the fetch loop only once a refill's worth of slots is
+        # free (the parked bound is left to _run: at worst one wake too many).
+        if not self._backlog or self.in_flight - self.parked <= self._refill_below:
             self.wake.set()
-        self.queue._progress()
+        progress = self.queue._progress_event
+        if progress is not None:
+            progress.set()
 
     def _expired(self, envelope: Envelope) -> bool:
         if not self.execution or envelope.type != "signal":
@@ -322,52 +331,56 @@ class _SinkWorker:
     async def _deliver_at_least_once(
         self, entry: OutboxEntry, task: asyncio.Task[Any] | None = None
     ) -> None:
-        clock = self.queue.clock
-        history: list[AttemptRecord] = []
-        envelope = entry.envelope
-        attempt_no = 0
-        replayed: Exception | None = None
-
         # Fast path: most deliveries succeed at once, so the first attempt runs
-        # without the retry machinery. A failure is handed to the retry policy by
-        # re-raising it from the policy's first call (no second call to the sink).
-        if self._expired(envelope):
-            await self._dead(entry, "expired", "", history)
+        # without the retry machinery (and without the closure cells the retry loop
+        # needs). A failure is handed to _retry, which re-raises it from the retry
+        # policy's first call (no second call to the sink).
+        envelope = entry.envelope
+        if self.execution and self._expired(envelope):
+            await self._dead(entry, "expired", "", [])
             return
+        breaker = self.breaker
         try:
-            permit: Permit | None = self.breaker.acquire()
+            permit = breaker.acquire()
         except CircuitOpenError:
-            permit = None
-        if permit is not None:
-            attempt_no = 1
-            started = clock.monotonic()
-            try:
-                result = await self._call_sink(envelope, task)
-            except Exception as exc:
-                self.breaker.release(permit, exc)
-                history.append(
-                    AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
-                )
-                replayed = exc
-            except BaseException as exc:
-                self.breaker.release(permit, exc)
-                raise
-            else:
-                self.breaker.release(permit, None)
-                if result is None or result.ok:
-                    await self.queue.store.ack(entry)
-                    self._delivered(entry)
-                    return
-                history.append(
-                    AttemptRecord(
-                        1,
-                        clock.time(),
-                        clock.monotonic() - started,
-                        f"rejected: {result.reason} {result.detail}".strip(),
-                    )
-                )
-                await self._dead(entry, "rejected", _refusal(result), history)
-                return
+            await self._retry(entry, [], None, 0)
+            return
+        clock = self.queue.clock
+        started = clock.monotonic()
+        try:
+            result = await self._call_sink(envelope, task)
+        except Exception as exc:
+            breaker.release(permit, exc)
+            record = AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
+            await self._retry(entry, [record], exc, 1)
+            return
+        except BaseException as exc:
+            breaker.release(permit, exc)
+            raise
+        breaker.release(permit, None)
+        if result is None or result.ok:
+            await self.queue.store.ack(entry)
+            self._delivered(entry)
+            return
+        record = AttemptRecord(
+            1,
+            clock.time(),
+            clock.monotonic() - started,
+            f"rejected: {result.reason} {result.detail}".strip(),
+        )
+        await self._dead(entry, "rejected", _refusal(result), [record])
+
+    async def _retry(
+        self,
+        entry: OutboxEntry,
+        history: list[AttemptRecord],
+        replayed: Exception | None,
+        attempt_no: int,
+    ) -> None:
+        """The slow path: attempts under the retry policy, after the first one failed
+        (``replayed``) or could not be made (breaker open, ``attempt_no`` 0)."""
+        clock = self.queue.clock
+        envelope = entry.envelope
 
         async def attempt() -> _Outcome:
             nonlocal attempt_no, replayed
@@ -754,10 +767,6 @@ class SignalQueue:
             m.breaker = worker.breaker.state.value
             out[name] = replace(m)
         return out
-
-    def _progress(self) -> None:
-        if self._progress_event is not None:
-            self._progress_event.set()
 
     async def wait_idle(self, *, timeout: float) -> None:
         """Wait until no sink has anything pending (raises :class:`OperationTimeoutError`)."""
