@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
-from fokha_integration.errors import BackendError, ConfigError
+from fokha_integration.errors import BackendError, BackendUnavailableError, ConfigError
 from fokha_integration.models import Envelope
 from fokha_integration.queue import AttemptRecord, DeadLetter, OutboxStore
 from tests.queue.conftest import StoreFactory
-from tests.support import timeout
+from tests.support import RedisServer, free_port, timeout
 
 
 def env(key: str = "k", n: int = 0) -> Envelope:
@@ -313,3 +314,33 @@ async def test_redis_store_bound_applies_inside_one_pipeline(redis_url: str) -> 
         await store.close()
     assert answers[:3] == [True, True, True]
     assert all(isinstance(x, BackendError) for x in answers[3:]), answers
+
+
+async def test_redis_store_batch_fails_every_caller_and_recovers(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """With Redis down, every append and ack of a batch gets the typed error; then it recovers."""
+    from fokha_integration.queue.redis_streams import RedisStreamsStore
+
+    server = RedisServer(port=free_port(), workdir=tmp_path)
+    server.start()
+    store = RedisStreamsStore(server.url, timeout=2.0)
+    try:
+        await store.open(["a"])
+        await store.append(env(key="before"))
+        (entry,) = await store.fetch("a", limit=10)
+        server.stop()
+        appends = await asyncio.gather(
+            *(store.append(env(key=f"k{i}", n=i)) for i in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(x, BackendUnavailableError) for x in appends), appends
+        with pytest.raises(BackendUnavailableError):
+            await store.ack(entry)
+        server.start()
+        # The server kept nothing (no persistence): register again, then it works.
+        await store.open(["a"])
+        assert await store.append(env(key="after")) is True
+        assert [x.envelope.key for x in await store.fetch("a", limit=10)] == ["after"]
+    finally:
+        await store.close()
+        server.stop()

@@ -78,6 +78,17 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
+    """Give every caller of a failed batch the error (or the cancellation)."""
+    for fut in futures:
+        if fut.done():
+            continue
+        if isinstance(exc, Exception):
+            fut.set_exception(_translate(exc))
+        else:
+            fut.cancel()
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -246,20 +257,18 @@ class RedisStreamsStore:
     async def _send_appends(
         self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
     ) -> None:
+        futures = [fut for _, _, fut in batch]
         try:
             async with self._r().pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
                     await self._append(keys=keys, args=args, client=pipe)
                 results = await pipe.execute(raise_on_error=False)
         except BaseException as exc:
-            error = _translate(exc) if isinstance(exc, Exception) else exc
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(error)
+            _fail_all(futures, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, _, fut), result in zip(batch, results, strict=True):
+        for fut, result in zip(futures, results, strict=True):
             if fut.done():
                 continue
             if isinstance(result, Exception):
@@ -386,7 +395,7 @@ class RedisStreamsStore:
         by_sink: dict[str, list[str]] = {}
         for entry, _ in batch:
             by_sink.setdefault(entry.sink, []).append(entry.ref)
-        error: BaseException | None = None
+        futures = [fut for _, fut in batch]
         try:
             async with self._r().pipeline(transaction=True) as pipe:
                 for sink, refs in by_sink.items():
@@ -395,19 +404,13 @@ class RedisStreamsStore:
                     pipe.xdel(stream, *refs)
                 await pipe.execute()
         except BaseException as exc:
-            error = _translate(exc) if isinstance(exc, Exception) else exc
+            _fail_all(futures, exc)
             if not isinstance(exc, Exception):
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
                 raise
-        for _, fut in batch:
-            if fut.done():
-                continue
-            if error is None:
+            return
+        for fut in futures:
+            if not fut.done():
                 fut.set_result(None)
-            else:
-                fut.set_exception(error)
 
     async def release(self, entry: OutboxEntry) -> None:
         """Forget the lease; the entry stays in this consumer's pending list and is re-read."""
