@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +25,16 @@ ALLOWED = {
     (BreakerState.HALF_OPEN, BreakerState.CLOSED),
 }
 
+# Both trip rules on, small numbers, so short runs reach every state.
+TRIPS: dict[str, Any] = {
+    "failure_threshold": 3,
+    "failure_rate_threshold": 0.5,
+    "window_size": 6,
+    "minimum_calls": 4,
+    "half_open_max_probes": 2,
+    "half_open_successes": 2,
+}
+
 
 class BreakerMachine(RuleBasedStateMachine):
     """Invariants that hold whatever happens."""
@@ -30,16 +42,7 @@ class BreakerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.cfg = BreakerConfig(
-            failure_threshold=3,
-            failure_rate_threshold=0.5,
-            window_size=6,
-            minimum_calls=4,
-            open_duration=5,
-            open_backoff=2,
-            max_open_duration=40,
-            half_open_max_probes=2,
-            half_open_successes=2,
-            probe_timeout=7,
+            **TRIPS, open_duration=5, open_backoff=2, max_open_duration=40, probe_timeout=7
         )
         self.m = BreakerStateMachine(self.cfg, name="prop")
         self.now = 0.0
@@ -111,16 +114,7 @@ def test_record_success_is_record_of_a_success(
     ``record_success``, the other through ``record``. State, metrics and transitions
     must agree after every step (permits held across a state change included).
     """
-    cfg = BreakerConfig(
-        failure_threshold=3,
-        failure_rate_threshold=0.5,
-        window_size=6,
-        minimum_calls=4,
-        open_duration=2,
-        half_open_max_probes=2,
-        half_open_successes=2,
-        slow_call_duration=slow,
-    )
+    cfg = BreakerConfig(**TRIPS, open_duration=2, slow_call_duration=slow)
     fast, plain = BreakerStateMachine(cfg, name="x"), BreakerStateMachine(cfg, name="x")
     now = 0.0
     held: list[tuple[Permit, Permit]] = []
