@@ -344,3 +344,34 @@ async def test_redis_store_batch_fails_every_caller_and_recovers(
     finally:
         await store.close()
         server.stop()
+
+
+async def test_sqlite_grouped_appends_from_two_writers_keep_seq_and_envelope_together(
+    tmp_path: Path,
+) -> None:
+    """Two store objects (two connections, as two processes) append in groups at once:
+    every row's seq maps to its own envelope, in the writer's cache and in the file."""
+    from fokha_integration.queue import SQLiteOutboxStore
+
+    path = tmp_path / "o.db"
+    a, b = SQLiteOutboxStore(path), SQLiteOutboxStore(path)
+    await a.open(["s"])
+    await b.open(["s"])
+    try:
+        envs_a = [env(key=f"a{i}", n=i) for i in range(300)]
+        envs_b = [env(key=f"b{i}", n=i) for i in range(300)]
+        answers = await asyncio.gather(
+            *(a.append(e) for e in envs_a), *(b.append(e) for e in envs_b)
+        )
+        assert all(answers)
+        cached = {x.ref: x.envelope for x in await a.fetch("s", limit=1000)}
+        reader = SQLiteOutboxStore(path)  # a new object: no cache, parses the rows
+        await reader.open(["s"])
+        from_file = {x.ref: x.envelope for x in await reader.fetch("s", limit=1000)}
+        await reader.close()
+    finally:
+        await a.close()
+        await b.close()
+    assert len(from_file) == 600
+    assert {e.id for e in from_file.values()} == {e.id for e in envs_a + envs_b}
+    assert cached == from_file

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import sqlite3
 import threading
@@ -62,6 +63,17 @@ CREATE INDEX IF NOT EXISTS dead_seq ON dead (seq);
 _Op = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 1024
 _PARSE_CACHE = 8192
+
+
+def _settle(futures: Sequence[asyncio.Future[Any]], exc: BaseException | None) -> None:
+    """Fail every waiting caller of a group with ``exc`` (``None``: cancel them)."""
+    for fut in futures:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.cancel()
+        else:
+            fut.set_exception(exc)
 
 
 def _translate(exc: BaseException) -> BaseException:
@@ -108,6 +120,15 @@ class _DbThread:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._sync}")
         conn.executescript(_SCHEMA)
+        try:  # appends look ids up through json_each (JSON1: built in since SQLite 3.38)
+            conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+        except sqlite3.OperationalError:
+            conn.close()
+            raise ConfigError(
+                "sqlite",
+                f"SQLite {sqlite3.sqlite_version} lacks the JSON1 functions the outbox needs",
+                sqlite3.sqlite_version,
+            ) from None
         return conn
 
     def _main(self) -> None:
@@ -222,6 +243,7 @@ class SQLiteOutboxStore:
         self._acks = 0
         self._parsed: OrderedDict[int, Envelope] = OrderedDict()
         self._ack_batch: list[tuple[str, int, asyncio.Future[None]]] | None = None
+        self._append_batch: list[tuple[str, str, float, asyncio.Future[int]]] | None = None
 
     async def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -262,14 +284,42 @@ class SQLiteOutboxStore:
         self._cursor.clear()
 
     async def append(self, envelope: Envelope) -> bool:
-        """Insert the envelope and one pending row per registered sink (one transaction)."""
-        data = envelope.to_json()
-        now = self._clock.time()
-        self._appends += 1
-        check = self._appends % 256 == 1
+        """Insert the envelope and one pending row per registered sink (one transaction).
+
+        Appends made in one event-loop turn are written by one grouped statement set
+        in the same transaction (each caller still gets its own answer): per-append
+        statements cost the database thread more than the writes themselves.
+        """
+        if self._db is None:
+            raise ClosedError("the SQLite outbox store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        if self._append_batch is None:
+            self._append_batch = []
+            loop.call_soon(self._flush_appends)
+        self._append_batch.append((envelope.id, envelope.to_json(), self._clock.time(), fut))
+        if len(self._append_batch) >= _MAX_BATCH:
+            self._flush_appends()
+        seq = await fut
+        if not seq:
+            return False
+        self._remember(seq, envelope)
+        return True
+
+    def _flush_appends(self) -> None:
+        batch, self._append_batch = self._append_batch or [], None
+        if not batch:
+            return
+        futures = [fut for _, _, _, fut in batch]
+        if self._db is None:
+            _settle(futures, ClosedError("the SQLite outbox store is not open"))
+            return
+        rows = [(ident, data, now) for ident, data, now, _ in batch]
+        self._appends += len(rows)
+        check = self._appends // 256 != (self._appends - len(rows)) // 256
         limit = self._max_pending
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> list[int]:
             if check:
                 row = conn.execute(
                     "SELECT COUNT(*) FROM pending GROUP BY sink ORDER BY 1 DESC LIMIT 1"
@@ -278,24 +328,49 @@ class SQLiteOutboxStore:
                     raise BackendError("sqlite", "outbox is full (max_pending reached)")
             if conn.execute("SELECT 1 FROM sinks LIMIT 1").fetchone() is None:
                 raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)",
-                (envelope.id, data, now),
-            )
-            if cur.rowcount == 0:
-                return 0
-            seq = int(cur.lastrowid or 0)
+            # Ids already stored (a repeated append) answer 0; so does a repeat within
+            # this group. The write lock is held (BEGIN IMMEDIATE): nobody else inserts.
+            ids = json.dumps([r[0] for r in rows])
+            known = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+                )
+            }
+            fresh: list[tuple[str, str, float]] = []
+            for row in rows:
+                if row[0] not in known:
+                    known.add(row[0])
+                    fresh.append(row)
+            if not fresh:
+                return [0] * len(rows)
+            conn.executemany("INSERT INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)", fresh)
+            # AUTOINCREMENT under the write lock: the new rows took consecutive seqs.
+            last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            first = last - len(fresh) + 1
             conn.execute(
-                "INSERT INTO pending(sink, seq, enqueued_at) SELECT name, ?, ? FROM sinks",
-                (seq, now),
+                "INSERT INTO pending(sink, seq, enqueued_at)"
+                " SELECT s.name, o.seq, o.enqueued_at FROM outbox o CROSS JOIN sinks s"
+                " WHERE o.seq BETWEEN ? AND ?",
+                (first, last),
             )
-            return seq
+            seqs = {row[0]: first + i for i, row in enumerate(fresh)}
+            out: list[int] = []
+            for ident, _, _ in rows:
+                out.append(seqs.pop(ident, 0))  # a repeat in the group finds it popped
+            return out
 
-        seq = await self._call(op)
-        if not seq:
-            return False
-        self._remember(seq, envelope)
-        return True
+        def done(result: asyncio.Future[list[int]]) -> None:
+            if result.cancelled():
+                _settle(futures, None)
+            elif (exc := result.exception()) is not None:
+                _settle(futures, exc)
+            else:
+                for fut, seq in zip(futures, result.result(), strict=True):
+                    if not fut.done():
+                        fut.set_result(seq)
+
+        self._db.submit(op).add_done_callback(done)
 
     def _remember(self, seq: int, envelope: Envelope) -> None:
         # Each sink reads the same row: parse (and validate) it once, not once per sink.
