@@ -375,3 +375,29 @@ async def test_sqlite_grouped_appends_from_two_writers_keep_seq_and_envelope_tog
     assert len(from_file) == 600
     assert {e.id for e in from_file.values()} == {e.id for e in envs_a + envs_b}
     assert cached == from_file
+
+
+async def test_sqlite_fetch_survives_parse_cache_evictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch mixing cached and uncached rows returns them all, even when parsing
+    the uncached ones evicts the cached ones (a tiny cache makes that certain)."""
+    from fokha_integration.queue import SQLiteOutboxStore, _sqlite
+
+    monkeypatch.setattr(_sqlite, "_PARSE_CACHE", 4)
+    path = tmp_path / "o.db"
+    reader, writer = SQLiteOutboxStore(path), SQLiteOutboxStore(path)
+    await reader.open(["s"])
+    await writer.open(["s"])
+    try:
+        mine = [env(key=f"r{i}", n=i) for i in range(10)]  # the last 4 stay cached
+        theirs = [env(key=f"w{i}", n=i) for i in range(10)]  # never in reader's cache
+        for e in mine:
+            await reader.append(e)
+        for e in theirs:
+            await writer.append(e)
+        got = await reader.fetch("s", limit=100)
+    finally:
+        await reader.close()
+        await writer.close()
+    assert [x.envelope for x in got] == mine + theirs

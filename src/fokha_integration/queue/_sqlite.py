@@ -65,6 +65,20 @@ _MAX_BATCH = 1024
 _PARSE_CACHE = 8192
 
 
+def _load_texts(seqs: list[int]) -> Callable[[sqlite3.Connection], list[tuple[int, str]]]:
+    """An op reading the envelope text of outbox rows ``seqs`` (pending rows keep theirs)."""
+    wanted = json.dumps(seqs)
+
+    def op(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+        rows: list[tuple[int, str]] = conn.execute(
+            "SELECT seq, data FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+            (wanted,),
+        ).fetchall()
+        return rows
+
+    return op
+
+
 def _settle(futures: Sequence[asyncio.Future[Any]], exc: BaseException | None) -> None:
     """Fail every waiting caller of a group with ``exc`` (``None``: cancel them)."""
     for fut in futures:
@@ -244,6 +258,7 @@ class SQLiteOutboxStore:
         self._parsed: OrderedDict[int, Envelope] = OrderedDict()
         self._ack_batch: list[tuple[str, int, asyncio.Future[None]]] | None = None
         self._append_batch: list[tuple[str, str, float, asyncio.Future[int]]] | None = None
+        self._settled: dict[str, set[int]] = {}  # per sink, during its fetch (see fetch)
 
     async def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -390,36 +405,97 @@ class SQLiteOutboxStore:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""
         leased = self._leased.setdefault(sink, set())
         cursor = self._cursor.setdefault(sink, 0)
-        scan = limit + len(leased)
+        # Rows past the cursor cannot be leased (a release or replay resets it to 0):
+        # only a scan from the start has to look past the leased rows.
+        scan = limit if cursor else limit + len(leased)
 
-        def op(conn: sqlite3.Connection) -> list[tuple[int, str, float]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[int, float]]:
             return conn.execute(
-                "SELECT p.seq, o.data, p.enqueued_at FROM pending p JOIN outbox o ON o.seq = p.seq"
-                " WHERE p.sink = ? AND p.seq > ? ORDER BY p.seq LIMIT ?",
+                "SELECT seq, enqueued_at FROM pending WHERE sink = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
                 (sink, cursor, scan),
             ).fetchall()
 
-        rows = await self._call(op)
+        # Entries acknowledged while this fetch waits on the database (their pending
+        # row may still be in what it read) must not be handed out again.
+        settled = self._settled[sink] = set()
+        try:
+            chosen = await self._choose(sink, op, limit, leased, scan)
+        finally:
+            self._settled.pop(sink, None)
+        chosen = [c for c in chosen if c[0] not in settled]
         out: list[OutboxEntry] = []
-        for seq, data, enqueued_at in rows:
-            if len(out) >= limit:
+        for seq, enqueued_at, envelope in chosen:
+            leased.add(seq)
+            out.append(OutboxEntry(sink, str(seq), envelope, enqueued_at))
+        return out
+
+    async def _choose(
+        self,
+        sink: str,
+        op: Callable[[sqlite3.Connection], list[tuple[int, float]]],
+        limit: int,
+        leased: set[int],
+        scan: int,
+    ) -> list[tuple[int, float, Envelope]]:
+        """Read the next pending rows past the cursor and their envelopes."""
+        cursor = self._cursor.get(sink, 0)
+        rows = await self._call(op)
+        chosen: list[tuple[int, float]] = []
+        for seq, enqueued_at in rows:
+            if len(chosen) >= limit:
                 break
             cursor = seq
-            if seq in leased:
-                continue
-            leased.add(seq)
-            out.append(OutboxEntry(sink, str(seq), self._envelope(seq, data), enqueued_at))
+            if seq not in leased:
+                chosen.append((seq, enqueued_at))
         # The cursor is only a shortcut: once a scan reaches the end, the next one starts
         # again from the oldest pending row, so rows put back below the cursor by another
         # process (a dead-letter replay from `fokha queue replay`) are found. That rescan
         # reads at most the leased rows again, which max_in_flight bounds.
         self._cursor[sink] = 0 if len(rows) < scan else cursor
+        # Every sink reads the same envelope: its text is read and parsed once, by
+        # whichever sink gets there first (the others find it in the parse cache).
+        # Cached envelopes are taken into a local dict at once: parsing the others
+        # (or another sink's fetch, across an await) may evict them from the cache.
+        found: dict[int, Envelope] = {}
+        texts: dict[int, str] = {}
+        while True:
+            missing: list[int] = []
+            for seq, _ in chosen:
+                if seq in found or seq in texts:
+                    continue
+                cached = self._parsed.get(seq)
+                if cached is None:
+                    missing.append(seq)
+                else:
+                    found[seq] = cached
+            if not missing:
+                break
+            loaded = await self._call(_load_texts(missing))
+            texts.update(loaded)
+            if len(loaded) < len(missing):
+                # Rows acknowledged meanwhile and compacted away: nothing to deliver.
+                gone = set(missing) - set(texts)
+                chosen = [c for c in chosen if c[0] not in gone]
+        out: list[tuple[int, float, Envelope]] = []
+        for seq, enqueued_at in chosen:
+            envelope = found.get(seq)
+            if envelope is None:
+                envelope = self._envelope(seq, texts[seq])
+            out.append((seq, enqueued_at, envelope))
         return out
 
     def _unlease(self, entry: OutboxEntry) -> None:
         leased = self._leased.get(entry.sink)
         if leased is not None:
             leased.discard(int(entry.ref))
+
+    def _settle_entry(self, entry: OutboxEntry) -> None:
+        """``entry`` left pending for good (acknowledged or dead-lettered)."""
+        self._unlease(entry)
+        settled = self._settled.get(entry.sink)
+        if settled is not None:
+            settled.add(int(entry.ref))
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Delete the pending row (acks made in one loop turn share one statement)."""
@@ -430,7 +506,7 @@ class SQLiteOutboxStore:
         fut: asyncio.Future[None] = loop.create_future()
         self._ack_batch.append((entry.sink, int(entry.ref), fut))
         await fut
-        self._unlease(entry)
+        self._settle_entry(entry)
 
     def _flush_acks(self) -> None:
         batch, self._ack_batch = self._ack_batch or [], None
@@ -487,7 +563,7 @@ class SQLiteOutboxStore:
             )
 
         await self._call(op)
-        self._unlease(entry)
+        self._settle_entry(entry)
 
     async def dead_letters(self, sink: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest dead letters."""
