@@ -79,7 +79,7 @@ def _load_texts(seqs: list[int]) -> Callable[[sqlite3.Connection], list[tuple[in
     return op
 
 
-def _settle(futures: Sequence[asyncio.Future[Any]], exc: BaseException | None) -> None:
+def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException | None) -> None:
     """Fail every waiting caller of a group with ``exc`` (``None``: cancel them)."""
     for fut in futures:
         if fut.done():
@@ -327,7 +327,7 @@ class SQLiteOutboxStore:
             return
         futures = [fut for _, _, _, fut in batch]
         if self._db is None:
-            _settle(futures, ClosedError("the SQLite outbox store is not open"))
+            _fail_all(futures, ClosedError("the SQLite outbox store is not open"))
             return
         rows = [(ident, data, now) for ident, data, now, _ in batch]
         self._appends += len(rows)
@@ -377,9 +377,9 @@ class SQLiteOutboxStore:
 
         def done(result: asyncio.Future[list[int]]) -> None:
             if result.cancelled():
-                _settle(futures, None)
+                _fail_all(futures, None)
             elif (exc := result.exception()) is not None:
-                _settle(futures, exc)
+                _fail_all(futures, exc)
             else:
                 for fut, seq in zip(futures, result.result(), strict=True):
                     if not fut.done():
