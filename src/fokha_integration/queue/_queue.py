@@ -54,6 +54,9 @@ many runners to start, find nothing and exit."""
 _PARKED_FACTOR = 4  # entries parked behind a busy key, per max_in_flight
 
 
+_new_result = tuple.__new__  # builds a PublishResult without its keyword-aware __new__
+
+
 def _uncancel(task: asyncio.Task[object]) -> None:
     uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
     if uncancel is not None:
@@ -134,6 +137,14 @@ class _SinkWorker:
         self._deadlines: dict[asyncio.Task[object], float] = {}
         self._timed_out: set[asyncio.Task[object]] = set()
         self._loop_time: Callable[[], float] = time.monotonic
+        clock = queue.clock
+        self._monotonic = clock.monotonic
+        self._wall = clock.time
+        # A store that acknowledges without waiting (the memory store) is called so.
+        self._order_key = queue.order_key
+        self._ack_now: Callable[[OutboxEntry], None] | None = getattr(
+            queue.store, "ack_nowait", None
+        )
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -188,8 +199,8 @@ class _SinkWorker:
                     entries = []
                 got = len(entries)
                 self._backlog = got >= room
-                for entry in entries:
-                    self._schedule(entry)
+                if entries:
+                    self._schedule(entries)
             if got == 0 or room <= got:
                 # A timer instead of wait_for: no extra task per idle wait.
                 timer = loop.call_later(poll, self.wake.set)
@@ -203,22 +214,26 @@ class _SinkWorker:
         active = self.in_flight - self.parked
         return min(self.max_in_flight - active, _PARKED_FACTOR * self.max_in_flight - self.parked)
 
-    def _schedule(self, entry: OutboxEntry) -> None:
-        self.in_flight += 1
-        self._leased[entry.ref] = entry
-        key = self.queue.order_key(entry.envelope)
+    def _schedule(self, entries: list[OutboxEntry]) -> None:
+        self.in_flight += len(entries)
+        leased = self._leased
+        order_key = self._order_key
         busy = self._busy_keys
-        if key in busy:
-            # Same key already in flight: wait behind it, in publish order.
-            waiting = busy[key]
-            if waiting is None:
-                waiting = busy[key] = deque()
-            waiting.append(entry)
-            self.parked += 1
-            return
-        busy[key] = None
-        self._ready.append((entry, key))
-        if self._starting < _RAMP and self._runners < self.max_in_flight:
+        ready = self._ready
+        for entry in entries:
+            leased[entry.ref] = entry
+            key = order_key(entry.envelope)
+            if key in busy:
+                # Same key already in flight: wait behind it, in publish order.
+                waiting = busy[key]
+                if waiting is None:
+                    waiting = busy[key] = deque()
+                waiting.append(entry)
+                self.parked += 1
+            else:
+                busy[key] = None
+                ready.append((entry, key))
+        if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
             self._spawn()
 
     def _spawn(self) -> None:
@@ -234,17 +249,18 @@ class _SinkWorker:
         # served by one runner without a task per delivery.
         self._starting -= 1
         ready = self._ready
+        busy = self._busy_keys
+        leased = self._leased
+        deliver = self._deliver_at_least_once if self.at_least_once else self._deliver_at_most_once
         task = asyncio.current_task()
+        assert task is not None
         try:
             while ready and not self._stopping:
                 entry, key = ready.popleft()
                 if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
                     self._spawn()
                 try:
-                    if self.at_least_once:
-                        await self._deliver_at_least_once(entry, task)
-                    else:
-                        await self._deliver_at_most_once(entry)
+                    await deliver(entry, task)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -255,29 +271,27 @@ class _SinkWorker:
                     )
                     with contextlib.suppress(Exception):
                         await self.queue.store.release(entry)
-                self._finish(entry, key)
+                # Finished: free the slot and the key.
+                leased.pop(entry.ref, None)
+                self.in_flight -= 1
+                waiting = busy.get(key)
+                if waiting:
+                    # The next entry of this key goes first, to this same runner.
+                    ready.appendleft((waiting.popleft(), key))
+                    self.parked -= 1
+                else:
+                    busy.pop(key, None)
+                # Behind a backlog, wake the fetch loop only once a refill's worth of
+                # slots is free (the parked bound is left to _run: at worst one wake
+                # too many).
+                if not self._backlog or self.in_flight - self.parked <= self._refill_below:
+                    self.wake.set()
+                progress = self.queue._progress_event
+                if progress is not None:
+                    progress.set()
         finally:
             self._runners -= 1
-            if task is not None:
-                self._tasks.discard(task)
-
-    def _finish(self, entry: OutboxEntry, key: str) -> None:
-        self._leased.pop(entry.ref, None)
-        self.in_flight -= 1
-        waiting = self._busy_keys.get(key)
-        if waiting:
-            # The next entry of this key goes first, to this same runner.
-            self._ready.appendleft((waiting.popleft(), key))
-            self.parked -= 1
-        else:
-            self._busy_keys.pop(key, None)
-        # Behind a backlog, wake the fetch loop only once a refill's worth of slots is
-        # free (the parked bound is left to _run: at worst one wake too many).
-        if not self._backlog or self.in_flight - self.parked <= self._refill_below:
-            self.wake.set()
-        progress = self.queue._progress_event
-        if progress is not None:
-            progress.set()
+            self._tasks.discard(task)
 
     def _expired(self, envelope: Envelope) -> bool:
         if not self.execution or envelope.type != "signal":
@@ -294,29 +308,24 @@ class _SinkWorker:
     async def _call_sink(
         self, envelope: Envelope, task: asyncio.Task[Any] | None = None
     ) -> DeliveryResult | None:
-        if self.delivery_timeout is None:
+        timeout = self.delivery_timeout
+        if timeout is None:
             return await self.sink.deliver(envelope)
         # One watchdog per sink enforces the timeout (see _watch): far cheaper than a
         # timer per call, at the cost of firing up to a quarter-timeout late.
         if task is None:
             task = asyncio.current_task()
             assert task is not None
-        self._deadlines[task] = self._loop_time() + self.delivery_timeout
+        self._deadlines[task] = self._loop_time() + timeout
         try:
-            return await self.sink.deliver(envelope)
-        except asyncio.CancelledError:
-            if task in self._timed_out:
-                self._timed_out.discard(task)
-                _uncancel(task)
-                raise OperationTimeoutError(
-                    f"deliver to {self.name}", self.delivery_timeout
-                ) from None
-            raise
-        finally:
-            self._deadlines.pop(task, None)
-            if task in self._timed_out:  # the sink swallowed the cancellation
-                self._timed_out.discard(task)
-                _uncancel(task)
+            result = await self.sink.deliver(envelope)
+        except BaseException as exc:
+            counted = self._call_ended(task, exc)
+            if counted is exc:
+                raise
+            raise counted from None
+        self._call_ended(task, None)
+        return result
 
     async def _watch(self, timeout: float) -> None:
         period = min(timeout / 4, 1.0)
@@ -333,8 +342,9 @@ class _SinkWorker:
     ) -> None:
         # Fast path: most deliveries succeed at once, so the first attempt runs
         # without the retry machinery (and without the closure cells the retry loop
-        # needs). A failure is handed to _retry, which re-raises it from the retry
-        # policy's first call (no second call to the sink).
+        # needs), with the sink called here rather than through _call_sink (one
+        # coroutine fewer per delivery). A failure is handed to _retry, which
+        # re-raises it from the retry policy's first call (no second call to the sink).
         envelope = entry.envelope
         if self.execution and self._expired(envelope):
             await self._dead(entry, "expired", "", [])
@@ -345,30 +355,60 @@ class _SinkWorker:
         except CircuitOpenError:
             await self._retry(entry, [], None, 0)
             return
-        clock = self.queue.clock
-        started = clock.monotonic()
+        started = self._monotonic()
+        timeout = self.delivery_timeout
+        if timeout is not None:
+            if task is None:
+                task = asyncio.current_task()
+                assert task is not None
+            # The per-sink watchdog (see _watch) cancels a call past its deadline.
+            self._deadlines[task] = self._loop_time() + timeout
         try:
-            result = await self._call_sink(envelope, task)
-        except Exception as exc:
+            result = await self.sink.deliver(envelope)
+        except BaseException as exc:
+            if timeout is not None:
+                assert task is not None
+                exc = self._call_ended(task, exc)
             breaker.release(permit, exc)
-            record = AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
+            if not isinstance(exc, Exception):
+                raise
+            record = AttemptRecord(1, self._wall(), self._monotonic() - started, _describe(exc))
             await self._retry(entry, [record], exc, 1)
             return
-        except BaseException as exc:
-            breaker.release(permit, exc)
-            raise
+        if timeout is not None:
+            assert task is not None
+            self._call_ended(task, None)
         breaker.release(permit, None)
         if result is None or result.ok:
-            await self.queue.store.ack(entry)
+            ack_now = self._ack_now
+            if ack_now is not None:
+                ack_now(entry)
+            else:
+                await self.queue.store.ack(entry)
             self._delivered(entry)
             return
         record = AttemptRecord(
             1,
-            clock.time(),
-            clock.monotonic() - started,
+            self._wall(),
+            self._monotonic() - started,
             f"rejected: {result.reason} {result.detail}".strip(),
         )
         await self._dead(entry, "rejected", _refusal(result), [record])
+
+    def _call_ended(self, task: asyncio.Task[Any], exc: BaseException | None) -> BaseException:
+        """Clear ``task``'s deadline; a cancellation by the watchdog becomes a timeout.
+
+        Returns what the call should count as (``exc``, or the timeout error).
+        """
+        self._deadlines.pop(task, None)
+        timed_out = self._timed_out
+        if timed_out and task in timed_out:
+            timed_out.discard(task)
+            _uncancel(task)  # ours, not the caller's: the sink may have swallowed it
+            if isinstance(exc, asyncio.CancelledError):
+                limit = self.delivery_timeout or 0.0
+                return OperationTimeoutError(f"deliver to {self.name}", limit)
+        return exc  # type: ignore[return-value]
 
     async def _retry(
         self,
@@ -447,7 +487,9 @@ class _SinkWorker:
             return
         await self._dead(entry, outcome.kind, outcome.detail, history)
 
-    async def _deliver_at_most_once(self, entry: OutboxEntry) -> None:
+    async def _deliver_at_most_once(
+        self, entry: OutboxEntry, task: asyncio.Task[Any] | None = None
+    ) -> None:
         clock = self.queue.clock
         store = self.queue.store
         # Acknowledge first: a crash from here on loses this delivery, never repeats it.
@@ -463,7 +505,7 @@ class _SinkWorker:
             return
         started = clock.monotonic()
         try:
-            result = await self._call_sink(envelope)
+            result = await self._call_sink(envelope, task)
         except asyncio.CancelledError:
             self.breaker.release(permit, None)
             raise
@@ -482,8 +524,9 @@ class _SinkWorker:
         self._delivered(entry)
 
     def _delivered(self, entry: OutboxEntry) -> None:
-        self.metrics.delivered += 1
-        self.metrics.lag = max(0.0, self.queue.clock.time() - entry.enqueued_at)
+        metrics = self.metrics
+        metrics.delivered += 1
+        metrics.lag = max(0.0, self._wall() - entry.enqueued_at)
         hook = self.queue.on_delivered
         if hook is not None:
             hook(self.name, entry.envelope)
@@ -622,6 +665,11 @@ class SignalQueue:
                 if cfg.delivery_timeout is not None
                 else delivery_timeout,
             )
+        # A store that appends without waiting (the memory store) is called so.
+        self._append_now: Callable[[Envelope], bool] | None = getattr(
+            self.store, "append_nowait", None
+        )
+        self._wakes = [worker.wake for worker in self._workers.values()]
         self._opened = False
         self._started = False
         self._closed = False
@@ -701,26 +749,30 @@ class SignalQueue:
             raise ClosedError("the queue is closed")
         if not self._opened:
             await self.open()
-        envelope = self.to_envelope(item, key=key)
+        envelope = item if type(item) is Envelope else self.to_envelope(item, key=key)
         fingerprint = content_key(envelope.payload)
         claim = await self.dedup.claim(envelope.key, type=envelope.type, fingerprint=fingerprint)
         status = claim.status
-        if status == "duplicate":
-            return PublishResult("duplicate", envelope.id, envelope.key)
-        if status == "in_flight":
-            return PublishResult("duplicate", envelope.id, envelope.key, in_flight=True)
-        if status == "conflict":
-            return PublishResult("conflict", envelope.id, envelope.key)
+        if status != "first":
+            if status == "in_flight":
+                return PublishResult("duplicate", envelope.id, envelope.key, True)
+            return PublishResult(
+                "conflict" if status == "conflict" else "duplicate", envelope.id, envelope.key
+            )
+        append_now = self._append_now
         try:
-            stored = await self.store.append(envelope)
+            if append_now is not None:
+                stored = append_now(envelope)
+            else:
+                stored = await self.store.append(envelope)
         except BaseException:
             await self.dedup.release(envelope.key, type=envelope.type)
             raise
         if not stored:
-            return PublishResult("duplicate", envelope.id, envelope.key)
-        for worker in self._workers.values():
-            worker.wake.set()
-        return PublishResult("accepted", envelope.id, envelope.key)
+            return _new_result(PublishResult, ("duplicate", envelope.id, envelope.key, False))
+        for wake in self._wakes:
+            wake.set()
+        return _new_result(PublishResult, ("accepted", envelope.id, envelope.key, False))
 
     # -- dead letters ------------------------------------------------------------
 

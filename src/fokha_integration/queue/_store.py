@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError
@@ -89,6 +89,11 @@ class MemoryOutboxStore:
     it raises :class:`BackendError` (the publish fails visibly; nothing accepted is
     dropped). ``max_dead_letters`` bounds the dead letters; past it the oldest is
     evicted and counted in :attr:`evicted_dead_letters`.
+
+    Besides the :class:`OutboxStore` methods it has :meth:`append_nowait` and
+    :meth:`ack_nowait`, which :class:`SignalQueue` calls instead of ``append`` and
+    ``ack`` (no coroutine per call). A subclass that overrides ``append`` or ``ack``
+    must override these too.
     """
 
     def __init__(
@@ -98,96 +103,140 @@ class MemoryOutboxStore:
         max_dead_letters: int = 10_000,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        if max_pending < 1:
+            raise ConfigError("max_pending", "must be >= 1", max_pending)
         self._max_pending = max_pending
         self._max_dead = max_dead_letters
         self._clock = clock
-        self._seq = itertools.count(1)
-        # Per sink: pending entries by ref (insertion order is enqueue order) and the
-        # refs not leased yet. One ref per envelope, shared by every sink's entry.
-        self._pending: dict[str, dict[str, OutboxEntry]] = {}
-        self._ready: dict[str, deque[str]] = {}
-        # Envelope id -> how many sinks still hold it (a repeated append is refused).
+        # One shared log of slots, in append order, for every sink; each sink reads it
+        # through its own cursor (the seq of the next slot it has not fetched). A slot
+        # is [ref, envelope, enqueued_at, sinks still holding it]; once no sink holds
+        # the oldest slots they are trimmed. Appending is thus one slot for any number
+        # of sinks, and a sink's entry tuple is only built when the sink fetches it.
+        self._log: list[list[Any]] = []
+        self._base = 1  # seq of self._log[0]
+        self._live = 0  # index in self._log of the oldest slot some sink still holds
+        self._next = 1  # seq of the next append
+        self._cursor: dict[str, int] = {}
+        # Per sink: leased entries (ref -> slot), and entries to hand out before the
+        # log (released ones, replayed dead letters), each with its slot.
+        self._leased: dict[str, dict[str, list[Any]]] = {}
+        self._redo: dict[str, deque[tuple[OutboxEntry, list[Any]]]] = {}
+        # Envelope id -> live slots with it (a repeated append is refused).
         self._ids: dict[str, int] = {}
+        self._seq = itertools.count(1)  # dead-letter refs
         self._dead: OrderedDict[int, DeadLetter] = OrderedDict()
         self._closed = False
         self.evicted_dead_letters = 0
         """Dead letters dropped because ``max_dead_letters`` was reached."""
 
     async def open(self, sinks: Sequence[str]) -> None:
-        """Register ``sinks``."""
+        """Register ``sinks`` (a new one gets what is appended from now on)."""
         self._closed = False
         for name in sinks:
-            self._pending.setdefault(name, {})
-            self._ready.setdefault(name, deque())
+            if name not in self._cursor:
+                self._cursor[name] = self._next
+                self._leased[name] = {}
+                self._redo[name] = deque()
 
     async def close(self) -> None:
         """Mark closed (the content stays for a later :meth:`open` of this object)."""
         self._closed = True
 
-    def _check(self) -> None:
+    def _pending_count(self, sink: str) -> int:
+        return self._next - self._cursor[sink] + len(self._leased[sink]) + len(self._redo[sink])
+
+    def append_nowait(self, envelope: Envelope) -> bool:
+        """:meth:`append` without waiting (nothing here waits)."""
         if self._closed:
             raise ClosedError("the memory outbox store is closed")
-
-    def _add(self, sink: str, envelope: Envelope, enqueued_at: float) -> None:
-        ref = str(next(self._seq))
-        self._pending[sink][ref] = OutboxEntry(sink, ref, envelope, enqueued_at)
-        self._ready[sink].append(ref)
-        self._ids[envelope.id] = self._ids.get(envelope.id, 0) + 1
-
-    def _forget(self, envelope_id: str) -> None:
-        left = self._ids.get(envelope_id, 0) - 1
-        if left <= 0:
-            self._ids.pop(envelope_id, None)
-        else:
-            self._ids[envelope_id] = left
+        sinks = len(self._cursor)
+        if not sinks:
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
+        ids = self._ids
+        eid = envelope.id
+        if eid in ids:
+            return False
+        seq = self._next
+        if seq - self._base - self._live >= self._max_pending:
+            # The live log is as long as the bound: look at each sink's own count.
+            for sink in self._cursor:
+                if self._pending_count(sink) >= self._max_pending:
+                    raise BackendError("memory", f"outbox for sink {sink!r} is full")
+        self._log.append([str(seq), envelope, self._clock.time(), sinks])
+        self._next = seq + 1
+        ids[eid] = 1
+        return True
 
     async def append(self, envelope: Envelope) -> bool:
         """Add ``envelope`` for every registered sink."""
-        self._check()
-        pendings = self._pending
-        if not pendings:
-            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
-        if envelope.id in self._ids:
-            return False
-        limit = self._max_pending
-        for sink, pending in pendings.items():
-            if len(pending) >= limit:
-                raise BackendError("memory", f"outbox for sink {sink!r} is full")
-        # The hot path of every publish: one ref and one refcount for all sinks.
-        now = self._clock.time()
-        ref = str(next(self._seq))
-        ready = self._ready
-        for sink, pending in pendings.items():
-            pending[ref] = _new_entry(OutboxEntry, (sink, ref, envelope, now))
-            ready[sink].append(ref)
-        self._ids[envelope.id] = len(pendings)
-        return True
+        return self.append_nowait(envelope)
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` entries of ``sink``."""
-        self._check()
-        ready = self._ready[sink]
-        pending = self._pending[sink]
+        if self._closed:
+            raise ClosedError("the memory outbox store is closed")
+        leased = self._leased[sink]
         out: list[OutboxEntry] = []
-        while ready and len(out) < limit:
-            entry = pending.get(ready.popleft())
-            if entry is not None:
-                out.append(entry)
+        redo = self._redo[sink]
+        while redo and len(out) < limit:
+            entry, slot = redo.popleft()
+            leased[entry.ref] = slot
+            out.append(entry)
+        cursor = self._cursor[sink]
+        room = limit - len(out)
+        if cursor < self._next and room > 0:
+            at = cursor - self._base
+            chunk = self._log[at : at + room]
+            for slot in chunk:
+                ref = slot[0]
+                leased[ref] = slot
+                out.append(_new_entry(OutboxEntry, (sink, ref, slot[1], slot[2])))
+            self._cursor[sink] = cursor + len(chunk)
         return out
+
+    def ack_nowait(self, entry: OutboxEntry) -> None:
+        """:meth:`ack` without waiting."""
+        slot = self._leased[entry.sink].pop(entry.ref, None)
+        if slot is None:
+            return
+        left = slot[3] - 1
+        slot[3] = left
+        if not left:
+            self._done(slot)
+
+    def _done(self, slot: list[Any]) -> None:
+        # No sink holds this slot any more: forget its id, trim the log's head.
+        eid = slot[1].id
+        left = self._ids.get(eid, 0) - 1
+        if left <= 0:
+            self._ids.pop(eid, None)
+        else:
+            self._ids[eid] = left
+        log = self._log
+        live = self._live
+        end = len(log)
+        while live < end and not log[live][3]:
+            live += 1
+        if live >= 1024 and live * 2 >= end:
+            del log[:live]
+            self._base += live
+            live = 0
+        self._live = live
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Remove ``entry``."""
-        if self._pending[entry.sink].pop(entry.ref, None) is not None:
-            self._forget(entry.envelope.id)
+        self.ack_nowait(entry)
 
     async def release(self, entry: OutboxEntry) -> None:
         """Make ``entry`` fetchable again."""
-        if entry.ref in self._pending[entry.sink]:
-            self._ready[entry.sink].appendleft(entry.ref)
+        slot = self._leased[entry.sink].pop(entry.ref, None)
+        if slot is not None:
+            self._redo[entry.sink].appendleft((entry, slot))
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Move ``entry`` to the dead letters."""
-        await self.ack(entry)
+        self.ack_nowait(entry)
         self._dead[next(self._seq)] = letter
         while len(self._dead) > self._max_dead:
             self._dead.popitem(last=False)
@@ -205,7 +254,8 @@ class MemoryOutboxStore:
 
     async def replay(self, sink: str | None = None, refs: Sequence[str] | None = None) -> int:
         """Put dead letters back to pending."""
-        self._check()
+        if self._closed:
+            raise ClosedError("the memory outbox store is closed")
         wanted = None if refs is None else {int(r) for r in refs}
         chosen = [
             ref
@@ -215,16 +265,26 @@ class MemoryOutboxStore:
         now = self._clock.time()
         for ref in chosen:
             letter = self._dead.pop(ref)
-            if letter.sink in self._pending:
-                self._add(letter.sink, letter.envelope, now)
+            redo = self._redo.get(letter.sink)
+            if redo is None:  # a sink no longer registered
+                continue
+            # A slot of its own, outside the log: held by this one sink.
+            slot: list[Any] = [f"r{ref}", letter.envelope, now, 1]
+            redo.append((_new_entry(OutboxEntry, (letter.sink, slot[0], slot[1], now)), slot))
+            eid = letter.envelope.id
+            self._ids[eid] = self._ids.get(eid, 0) + 1
         return len(chosen)
 
     async def stats(self, sink: str) -> tuple[int, float | None]:
         """Pending count and the oldest enqueue time."""
-        pending = self._pending[sink]
-        if not pending:
+        cursor = self._cursor[sink]
+        times = [slot[2] for slot in self._leased[sink].values()]
+        times.extend(slot[2] for _, slot in self._redo[sink])
+        if cursor < self._next:
+            times.append(self._log[cursor - self._base][2])
+        if not times:
             return 0, None
-        return len(pending), next(iter(pending.values())).enqueued_at
+        return self._pending_count(sink), min(times)
 
 
 def _with_ref(letter: DeadLetter, ref: str) -> DeadLetter:

@@ -173,14 +173,15 @@ class MemoryDeduper:
 PublishStatus = Literal["accepted", "duplicate", "conflict"]
 
 
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """The answer of :meth:`SignalQueue.publish`.
+class PublishResult(NamedTuple):
+    """The answer of :meth:`SignalQueue.publish` (an immutable named tuple).
 
     ``status`` is ``"accepted"`` (durably stored; it will be delivered),
     ``"duplicate"`` (the key was seen before; nothing stored) or ``"conflict"``
     (the key was seen before with different content). ``id`` is the envelope id.
     ``in_flight`` is true for a duplicate whose first publish has not finished yet.
+    A named tuple rather than a dataclass: one is built per publish, and a tuple is
+    built in a fifth of the time of a frozen dataclass.
     """
 
     status: PublishStatus

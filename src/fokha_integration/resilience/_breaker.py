@@ -84,6 +84,7 @@ class CircuitBreaker:
         cfg = config if config is not None else BreakerConfig(**config_kwargs)  # type: ignore[arg-type]
         self._machine = BreakerStateMachine(cfg, name=name)
         self._clock = clock
+        self._monotonic = clock.monotonic
         self._failure_on = failure_on
         self._ignore_on = ignore_on
         self._classifier = classifier
@@ -163,20 +164,22 @@ class CircuitBreaker:
 
     def acquire(self) -> Permit:
         """Ask leave for one call; raises :class:`CircuitOpenError` when refused."""
+        machine = self._machine
         try:
-            return self._machine.acquire(self._clock.monotonic())
+            return machine.acquire(self._monotonic())
         finally:
-            if self._machine.has_changes:
+            # The machine's change list, read directly: this runs on every call.
+            if machine._changes:
                 self._emit()
 
     def release(self, permit: Permit, exc: BaseException | None = None) -> None:
         """Report the end of a call made under ``permit`` (``exc``: what it raised)."""
         machine = self._machine
         if exc is None:
-            machine.record_success(permit, self._clock.monotonic())
+            machine.record_success(permit, self._monotonic())
         else:
-            machine.record(permit, self.classify(exc), self._clock.monotonic())
-        if machine.has_changes:
+            machine.record(permit, self.classify(exc), self._monotonic())
+        if machine._changes:
             self._emit()
 
     def _emit(self) -> None:
