@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from fokha_integration.clock import ManualClock
 from fokha_integration.errors import CircuitOpenError
 from fokha_integration.resilience import (
     BreakerConfig,
     BreakerState,
     BreakerStateMachine,
+    CircuitBreaker,
     Outcome,
     Permit,
 )
@@ -155,3 +157,82 @@ def test_record_success_is_record_of_a_success(
         assert fast.state(now) is plain.state(now)
         assert fast.metrics(now) == plain.metrics(now)
         assert fast.drain_changes() == plain.drain_changes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["success", "failure", "ignore", "wait", "hold"]),
+            st.floats(min_value=0, max_value=8),
+        ),
+        max_size=60,
+    ),
+    slow=st.sampled_from([None, 0.5]),
+)
+def test_token_protocol_counts_as_permits_do(
+    steps: list[tuple[str, float]], slow: float | None
+) -> None:
+    """A breaker driven through ``fast_token`` ends where one driven by permits does.
+
+    Two breakers on one manual clock get the same calls. The first takes a token
+    whenever it offers one (CLOSED, untimed) and a permit otherwise; the second
+    always takes permits. State, metrics and the transitions its listeners saw must
+    agree after every step, calls held across a state change included.
+    """
+    clock = ManualClock()
+    cfg = BreakerConfig(**TRIPS, open_duration=2, slow_call_duration=slow)
+    seen: dict[str, list[tuple[BreakerState, BreakerState]]] = {"a": [], "b": []}
+
+    def listener(name: str) -> Any:
+        return lambda change: seen[name].append((change.old, change.new))
+
+    kw: dict[str, Any] = {"config": cfg, "clock": clock, "ignore_on": (LookupError,)}
+    tok = CircuitBreaker("x", listeners=(listener("a"),), **kw)
+    ref = CircuitBreaker("x", listeners=(listener("b"),), **kw)
+    if slow is None:
+        assert tok.fast_token() is not None
+    else:
+        assert tok.fast_token() is None  # timed calls always need a permit
+
+    def take() -> tuple[int | Permit, Permit] | None:
+        token = tok.fast_token()
+        a: int | Permit
+        try:
+            a = token if token is not None else tok.acquire()
+        except CircuitOpenError:
+            with pytest.raises(CircuitOpenError):
+                ref.acquire()
+            return None
+        return a, ref.acquire()
+
+    held: list[tuple[int | Permit, Permit]] = []
+    for action, amount in steps:
+        if action == "wait":
+            clock.advance(amount)
+        elif action == "hold":
+            pair = take()
+            if pair is not None:
+                held.append(pair)
+        else:
+            pair = held.pop(0) if held and amount > 4 else take()
+            if pair is None:
+                continue
+            a, b = pair
+            clock.advance(amount / 8)
+            exc: Exception | None = None
+            if action == "failure":
+                exc = RuntimeError("down")
+            elif action == "ignore":
+                exc = LookupError("not counted")
+            if isinstance(a, int):
+                if exc is None:
+                    tok.fast_success(a)
+                else:
+                    tok.fast_failure(a, exc)
+            else:
+                tok.release(a, exc)
+            ref.release(b, exc)
+        assert tok.state is ref.state
+        assert tok.metrics() == ref.metrics()
+        assert seen["a"] == seen["b"]

@@ -134,12 +134,16 @@ class _SinkWorker:
         self._runner: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
-        self._deadlines: dict[asyncio.Task[object], float] = {}
-        self._timed_out: set[asyncio.Task[object]] = set()
+        # Runner task -> its call counter, odd while a sink call runs: the watchdog
+        # (see _watch) samples these instead of each call reading the clock.
+        self._calls: dict[asyncio.Task[Any], list[int]] = {}
+        self._timed_out: set[asyncio.Task[Any]] = set()
         self._loop_time: Callable[[], float] = time.monotonic
         clock = queue.clock
-        self._monotonic = clock.monotonic
-        self._wall = clock.time
+        # The system clock's readings straight from the C functions (no method call).
+        system = clock is SYSTEM_CLOCK
+        self._monotonic: Callable[[], float] = time.monotonic if system else clock.monotonic
+        self._wall: Callable[[], float] = time.time if system else clock.time
         # A store that acknowledges without waiting (the memory store) is called so.
         self._order_key = queue.order_key
         self._ack_now: Callable[[OutboxEntry], None] | None = getattr(
@@ -248,50 +252,94 @@ class _SinkWorker:
         # max_in_flight runners in parallel, while a sink that answers at once is
         # served by one runner without a task per delivery.
         self._starting -= 1
-        ready = self._ready
-        busy = self._busy_keys
-        leased = self._leased
-        deliver = self._deliver_at_least_once if self.at_least_once else self._deliver_at_most_once
         task = asyncio.current_task()
         assert task is not None
+        slot = self._calls[task] = [0]
         try:
-            while ready and not self._stopping:
-                entry, key = ready.popleft()
-                if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
-                    self._spawn()
-                try:
-                    await deliver(entry, task)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # A store failure while acknowledging: the lease is dropped so the
-                    # entry is fetched again (at-least-once) rather than stuck.
-                    logger.exception(
-                        "sink %r: bookkeeping for %s failed", self.name, entry.envelope.id
-                    )
-                    with contextlib.suppress(Exception):
-                        await self.queue.store.release(entry)
-                # Finished: free the slot and the key.
-                leased.pop(entry.ref, None)
-                self.in_flight -= 1
-                waiting = busy.get(key)
-                if waiting:
-                    # The next entry of this key goes first, to this same runner.
-                    ready.appendleft((waiting.popleft(), key))
-                    self.parked -= 1
-                else:
-                    busy.pop(key, None)
-                # Behind a backlog, wake the fetch loop only once a refill's worth of
-                # slots is free (the parked bound is left to _run: at worst one wake
-                # too many).
-                if not self._backlog or self.in_flight - self.parked <= self._refill_below:
-                    self.wake.set()
-                progress = self.queue._progress_event
-                if progress is not None:
-                    progress.set()
+            await self._drain(task, slot)
         finally:
             self._runners -= 1
             self._tasks.discard(task)
+            self._calls.pop(task, None)
+
+    async def _drain(self, task: asyncio.Task[Any], slot: list[int]) -> None:
+        ready = self._ready
+        busy = self._busy_keys
+        leased = self._leased
+        general = self._deliver_at_least_once if self.at_least_once else self._deliver_at_most_once
+        # The inline path: the first attempt of an at-least-once delivery to a sink
+        # that does not execute, under a CLOSED breaker, made right here (no
+        # coroutine, permit or clock reading per call beyond the one for its start).
+        inline = self.at_least_once and not self.execution
+        breaker = self.breaker
+        deliver = self.sink.deliver
+        ack_now = self._ack_now
+        store = self.queue.store
+        metrics = self.metrics
+        mono = self._monotonic
+        wall = self._wall
+        timed_out = self._timed_out
+        while ready and not self._stopping:
+            entry, key = ready.popleft()
+            if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
+                self._spawn()
+            try:
+                token = breaker.fast_token() if inline else None
+                if token is None:
+                    await general(entry, task)
+                else:
+                    started = mono()
+                    slot[0] += 1
+                    try:
+                        result = await deliver(entry[2])
+                    except BaseException as exc:
+                        slot[0] += 1
+                        exc = self._call_ended(task, exc)
+                        breaker.fast_failure(token, exc)
+                        if not isinstance(exc, Exception):
+                            raise
+                        await self._first_failed(entry, started, exc)
+                    else:
+                        slot[0] += 1
+                        if timed_out:
+                            self._call_ended(task, None)
+                        breaker.fast_success(token)
+                        if (result is None or result.ok) and ack_now is not None:
+                            ack_now(entry)
+                            metrics.delivered += 1
+                            lag = wall() - entry[3]
+                            metrics.lag = lag if lag > 0.0 else 0.0
+                            hook = self.queue.on_delivered
+                            if hook is not None:
+                                hook(self.name, entry[2])
+                        else:
+                            await self._first_done(entry, result, started)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store failure while acknowledging: the lease is dropped so the
+                # entry is fetched again (at-least-once) rather than stuck.
+                logger.exception("sink %r: bookkeeping for %s failed", self.name, entry.envelope.id)
+                with contextlib.suppress(Exception):
+                    await store.release(entry)
+            # Finished: free the slot and the key.
+            leased.pop(entry.ref, None)
+            self.in_flight -= 1
+            waiting = busy.get(key)
+            if waiting:
+                # The next entry of this key goes first, to this same runner.
+                ready.appendleft((waiting.popleft(), key))
+                self.parked -= 1
+            else:
+                busy.pop(key, None)
+            # Behind a backlog, wake the fetch loop only once a refill's worth of
+            # slots is free (the parked bound is left to _run: at worst one wake
+            # too many).
+            if not self._backlog or self.in_flight - self.parked <= self._refill_below:
+                self.wake.set()
+            progress = self.queue._progress_event
+            if progress is not None:
+                progress.set()
 
     def _expired(self, envelope: Envelope) -> bool:
         if not self.execution or envelope.type != "signal":
@@ -308,43 +356,75 @@ class _SinkWorker:
     async def _call_sink(
         self, envelope: Envelope, task: asyncio.Task[Any] | None = None
     ) -> DeliveryResult | None:
-        timeout = self.delivery_timeout
-        if timeout is None:
+        if self.delivery_timeout is None:
             return await self.sink.deliver(envelope)
-        # One watchdog per sink enforces the timeout (see _watch): far cheaper than a
-        # timer per call, at the cost of firing up to a quarter-timeout late.
         if task is None:
             task = asyncio.current_task()
             assert task is not None
-        self._deadlines[task] = self._loop_time() + timeout
+        slot = self._calls.get(task)
+        if slot is None:
+            slot = self._calls[task] = [0]
+        slot[0] += 1
         try:
             result = await self.sink.deliver(envelope)
         except BaseException as exc:
+            slot[0] += 1
             counted = self._call_ended(task, exc)
             if counted is exc:
                 raise
             raise counted from None
-        self._call_ended(task, None)
+        slot[0] += 1
+        if self._timed_out:
+            self._call_ended(task, None)
         return result
 
+    def _call_ended(self, task: asyncio.Task[Any], exc: BaseException | None) -> BaseException:
+        """After a call on ``task``: a cancellation by the watchdog becomes a timeout.
+
+        Returns what the call should count as (``exc``, or the timeout error). Also
+        clears a watchdog cancellation the sink swallowed.
+        """
+        timed_out = self._timed_out
+        if task in timed_out:
+            timed_out.discard(task)
+            _uncancel(task)  # ours, not the caller's: the sink may have swallowed it
+            if isinstance(exc, asyncio.CancelledError):
+                limit = self.delivery_timeout or 0.0
+                return OperationTimeoutError(f"deliver to {self.name}", limit)
+        return exc  # type: ignore[return-value]
+
     async def _watch(self, timeout: float) -> None:
-        period = min(timeout / 4, 1.0)
+        # One watchdog per sink enforces the timeout: far cheaper than a timer (or
+        # even a clock reading) per call. Every period it samples each runner's
+        # call counter; a call seen running (odd count) with the same count for at
+        # least ``timeout`` is cancelled. A call is thus cancelled after between
+        # ``timeout`` and ``timeout`` plus two periods (a quarter-timeout at most).
+        period = min(timeout / 8, 0.5)
+        seen: dict[asyncio.Task[Any], tuple[int, float]] = {}
         while not self._stopping:
             await asyncio.sleep(period)
             now = self._loop_time()
-            for task, deadline in list(self._deadlines.items()):
-                if now >= deadline and task not in self._timed_out:
+            still: dict[asyncio.Task[Any], tuple[int, float]] = {}
+            for task, slot in list(self._calls.items()):
+                count = slot[0]
+                if not count & 1:
+                    continue
+                first = seen.get(task)
+                if first is None or first[0] != count:
+                    first = (count, now)
+                still[task] = first
+                if now - first[1] >= timeout and task not in self._timed_out:
                     self._timed_out.add(task)
                     task.cancel()
+            seen = still
 
     async def _deliver_at_least_once(
         self, entry: OutboxEntry, task: asyncio.Task[Any] | None = None
     ) -> None:
-        # Fast path: most deliveries succeed at once, so the first attempt runs
-        # without the retry machinery (and without the closure cells the retry loop
-        # needs), with the sink called here rather than through _call_sink (one
-        # coroutine fewer per delivery). A failure is handed to _retry, which
-        # re-raises it from the retry policy's first call (no second call to the sink).
+        # The first attempt, when the runner's inline path (see _runner_loop) does
+        # not apply: an execution sink, or a breaker that is not plainly CLOSED. A
+        # failure is handed to _retry, which re-raises it from the retry policy's
+        # first call (no second call to the sink).
         envelope = entry.envelope
         if self.execution and self._expired(envelope):
             await self._dead(entry, "expired", "", [])
@@ -356,29 +436,26 @@ class _SinkWorker:
             await self._retry(entry, [], None, 0)
             return
         started = self._monotonic()
-        timeout = self.delivery_timeout
-        if timeout is not None:
-            if task is None:
-                task = asyncio.current_task()
-                assert task is not None
-            # The per-sink watchdog (see _watch) cancels a call past its deadline.
-            self._deadlines[task] = self._loop_time() + timeout
         try:
-            result = await self.sink.deliver(envelope)
+            result = await self._call_sink(envelope, task)
         except BaseException as exc:
-            if timeout is not None:
-                assert task is not None
-                exc = self._call_ended(task, exc)
             breaker.release(permit, exc)
             if not isinstance(exc, Exception):
                 raise
-            record = AttemptRecord(1, self._wall(), self._monotonic() - started, _describe(exc))
-            await self._retry(entry, [record], exc, 1)
+            await self._first_failed(entry, started, exc)
             return
-        if timeout is not None:
-            assert task is not None
-            self._call_ended(task, None)
         breaker.release(permit, None)
+        await self._first_done(entry, result, started)
+
+    async def _first_failed(self, entry: OutboxEntry, started: float, exc: Exception) -> None:
+        """The first attempt raised ``exc``: on to the retry policy."""
+        record = AttemptRecord(1, self._wall(), self._monotonic() - started, _describe(exc))
+        await self._retry(entry, [record], exc, 1)
+
+    async def _first_done(
+        self, entry: OutboxEntry, result: DeliveryResult | None, started: float
+    ) -> None:
+        """The first attempt returned ``result``: acknowledge, or dead-letter a refusal."""
         if result is None or result.ok:
             ack_now = self._ack_now
             if ack_now is not None:
@@ -394,21 +471,6 @@ class _SinkWorker:
             f"rejected: {result.reason} {result.detail}".strip(),
         )
         await self._dead(entry, "rejected", _refusal(result), [record])
-
-    def _call_ended(self, task: asyncio.Task[Any], exc: BaseException | None) -> BaseException:
-        """Clear ``task``'s deadline; a cancellation by the watchdog becomes a timeout.
-
-        Returns what the call should count as (``exc``, or the timeout error).
-        """
-        self._deadlines.pop(task, None)
-        timed_out = self._timed_out
-        if timed_out and task in timed_out:
-            timed_out.discard(task)
-            _uncancel(task)  # ours, not the caller's: the sink may have swallowed it
-            if isinstance(exc, asyncio.CancelledError):
-                limit = self.delivery_timeout or 0.0
-                return OperationTimeoutError(f"deliver to {self.name}", limit)
-        return exc  # type: ignore[return-value]
 
     async def _retry(
         self,

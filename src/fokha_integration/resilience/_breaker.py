@@ -51,6 +51,8 @@ ErrorClassifier = Callable[[BaseException], Outcome]
 StateListener = Callable[[StateChange], None]
 """Called (synchronously) after each state change; must not raise."""
 
+_tuple_new = tuple.__new__  # builds a Permit without its keyword-aware __new__
+
 _PERMITS: ContextVar[tuple[tuple[int, Permit], ...]] = ContextVar(
     "fokha_breaker_permits", default=()
 )
@@ -181,6 +183,27 @@ class CircuitBreaker:
             machine.record(permit, self.classify(exc), self._monotonic())
         if machine._changes:
             self._emit()
+
+    # -- the token protocol (for hot paths; see BreakerStateMachine.fast_token) ----
+
+    def fast_token(self) -> int | None:
+        """Leave for one call without a permit, or ``None``: then use :meth:`acquire`.
+
+        Given while the breaker is CLOSED and does not time calls (no
+        ``slow_call_duration``). Report the call with :meth:`fast_success` or
+        :meth:`fast_failure`; the outcome counts exactly as it would through
+        :meth:`acquire` and :meth:`release`.
+        """
+        return self._machine.fast_token()
+
+    def fast_success(self, token: int) -> None:
+        """Report that the call made under ``token`` succeeded."""
+        if not self._machine.fast_success(token):
+            self.release(_tuple_new(Permit, (token, self._monotonic(), False, 0)), None)
+
+    def fast_failure(self, token: int, exc: BaseException) -> None:
+        """Report that the call made under ``token`` raised ``exc``."""
+        self.release(_tuple_new(Permit, (token, self._monotonic(), False, 0)), exc)
 
     def _emit(self) -> None:
         if not self._machine.has_changes:

@@ -196,6 +196,12 @@ class BreakerStateMachine:
         self._changes: list[StateChange] = []
         self._calls = self._successes = self._failures = self._slow = 0
         self._ignored = self._rejected = self._stale = self._times_opened = 0
+        # For the token path (see fast_token): calls need no start time when no
+        # slow-call threshold is set, and the success that fills the window up to
+        # minimum_calls (with the rate rule on) may trip, so it takes the full path.
+        cfg = self.config
+        self._untimed = cfg.slow_call_duration is None
+        self._rate_gate = cfg.minimum_calls if cfg.failure_rate_threshold is not None else 0
 
     # -- state ---------------------------------------------------------------
 
@@ -305,6 +311,40 @@ class BreakerStateMachine:
             self._window_failures -= 1
         window.append(False)
         self._consecutive = 0
+
+    def fast_token(self) -> int | None:
+        """Leave for one call without a :class:`Permit`, for hot paths; else ``None``.
+
+        Given only while CLOSED and when calls are not timed (no
+        ``slow_call_duration``): then a permit would carry nothing but the state's
+        generation, which is the token. Report the call with :meth:`fast_success`,
+        or with :meth:`record` of ``Permit(token, now, False, 0)``. ``None`` means:
+        use :meth:`acquire`.
+        """
+        if self._state is _CLOSED and self._untimed:
+            return self._generation
+        return None
+
+    def fast_success(self, token: int) -> bool:
+        """Count a success of a call made under ``token`` (see :meth:`fast_token`).
+
+        Returns ``False``, counting nothing, when the success needs the full path:
+        the state moved since the token was given (a stale call), or this success
+        fills the window up to ``minimum_calls`` (it may trip the rate rule). Then
+        report it with :meth:`record` instead.
+        """
+        if self._state is not _CLOSED or token != self._generation:
+            return False
+        window = self._window
+        if len(window) + 1 == self._rate_gate:
+            return False
+        self._calls += 1
+        self._successes += 1
+        if len(window) == window.maxlen and window[0]:
+            self._window_failures -= 1
+        window.append(False)
+        self._consecutive = 0
+        return True
 
     def record(self, permit: Permit, outcome: Outcome, now: float) -> None:
         """Report how the call made under ``permit`` ended."""
