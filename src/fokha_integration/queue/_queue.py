@@ -130,19 +130,18 @@ class _SinkWorker:
         self._ready: deque[tuple[OutboxEntry, str]] = deque()
         self._runners = 0
         self._starting = 0  # runners created but not yet running
-        self._leased: dict[str, OutboxEntry] = {}
         self._runner: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
-        # Runner task -> its call counter, odd while a sink call runs: the watchdog
-        # (see _watch) samples these instead of each call reading the clock.
-        self._calls: dict[asyncio.Task[Any], list[int]] = {}
+        # Runner task -> [call counter, entry in hand]. The counter is odd while a
+        # sink call runs: the watchdog (see _watch) samples these instead of each call
+        # reading the clock. The entry is released if the worker stops meanwhile.
+        self._calls: dict[asyncio.Task[Any], list[Any]] = {}
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._loop_time: Callable[[], float] = time.monotonic
         clock = queue.clock
         # The system clock's readings straight from the C functions (no method call).
         system = clock is SYSTEM_CLOCK
-        self._monotonic: Callable[[], float] = time.monotonic if system else clock.monotonic
         self._wall: Callable[[], float] = time.time if system else clock.time
         # A store that acknowledges without waiting (the memory store) is called so.
         self._order_key = queue.order_key
@@ -160,6 +159,13 @@ class _SinkWorker:
             )
 
     async def stop(self) -> None:
+        # Every entry this worker holds: ready, parked behind a busy key, or in a
+        # runner's hands. Gathered before the cancellations (nothing runs between).
+        held = [entry for entry, _ in self._ready]
+        for waiting in self._busy_keys.values():
+            if waiting:
+                held.extend(waiting)
+        held.extend(slot[1] for slot in self._calls.values() if slot[1] is not None)
         tasks = list(self._tasks)
         if self._runner is not None:
             tasks.append(self._runner)
@@ -173,10 +179,9 @@ class _SinkWorker:
             # Bounded: a backend library that swallows a cancellation must not hang close().
             await asyncio.wait(tasks, timeout=5.0)
         store = self.queue.store
-        for entry in list(self._leased.values()):
+        for entry in held:
             with contextlib.suppress(Exception):
                 await store.release(entry)
-        self._leased.clear()
         self._ready.clear()
         self._busy_keys.clear()
         self.in_flight = 0
@@ -220,12 +225,10 @@ class _SinkWorker:
 
     def _schedule(self, entries: list[OutboxEntry]) -> None:
         self.in_flight += len(entries)
-        leased = self._leased
         order_key = self._order_key
         busy = self._busy_keys
         ready = self._ready
         for entry in entries:
-            leased[entry.ref] = entry
             key = order_key(entry.envelope)
             if key in busy:
                 # Same key already in flight: wait behind it, in publish order.
@@ -254,7 +257,8 @@ class _SinkWorker:
         self._starting -= 1
         task = asyncio.current_task()
         assert task is not None
-        slot = self._calls[task] = [0]
+        slot: list[Any] = [0, None]
+        self._calls[task] = slot
         try:
             await self._drain(task, slot)
         finally:
@@ -262,33 +266,37 @@ class _SinkWorker:
             self._tasks.discard(task)
             self._calls.pop(task, None)
 
-    async def _drain(self, task: asyncio.Task[Any], slot: list[int]) -> None:
+    async def _drain(self, task: asyncio.Task[Any], slot: list[Any]) -> None:
         ready = self._ready
         busy = self._busy_keys
-        leased = self._leased
         general = self._deliver_at_least_once if self.at_least_once else self._deliver_at_most_once
         # The inline path: the first attempt of an at-least-once delivery to a sink
         # that does not execute, under a CLOSED breaker, made right here (no
         # coroutine, permit or clock reading per call beyond the one for its start).
         inline = self.at_least_once and not self.execution
         breaker = self.breaker
+        machine = breaker.machine  # its token protocol, without the wrapper's call
         deliver = self.sink.deliver
         ack_now = self._ack_now
         store = self.queue.store
         metrics = self.metrics
-        mono = self._monotonic
+        hook = self.queue.on_delivered
         wall = self._wall
         timed_out = self._timed_out
+        # One clock reading per delivery: the end of one is the start of the next
+        # (for the duration of a failed attempt), and gives the lag of a delivered one.
+        last = wall()
         while ready and not self._stopping:
             entry, key = ready.popleft()
+            slot[1] = entry
             if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
                 self._spawn()
             try:
-                token = breaker.fast_token() if inline else None
+                token = machine.closed_generation if inline else None
                 if token is None:
                     await general(entry, task)
+                    last = wall()
                 else:
-                    started = mono()
                     slot[0] += 1
                     try:
                         result = await deliver(entry[2])
@@ -298,22 +306,25 @@ class _SinkWorker:
                         breaker.fast_failure(token, exc)
                         if not isinstance(exc, Exception):
                             raise
-                        await self._first_failed(entry, started, exc)
+                        await self._first_failed(entry, last, exc)
+                        last = wall()
                     else:
                         slot[0] += 1
                         if timed_out:
                             self._call_ended(task, None)
-                        breaker.fast_success(token)
+                        if not machine.fast_success(token):
+                            breaker.fast_success(token)
                         if (result is None or result.ok) and ack_now is not None:
                             ack_now(entry)
                             metrics.delivered += 1
-                            lag = wall() - entry[3]
-                            metrics.lag = lag if lag > 0.0 else 0.0
-                            hook = self.queue.on_delivered
+                            now = wall()
+                            metrics.lag = now - entry[3] if now > entry[3] else 0.0
+                            last = now
                             if hook is not None:
                                 hook(self.name, entry[2])
                         else:
-                            await self._first_done(entry, result, started)
+                            await self._first_done(entry, result, last)
+                            last = wall()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -323,7 +334,7 @@ class _SinkWorker:
                 with contextlib.suppress(Exception):
                     await store.release(entry)
             # Finished: free the slot and the key.
-            leased.pop(entry.ref, None)
+            slot[1] = None
             self.in_flight -= 1
             waiting = busy.get(key)
             if waiting:
@@ -363,7 +374,7 @@ class _SinkWorker:
             assert task is not None
         slot = self._calls.get(task)
         if slot is None:
-            slot = self._calls[task] = [0]
+            slot = self._calls[task] = [0, None]
         slot[0] += 1
         try:
             result = await self.sink.deliver(envelope)
@@ -435,7 +446,7 @@ class _SinkWorker:
         except CircuitOpenError:
             await self._retry(entry, [], None, 0)
             return
-        started = self._monotonic()
+        started = self._wall()
         try:
             result = await self._call_sink(envelope, task)
         except BaseException as exc:
@@ -448,8 +459,9 @@ class _SinkWorker:
         await self._first_done(entry, result, started)
 
     async def _first_failed(self, entry: OutboxEntry, started: float, exc: Exception) -> None:
-        """The first attempt raised ``exc``: on to the retry policy."""
-        record = AttemptRecord(1, self._wall(), self._monotonic() - started, _describe(exc))
+        """The first attempt (begun at wall time ``started``) raised ``exc``: retry."""
+        now = self._wall()
+        record = AttemptRecord(1, now, max(0.0, now - started), _describe(exc))
         await self._retry(entry, [record], exc, 1)
 
     async def _first_done(
@@ -464,11 +476,9 @@ class _SinkWorker:
                 await self.queue.store.ack(entry)
             self._delivered(entry)
             return
+        now = self._wall()
         record = AttemptRecord(
-            1,
-            self._wall(),
-            self._monotonic() - started,
-            f"rejected: {result.reason} {result.detail}".strip(),
+            1, now, max(0.0, now - started), f"rejected: {result.reason} {result.detail}".strip()
         )
         await self._dead(entry, "rejected", _refusal(result), [record])
 

@@ -101,6 +101,11 @@ class CircuitBreaker:
         return self._machine.name
 
     @property
+    def machine(self) -> BreakerStateMachine:
+        """The sans-I/O state machine underneath (for callers that keep their own time)."""
+        return self._machine
+
+    @property
     def config(self) -> BreakerConfig:
         """The breaker's configuration."""
         return self._machine.config

@@ -202,6 +202,10 @@ class BreakerStateMachine:
         cfg = self.config
         self._untimed = cfg.slow_call_duration is None
         self._rate_gate = cfg.minimum_calls if cfg.failure_rate_threshold is not None else 0
+        self.closed_generation: int | None = 0 if self._untimed else None
+        """The state's generation while CLOSED with untimed calls, else ``None``: the
+        token a call may go ahead under without a permit (see :meth:`fast_token`).
+        An attribute, kept by every transition, so hot paths read it without a call."""
 
     # -- state ---------------------------------------------------------------
 
@@ -228,6 +232,7 @@ class BreakerStateMachine:
             return
         self._state = new
         self._generation += 1
+        self.closed_generation = self._generation if new is _CLOSED and self._untimed else None
         self._probes.clear()
         self._probe_successes = 0
         if new is _OPEN:
@@ -321,9 +326,7 @@ class BreakerStateMachine:
         or with :meth:`record` of ``Permit(token, now, False, 0)``. ``None`` means:
         use :meth:`acquire`.
         """
-        if self._state is _CLOSED and self._untimed:
-            return self._generation
-        return None
+        return self.closed_generation
 
     def fast_success(self, token: int) -> bool:
         """Count a success of a call made under ``token`` (see :meth:`fast_token`).
