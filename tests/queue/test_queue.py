@@ -9,9 +9,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fokha_integration.clock import ManualClock
-from fokha_integration.errors import BackendError
+from fokha_integration.dedup import content_key
+from fokha_integration.errors import BackendError, ValidationError
 from fokha_integration.models import Direction, Envelope, Signal
 from fokha_integration.queue import (
     CallableSink,
@@ -24,6 +27,7 @@ from fokha_integration.queue import (
     SinkConfig,
     WebSocketSink,
 )
+from fokha_integration.queue._queue import _fingerprint
 from fokha_integration.resilience import CircuitBreaker, RetryPolicy
 from tests.support import timeout
 
@@ -546,3 +550,24 @@ async def test_caught_up_sink_takes_a_new_entry_at_once() -> None:
         assert not gate.is_set()  # the seven slow ones are all still in flight
         gate.set()
         await q.wait_idle(timeout=timeout(5))
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+_json = st.recursive(
+    _json_leaf | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.dictionaries(st.text(max_size=6), _json, max_size=5))
+def test_publish_fingerprint_is_the_content_key(payload: dict[str, Any]) -> None:
+    """The fingerprint publish claims with is ``content_key`` of the payload, exactly."""
+    assert _fingerprint(payload) == content_key(payload)
+
+
+def test_publish_fingerprint_explains_a_payload_that_is_not_json() -> None:
+    """A payload mutated into something JSON cannot hold fails as content_key fails."""
+    with pytest.raises(ValidationError):
+        _fingerprint({"n": object()})

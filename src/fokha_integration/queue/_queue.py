@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from typing import Any
 from ..clock import SYSTEM_CLOCK, Clock
 from ..dedup import content_key
 from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
-from ..models import Envelope, Model, Signal, parse_datetime
+from ..models import Envelope, Model, Signal, canonical_json, parse_datetime
 from ..resilience import BreakerConfig, CircuitBreaker, RetryPolicy
 from ._store import MemoryOutboxStore, OutboxStore
 from ._types import (
@@ -119,15 +120,17 @@ class _SinkWorker:
         self._refill = max(1, max_in_flight // 4)
         self._refill_below = max_in_flight - self._refill  # active count that allows one
         self._backlog = False  # the last fetch filled every free slot
-        # Entries leased but waiting behind an earlier entry of the same key: they do
-        # not count against max_in_flight (a stuck key must not stall other keys) but
-        # have their own bound, PARKED_FACTOR x max_in_flight.
+        # Entries leased but waiting behind an entry of the same key that a runner is
+        # delivering: they do not count against max_in_flight (a stuck key must not
+        # stall other keys) but have their own bound, PARKED_FACTOR x max_in_flight.
         self.parked = 0
-        # Order keys with an entry in flight -> entries of that key waiting behind it
-        # (None until a second one arrives: no deque for the common case).
+        # Order keys a runner is delivering -> entries of that key waiting behind it
+        # (None until one waits: no deque for the common case). A key is marked when a
+        # runner takes its entry, not when the entry is fetched: entries of one key
+        # that one runner takes in turn (a sink that answers at once) never wait.
         self._busy_keys: dict[str, deque[OutboxEntry] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ready: deque[tuple[OutboxEntry, str]] = deque()
+        self._ready: deque[OutboxEntry] = deque()  # fetched, in fetch order
         self._runners = 0
         self._starting = 0  # runners created but not yet running
         self._runner: asyncio.Task[None] | None = None
@@ -161,7 +164,7 @@ class _SinkWorker:
     async def stop(self) -> None:
         # Every entry this worker holds: ready, parked behind a busy key, or in a
         # runner's hands. Gathered before the cancellations (nothing runs between).
-        held = [entry for entry, _ in self._ready]
+        held = list(self._ready)
         for waiting in self._busy_keys.values():
             if waiting:
                 held.extend(waiting)
@@ -225,22 +228,8 @@ class _SinkWorker:
 
     def _schedule(self, entries: list[OutboxEntry]) -> None:
         self.in_flight += len(entries)
-        order_key = self._order_key
-        busy = self._busy_keys
-        ready = self._ready
-        for entry in entries:
-            key = order_key(entry.envelope)
-            if key in busy:
-                # Same key already in flight: wait behind it, in publish order.
-                waiting = busy[key]
-                if waiting is None:
-                    waiting = busy[key] = deque()
-                waiting.append(entry)
-                self.parked += 1
-            else:
-                busy[key] = None
-                ready.append((entry, key))
-        if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
+        self._ready.extend(entries)
+        if self._starting < _RAMP and self._runners < self.max_in_flight:
             self._spawn()
 
     def _spawn(self) -> None:
@@ -283,14 +272,32 @@ class _SinkWorker:
         hook = self.queue.on_delivered
         wall = self._wall
         timed_out = self._timed_out
+        order_key = self._order_key
         # One clock reading per delivery: the end of one is the start of the next
         # (for the duration of a failed attempt), and gives the lag of a delivered one.
         last = wall()
-        while ready and not self._stopping:
-            entry, key = ready.popleft()
+        after: OutboxEntry | None = None  # the next entry of the key just delivered
+        while not self._stopping:
+            if after is not None:
+                entry = after  # its key stays marked: this runner goes on with it
+                after = None
+            elif ready:
+                entry = ready.popleft()
+                key = order_key(entry[2])
+                if key in busy:
+                    # Another runner is delivering this key: wait behind it, in order.
+                    waiting = busy[key]
+                    if waiting is None:
+                        waiting = busy[key] = deque()
+                    waiting.append(entry)
+                    self.parked += 1
+                    continue
+                busy[key] = None
+                if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
+                    self._spawn()
+            else:
+                break
             slot[1] = entry
-            if ready and self._starting < _RAMP and self._runners < self.max_in_flight:
-                self._spawn()
             try:
                 token = machine.closed_generation if inline else None
                 if token is None:
@@ -336,13 +343,12 @@ class _SinkWorker:
             # Finished: free the slot and the key.
             slot[1] = None
             self.in_flight -= 1
-            waiting = busy.get(key)
+            waiting = busy.pop(key, None)
             if waiting:
                 # The next entry of this key goes first, to this same runner.
-                ready.appendleft((waiting.popleft(), key))
+                after = waiting.popleft()
+                busy[key] = waiting
                 self.parked -= 1
-            else:
-                busy.pop(key, None)
             # Behind a backlog, wake the fetch loop only once a refill's worth of
             # slots is free (the parked bound is left to _run: at worst one wake
             # too many).
@@ -632,6 +638,17 @@ def _refusal(result: DeliveryResult) -> str:
     return result.reason
 
 
+def _fingerprint(payload: Mapping[str, Any]) -> str:
+    """``content_key(payload)`` for an envelope's payload (a JSON object already)."""
+    try:
+        return _sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    except (TypeError, ValueError):
+        return content_key(payload)  # raises the ValidationError that explains it
+
+
+_sha256 = hashlib.sha256
+
+
 def default_order_key(envelope: Envelope) -> str:
     """What orders deliveries per sink: the payload's ``symbol`` if any, else the key.
 
@@ -822,7 +839,7 @@ class SignalQueue:
         if not self._opened:
             await self.open()
         envelope = item if type(item) is Envelope else self.to_envelope(item, key=key)
-        fingerprint = content_key(envelope.payload)
+        fingerprint = _fingerprint(envelope.payload)
         claim = await self.dedup.claim(envelope.key, type=envelope.type, fingerprint=fingerprint)
         status = claim.status
         if status != "first":

@@ -15,6 +15,7 @@ after a crash.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -108,6 +109,7 @@ class MemoryOutboxStore:
         self._max_pending = max_pending
         self._max_dead = max_dead_letters
         self._clock = clock
+        self._now = time.time if clock is SYSTEM_CLOCK else clock.time
         # One shared log of slots, in append order, for every sink; each sink reads it
         # through its own cursor (the seq of the next slot it has not fetched). A slot
         # is [ref, envelope, enqueued_at, sinks still holding it]; once no sink holds
@@ -163,7 +165,7 @@ class MemoryOutboxStore:
             for sink in self._cursor:
                 if self._pending_count(sink) >= self._max_pending:
                     raise BackendError("memory", f"outbox for sink {sink!r} is full")
-        self._log.append([str(seq), envelope, self._clock.time(), sinks])
+        self._log.append([str(seq), envelope, self._now(), sinks])
         self._next = seq + 1
         ids[eid] = 1
         return True
