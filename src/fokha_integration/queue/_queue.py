@@ -116,6 +116,9 @@ class _SinkWorker:
         self.execution = bool(sink.execution)
         self.metrics = SinkMetrics(name=sink.name)
         self.wake = asyncio.Event()
+        # Whether a publish set ``wake`` since the fetch loop last cleared it: later
+        # publishes skip the call (publish is the hot path).
+        self.nudged = False
         self.in_flight = 0
         self._refill = max(1, max_in_flight // 4)
         self._refill_below = max_in_flight - self._refill  # active count that allows one
@@ -195,6 +198,7 @@ class _SinkWorker:
         poll = self.queue.poll_interval
         loop = asyncio.get_running_loop()
         while not self._stopping:
+            self.nudged = False
             self.wake.clear()
             room = self._room()
             got = 0
@@ -342,7 +346,7 @@ class _SinkWorker:
                     await store.release(entry)
             # Finished: free the slot and the key.
             slot[1] = None
-            self.in_flight -= 1
+            in_flight = self.in_flight = self.in_flight - 1
             waiting = busy.pop(key, None)
             if waiting:
                 # The next entry of this key goes first, to this same runner.
@@ -352,7 +356,7 @@ class _SinkWorker:
             # Behind a backlog, wake the fetch loop only once a refill's worth of
             # slots is free (the parked bound is left to _run: at worst one wake
             # too many).
-            if not self._backlog or self.in_flight - self.parked <= self._refill_below:
+            if not self._backlog or in_flight - self.parked <= self._refill_below:
                 self.wake.set()
             progress = self.queue._progress_event
             if progress is not None:
@@ -758,7 +762,7 @@ class SignalQueue:
         self._append_now: Callable[[Envelope], bool] | None = getattr(
             self.store, "append_nowait", None
         )
-        self._wakes = [worker.wake for worker in self._workers.values()]
+        self._worker_list = list(self._workers.values())
         self._opened = False
         self._started = False
         self._closed = False
@@ -859,8 +863,10 @@ class SignalQueue:
             raise
         if not stored:
             return _new_result(PublishResult, ("duplicate", envelope.id, envelope.key, False))
-        for wake in self._wakes:
-            wake.set()
+        for worker in self._worker_list:
+            if not worker.nudged:
+                worker.nudged = True
+                worker.wake.set()
         return _new_result(PublishResult, ("accepted", envelope.id, envelope.key, False))
 
     # -- dead letters ------------------------------------------------------------
