@@ -4,8 +4,10 @@ sinks in flight, and sinks closed with the queue."""
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from fokha_integration.models import Direction, Envelope, Signal
@@ -17,6 +19,7 @@ from fokha_integration.queue import (
     WebhookSink,
 )
 from fokha_integration.resilience import RetryPolicy
+from tests.queue.conftest import StoreFactory
 from tests.support import timeout
 
 FAST = RetryPolicy(attempts=2, initial=0.001, max_delay=0.002, deadline=None)
@@ -130,3 +133,41 @@ async def test_a_stuck_key_does_not_stall_other_keys() -> None:
         release.set()
         await q.wait_idle(timeout=timeout(5))
     assert got == ["FAST"] + ["SLOW"] * 5
+
+
+async def test_closing_gives_back_every_held_entry_in_per_key_order(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """Entries in a runner's hands, parked behind a key, or fetched and waiting all go
+    back to the store on close, so the next queue on it delivers each, in key order."""
+    kind, factory = store_factory
+    if kind == "redis":
+        pytest.skip("a Redis consumer's released entries wait in its pending list for reclaim")
+    store = factory()
+    gate = asyncio.Event()  # never set: the first queue's deliveries hang
+    started = asyncio.Event()
+
+    async def hang(envelope: Envelope) -> None:
+        started.set()
+        await gate.wait()
+
+    first = SignalQueue(
+        store=store, sinks=[CallableSink(hang, name="a")], max_in_flight=3, delivery_timeout=None
+    )
+    plan = [("A", 0), ("A", 1), ("A", 2), ("B", 3), ("A", 4), ("C", 5), ("C", 6)]
+    async with first:
+        for symbol, n in plan:
+            payload = {"symbol": symbol, "n": n}
+            await first.publish(Envelope(type="tick", key=f"e{n}", payload=payload))
+        await asyncio.wait_for(started.wait(), timeout(5))
+        for _ in range(20):  # let the runners take, park and leave what they can
+            await asyncio.sleep(0)
+        assert (await first.metrics())["a"].in_flight >= 3
+    seen: dict[str, list[int]] = defaultdict(list)
+
+    async def record(envelope: Envelope) -> None:
+        seen[str(envelope.payload["symbol"])].append(int(envelope.payload["n"]))
+
+    async with SignalQueue(store=factory(), sinks=[CallableSink(record, name="a")]) as second:
+        await second.wait_idle(timeout=timeout(5))
+    assert seen == {"A": [0, 1, 2, 4], "B": [3], "C": [5, 6]}

@@ -28,7 +28,7 @@ from fokha_integration.queue import (
     WebSocketSink,
 )
 from fokha_integration.queue._queue import _fingerprint
-from fokha_integration.resilience import CircuitBreaker, RetryPolicy
+from fokha_integration.resilience import BreakerConfig, CircuitBreaker, RetryPolicy
 from tests.support import timeout
 
 FAST = RetryPolicy(attempts=4, initial=0.001, max_delay=0.005, deadline=None)
@@ -571,3 +571,62 @@ def test_publish_fingerprint_explains_a_payload_that_is_not_json() -> None:
     """A payload mutated into something JSON cannot hold fails as content_key fails."""
     with pytest.raises(ValidationError):
         _fingerprint({"n": object()})
+
+
+_plan = st.lists(
+    # (order key, times the sink yields to the loop, whether the first attempt fails,
+    #  times the producer yields after publishing it)
+    st.tuples(
+        st.integers(0, 3), st.integers(0, 3), st.booleans(), st.sampled_from([0, 0, 0, 1, 3])
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=_plan, max_in_flight=st.integers(1, 6))
+def test_per_key_order_holds_however_deliveries_interleave(
+    plan: list[tuple[int, int, bool, int]], max_in_flight: int
+) -> None:
+    """Whatever suspends or fails when, each key's envelopes arrive once each, in order.
+
+    Deliveries that finish at once, ones that yield to the loop several times, and
+    ones whose first attempt fails (and is retried) are mixed over a few keys, with
+    the producer sometimes publishing while deliveries run.
+    """
+
+    async def main() -> dict[str, list[int]]:
+        seen: dict[str, list[int]] = defaultdict(list)
+        failed: set[int] = set()
+
+        async def deliver(envelope: Envelope) -> None:
+            p = envelope.payload
+            n = int(p["n"])
+            for _ in range(int(p["yields"])):
+                await asyncio.sleep(0)
+            if p["fail"] and n not in failed:
+                failed.add(n)
+                raise RuntimeError("first attempt fails")
+            seen[str(p["symbol"])].append(n)
+
+        q = SignalQueue(
+            sinks=[CallableSink(deliver, name="a")],
+            max_in_flight=max_in_flight,
+            retry=RetryPolicy(attempts=3, initial=0.001, max_delay=0.002, deadline=None),
+            breaker_config=BreakerConfig(failure_threshold=1000),
+        )
+        async with q:
+            for n, (key, yields, fail, pause) in enumerate(plan):
+                payload = {"symbol": f"K{key}", "n": n, "yields": yields, "fail": fail}
+                await q.publish(Envelope(type="tick", key=f"e{n}", payload=payload))
+                for _ in range(pause):
+                    await asyncio.sleep(0)
+            await q.wait_idle(timeout=timeout(10))
+        return seen
+
+    seen = asyncio.run(main())
+    expected: dict[str, list[int]] = defaultdict(list)
+    for n, (key, *_) in enumerate(plan):
+        expected[f"K{key}"].append(n)
+    assert seen == expected

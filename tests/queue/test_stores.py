@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fokha_integration.clock import ManualClock
 from fokha_integration.errors import BackendError, BackendUnavailableError, ConfigError
 from fokha_integration.models import Envelope
 from fokha_integration.queue import AttemptRecord, DeadLetter, OutboxStore
@@ -192,6 +193,43 @@ async def test_memory_store_refuses_appends_past_its_bound() -> None:
         await store.append(env(n=i))
     with pytest.raises(BackendError):
         await store.append(env(n=9))
+
+
+async def test_memory_store_log_is_trimmed_behind_its_slowest_sink() -> None:
+    """The shared log keeps what some sink still holds, in order, and no more.
+
+    Sink ``a`` takes and acknowledges everything at once; ``b`` holds the oldest
+    entry, then acknowledges the rest newest first. Counts, oldest times and the
+    bound follow each sink's own backlog, and once both are done the log is empty.
+    """
+    from fokha_integration.queue import MemoryOutboxStore
+
+    clock = ManualClock()
+    store = MemoryOutboxStore(max_pending=5000, clock=clock)
+    await store.open(["a", "b"])
+    envs = [env(n=i) for i in range(3000)]
+    for e in envs:
+        assert await store.append(e) is True
+        clock.advance(1.0)
+    for entry in await store.fetch("a", limit=5000):
+        await store.ack(entry)
+    assert await store.stats("a") == (0, None)
+    held = await store.fetch("b", limit=3000)
+    assert [x.envelope.id for x in held] == [e.id for e in envs]
+    first_time = held[0].enqueued_at
+    for entry in reversed(held[1:]):
+        await store.ack(entry)
+    assert await store.stats("b") == (1, first_time)
+    assert await store.append(envs[0]) is False  # still held by b: a known id
+    assert await store.append(envs[1]) is True  # done by both sinks: new again
+    await store.ack(held[0])
+    assert (await store.stats("b"))[0] == 1  # only envs[1]'s new entry
+    for sink in ("a", "b"):
+        for entry in await store.fetch(sink, limit=10):
+            await store.ack(entry)
+    assert await store.stats("a") == (0, None) and await store.stats("b") == (0, None)
+    assert len(store._log) - store._live == 0  # nothing kept for nobody
+    assert len(store._log) < 1024  # and the trimmed head was compacted away
 
 
 async def test_sqlite_store_refuses_appends_past_its_bound(tmp_path: object) -> None:

@@ -231,10 +231,20 @@ class MemoryOutboxStore:
         self.ack_nowait(entry)
 
     async def release(self, entry: OutboxEntry) -> None:
-        """Make ``entry`` fetchable again."""
+        """Make ``entry`` fetchable again, in its place in append order."""
         slot = self._leased[entry.sink].pop(entry.ref, None)
-        if slot is not None:
-            self._redo[entry.sink].appendleft((entry, slot))
+        if slot is None:
+            return
+        redo = self._redo[entry.sink]
+        # Entries released together (a stopping worker's) may come in any order; each
+        # goes back before every newer one, so a key's entries keep their order.
+        place = _order(slot)
+        at = len(redo)
+        for i, (_, other) in enumerate(redo):
+            if _order(other) > place:
+                at = i
+                break
+        redo.insert(at, (entry, slot))
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Move ``entry`` to the dead letters."""
@@ -270,8 +280,10 @@ class MemoryOutboxStore:
             redo = self._redo.get(letter.sink)
             if redo is None:  # a sink no longer registered
                 continue
-            # A slot of its own, outside the log: held by this one sink.
-            slot: list[Any] = [f"r{ref}", letter.envelope, now, 1]
+            # A slot of its own, outside the log: held by this one sink, placed after
+            # everything appended so far.
+            place = (self._next - 1, next(self._seq))
+            slot: list[Any] = [f"r{ref}", letter.envelope, now, 1, place]
             redo.append((_new_entry(OutboxEntry, (letter.sink, slot[0], slot[1], now)), slot))
             eid = letter.envelope.id
             self._ids[eid] = self._ids.get(eid, 0) + 1
@@ -287,6 +299,11 @@ class MemoryOutboxStore:
         if not times:
             return 0, None
         return self._pending_count(sink), min(times)
+
+
+def _order(slot: list[Any]) -> tuple[int, int]:
+    """Where a memory-store slot stands in append order: its seq, or a replay's place."""
+    return slot[4] if len(slot) > 4 else (int(slot[0]), 0)
 
 
 def _with_ref(letter: DeadLetter, ref: str) -> DeadLetter:
