@@ -254,6 +254,43 @@ async def test_sqlite_store_refuses_appends_past_its_bound(tmp_path: object) -> 
         await store.close()
 
 
+async def test_sqlite_ack_nowait_that_fails_puts_the_entry_back(tmp_path: Path) -> None:
+    """An acknowledgement the queue does not wait for, if its delete fails, leaves the
+    entry pending and unleased: it is fetched (and delivered) again, not lost."""
+    import sqlite3
+
+    from fokha_integration.queue import SQLiteOutboxStore
+
+    path = tmp_path / "o.db"
+
+    def rename(old: str, new: str) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+            conn.commit()
+        finally:
+            conn.close()
+
+    store = SQLiteOutboxStore(path)
+    await store.open(["a"])
+    try:
+        await store.append(env(n=1))
+        [entry] = await store.fetch("a", limit=10)
+        rename("pending", "pending_away")  # the delete will fail: no such table
+        store.ack_nowait(entry)
+        # The store's one database thread runs calls in order: once this answers, the
+        # failed delete has been handled.
+        await store.registered_sinks()
+        rename("pending_away", "pending")
+        again = await store.fetch("a", limit=10)
+        assert [x.envelope.id for x in again] == [entry.envelope.id]
+        store.ack_nowait(again[0])
+        await store.registered_sinks()
+        assert await store.stats("a") == (0, None)
+    finally:
+        await store.close()
+
+
 async def test_redis_store_reclaims_a_dead_consumers_entries(redis_url: str) -> None:
     """Entries read by a consumer that died are taken over with XAUTOCLAIM and counted."""
     from fokha_integration.queue.redis_streams import RedisStreamsStore

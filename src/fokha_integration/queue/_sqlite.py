@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -32,6 +33,8 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, BackendUnavailableError, ClosedError, ConfigError
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
+
+logger = logging.getLogger("fokha_integration.queue")
 
 __all__ = ["SQLiteOutboxStore"]
 
@@ -256,7 +259,8 @@ class SQLiteOutboxStore:
         self._appends = 0
         self._acks = 0
         self._parsed: OrderedDict[int, Envelope] = OrderedDict()
-        self._ack_batch: list[tuple[str, int, asyncio.Future[None]]] | None = None
+        # Acknowledgements made in this loop turn: (entry, future, or None for ack_nowait).
+        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]] | None = None
         self._append_batch: list[tuple[str, str, float, asyncio.Future[int]]] | None = None
         self._settled: dict[str, set[int]] = {}  # per sink, during its fetch (see fetch)
 
@@ -291,7 +295,9 @@ class SQLiteOutboxStore:
         return await self._call(op)
 
     async def close(self) -> None:
-        """Finish queued calls and close the file."""
+        """Finish queued calls (acknowledgements included) and close the file."""
+        if self._ack_batch:
+            self._flush_acks()
         db, self._db = self._db, None
         if db is not None:
             await asyncio.get_running_loop().run_in_executor(None, db.stop)
@@ -504,15 +510,27 @@ class SQLiteOutboxStore:
             self._ack_batch = []
             loop.call_soon(self._flush_acks)
         fut: asyncio.Future[None] = loop.create_future()
-        self._ack_batch.append((entry.sink, int(entry.ref), fut))
+        self._ack_batch.append((entry, fut))
         await fut
         self._settle_entry(entry)
+
+    def ack_nowait(self, entry: OutboxEntry) -> None:
+        """:meth:`ack` without waiting for the commit (what :class:`SignalQueue` calls).
+
+        The entry stays leased until its row is deleted, so it is not handed out
+        again meanwhile. Should the delete fail, the lease is dropped and the entry
+        is fetched and delivered again (at-least-once; receivers dedup on the id).
+        """
+        if self._ack_batch is None:
+            self._ack_batch = []
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._ack_batch.append((entry, None))
 
     def _flush_acks(self) -> None:
         batch, self._ack_batch = self._ack_batch or [], None
         if not batch:
             return
-        rows = [(sink, seq) for sink, seq, _ in batch]
+        rows = [(entry.sink, int(entry.ref)) for entry, _ in batch]
         self._acks += len(rows)
         compact = self._acks // 1000 != (self._acks - len(rows)) // 1000
 
@@ -529,10 +547,19 @@ class SQLiteOutboxStore:
 
         def done(result: asyncio.Future[None]) -> None:
             exc = None if result.cancelled() else result.exception()
-            for _, _, fut in batch:
-                if fut.done():
+            failed = exc is not None or result.cancelled()
+            if failed:
+                logger.warning("SQLite outbox: %d acknowledgements failed: %r", len(batch), exc)
+            for entry, fut in batch:
+                if fut is None:  # ack_nowait: settle here, or put the entry back
+                    if failed:
+                        self._unlease(entry)
+                        self._cursor[entry.sink] = 0
+                    else:
+                        self._settle_entry(entry)
+                elif fut.done():
                     continue
-                if result.cancelled():
+                elif result.cancelled():
                     fut.cancel()
                 elif exc is not None:
                     fut.set_exception(exc)
@@ -540,9 +567,12 @@ class SQLiteOutboxStore:
                     fut.set_result(None)
 
         if self._db is None:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(ClosedError("the SQLite outbox store is not open"))
+            closed = ClosedError("the SQLite outbox store is not open")
+            for entry, fut in batch:
+                if fut is None:
+                    self._unlease(entry)
+                elif not fut.done():
+                    fut.set_exception(closed)
             return
         self._db.submit(op).add_done_callback(done)
 
