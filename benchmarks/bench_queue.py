@@ -7,7 +7,8 @@ into the queue with each store (memory, SQLite, Redis Streams on a private
 redis-server when the binary is present), three in-process at-least-once sinks,
 measured until every sink has every envelope. Publishers run concurrently (64
 tasks), as a producer with several strategies would. Both paths are warmed up, then
-run alternately three times; the medians are reported. The Redis row has its own
+run alternately (three rounds with ``--quick``, five without); the median
+throughputs are reported, and the median of the per-round ratios. The Redis row has its own
 anchor: the same streams work written directly on redis-py (``redis_vs_raw``).
 Then a paced run at 1,000 signals/s on the memory store gives the
 publish-to-deliver p99. A "bare fan-out"
@@ -244,7 +245,7 @@ async def main() -> None:
     # in a process pays for allocator growth, which would flatter whichever runs second.
     await baseline(2_000)
     await through_queue(2_000, MemoryOutboxStore())
-    rounds = 3
+    rounds = 3 if args.quick else 5
     base_runs: list[tuple[float, float]] = []
     mem_runs: list[tuple[float, float]] = []
     for r in range(rounds):
@@ -261,12 +262,15 @@ async def main() -> None:
     report.figure("memory_signals_per_s", mem_tput)
     report.figure("bare_fanout_signals_per_s", floor_tput)
     report.figure("bare_fanout_vs_baseline", floor_tput / base_tput)
+    # The ratio is taken per round (the two runs of a round are seconds apart, so a
+    # slow spell of the host hits both) and the median of those is reported.
     ratios = sorted(m[0] / b[0] for m, b in zip(mem_runs, base_runs, strict=True))
+    mem_ratio = ratios[rounds // 2]
     report.notes.append(
         "memory/baseline per round: " + ", ".join(f"{x:.3f}" for x in ratios) + " (median used)"
     )
     report.figure("memory_p99_ms_saturated", mem_p99 * 1000)
-    report.figure("memory_vs_baseline", mem_tput / base_tput)
+    report.figure("memory_vs_baseline", mem_ratio)
 
     with tempfile.TemporaryDirectory() as tmp:
         log(args, "sqlite store")
@@ -303,7 +307,7 @@ async def main() -> None:
     report.figure("memory_p50_ms_at_1000_per_s", p50 * 1000)
     report.figure("memory_p99_ms_at_1000_per_s", p99 * 1000)
 
-    report.target("memory throughput vs baseline", mem_tput / base_tput, 0.5, ">=", "x")
+    report.target("memory throughput vs baseline", mem_ratio, 0.5, ">=", "x")
     report.target("sqlite throughput", sq_tput, 5000.0, ">=", "signals/s")
     report.target("memory p99 at 1,000/s", p99 * 1000, 10.0, "<=", "ms")
     report.notes.append(f"baseline p99 (saturated) {base_p99 * 1000:.2f} ms")
