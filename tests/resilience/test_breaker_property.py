@@ -95,18 +95,19 @@ class BreakerMachine(RuleBasedStateMachine):
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
 
+# Calls and waits for the two side-by-side tests: (action, amount); "hold" takes a
+# permit (or token) to finish later, possibly in another state.
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["success", "failure", "ignore", "wait", "hold"]),
+        st.floats(min_value=0, max_value=8),
+    ),
+    max_size=60,
+)
+
 
 @settings(max_examples=200, deadline=None)
-@given(
-    steps=st.lists(
-        st.tuples(
-            st.sampled_from(["success", "failure", "ignore", "wait", "hold"]),
-            st.floats(min_value=0, max_value=8),
-        ),
-        max_size=60,
-    ),
-    slow=st.sampled_from([None, 0.5]),
-)
+@given(steps=STEPS, slow=st.sampled_from([None, 0.5]))
 def test_record_success_is_record_of_a_success(
     steps: list[tuple[str, float]], slow: float | None
 ) -> None:
@@ -160,16 +161,7 @@ def test_record_success_is_record_of_a_success(
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    steps=st.lists(
-        st.tuples(
-            st.sampled_from(["success", "failure", "ignore", "wait", "hold"]),
-            st.floats(min_value=0, max_value=8),
-        ),
-        max_size=60,
-    ),
-    slow=st.sampled_from([None, 0.5]),
-)
+@given(steps=STEPS, slow=st.sampled_from([None, 0.5]))
 def test_token_protocol_counts_as_permits_do(
     steps: list[tuple[str, float]], slow: float | None
 ) -> None:

@@ -299,23 +299,8 @@ class BreakerStateMachine:
         every earlier record checked the rate, and a success only lowers it): that
         case goes through :meth:`record`, as does every other state and outcome.
         """
-        cfg = self.config
-        window = self._window
-        if (
-            self._state is not _CLOSED
-            or permit.probe
-            or permit.generation != self._generation
-            or cfg.slow_call_duration is not None
-            or (cfg.failure_rate_threshold is not None and len(window) + 1 == cfg.minimum_calls)
-        ):
+        if permit.probe or not self._untimed or not self.fast_success(permit.generation):
             self.record(permit, _SUCCESS, now)
-            return
-        self._calls += 1
-        self._successes += 1
-        if len(window) == window.maxlen and window[0]:
-            self._window_failures -= 1
-        window.append(False)
-        self._consecutive = 0
 
     def fast_token(self) -> int | None:
         """Leave for one call without a :class:`Permit`, for hot paths; else ``None``.
