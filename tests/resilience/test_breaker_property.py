@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -160,6 +160,25 @@ def test_record_success_is_record_of_a_success(
         assert fast.drain_changes() == plain.drain_changes()
 
 
+class Succeeded(Exception):
+    """Handed to the reference breaker for a success: see ``reference``."""
+
+
+def reference(cfg: BreakerConfig, clock: ManualClock) -> CircuitBreaker:
+    """A breaker whose every outcome goes through ``BreakerStateMachine.record``.
+
+    ``release(permit, None)`` would take the success short cuts under test; the
+    classifier turns a ``Succeeded`` into a plain ``record(SUCCESS)`` instead.
+    """
+
+    def classify(exc: BaseException) -> Outcome:
+        if isinstance(exc, Succeeded):
+            return Outcome.SUCCESS
+        return Outcome.IGNORE if isinstance(exc, LookupError) else Outcome.FAILURE
+
+    return CircuitBreaker("x", config=cfg, clock=clock, classifier=classify)
+
+
 @settings(max_examples=200, deadline=None)
 @given(steps=STEPS, slow=st.sampled_from([None, 0.5]))
 def test_token_protocol_counts_as_permits_do(
@@ -179,9 +198,10 @@ def test_token_protocol_counts_as_permits_do(
     def listener(name: str) -> Any:
         return lambda change: seen[name].append((change.old, change.new))
 
-    kw: dict[str, Any] = {"config": cfg, "clock": clock, "ignore_on": (LookupError,)}
-    tok = CircuitBreaker("x", listeners=(listener("a"),), **kw)
-    ref = CircuitBreaker("x", listeners=(listener("b"),), **kw)
+    tok = CircuitBreaker("x", config=cfg, clock=clock, ignore_on=(LookupError,))
+    tok.add_listener(listener("a"))
+    ref = reference(cfg, clock)
+    ref.add_listener(listener("b"))
     if slow is None:
         assert tok.fast_token() is not None
     else:
@@ -224,7 +244,60 @@ def test_token_protocol_counts_as_permits_do(
                     tok.fast_failure(a, exc)
             else:
                 tok.release(a, exc)
-            ref.release(b, exc)
+            ref.release(b, exc if exc is not None else Succeeded())
         assert tok.state is ref.state
         assert tok.metrics() == ref.metrics()
         assert seen["a"] == seen["b"]
+
+
+BURSTS = st.lists(
+    st.tuples(st.sampled_from(["burst", "failure", "ignore", "wait", "look"]), st.integers(0, 15)),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=BURSTS)
+# A failure in the window, then more successes than the window holds at once, then a
+# failure that pushes the window's oldest entry out: the applied run must have
+# replaced every entry the failure could see.
+@example(steps=[("burst", 4), ("failure", 0), ("burst", 10), ("failure", 0), ("look", 0)])
+# Failures, then the successes that fill the window to minimum_calls at the failure
+# rate threshold: the one that reaches minimum_calls must trip, not wait to be applied.
+@example(steps=[("failure", 0), ("failure", 0), ("burst", 2), ("look", 0)])
+def test_token_successes_applied_late_count_as_permits_do(steps: list[tuple[str, int]]) -> None:
+    """Runs of token successes that nothing reads in between (so they are applied
+    together, longer than the window or not) leave what the same calls through
+    permits leave; the two are only compared now and then."""
+    clock = ManualClock()
+    cfg = BreakerConfig(**TRIPS, open_duration=2)
+    tok = CircuitBreaker("x", config=cfg, clock=clock, ignore_on=(LookupError,))
+    ref = reference(cfg, clock)
+    for action, amount in steps:
+        if action == "wait":
+            clock.advance(amount / 2)
+        elif action == "look":
+            assert tok.metrics() == ref.metrics()
+        else:
+            for _ in range(amount if action == "burst" else 1):
+                token = tok.fast_token()
+                try:
+                    a = token if token is not None else tok.acquire()
+                except CircuitOpenError:
+                    with pytest.raises(CircuitOpenError):
+                        ref.acquire()
+                    break
+                b = ref.acquire()
+                exc = None if action == "burst" else RuntimeError("down")
+                if action == "ignore":
+                    exc = LookupError("not counted")
+                if isinstance(a, int):
+                    if exc is None:
+                        tok.fast_success(a)
+                    else:
+                        tok.fast_failure(a, exc)
+                else:
+                    tok.release(a, exc)
+                ref.release(b, exc if exc is not None else Succeeded())
+    assert tok.metrics() == ref.metrics()
+    assert tok.state is ref.state

@@ -202,6 +202,11 @@ class BreakerStateMachine:
         cfg = self.config
         self._untimed = cfg.slow_call_duration is None
         self._rate_gate = cfg.minimum_calls if cfg.failure_rate_threshold is not None else 0
+        # Successes taken by fast_success and not yet applied to the counters and the
+        # window (see _settle): a CLOSED breaker whose window holds minimum_calls can
+        # no more trip on a success, so they are applied when something reads them.
+        self._lazy = 0
+        self._warm = self._untimed and self._rate_gate == 0  # fast_success may count
         self.closed_generation: int | None = 0 if self._untimed else None
         """The state's generation while CLOSED with untimed calls, else ``None``: the
         token a call may go ahead under without a permit (see :meth:`fast_token`).
@@ -230,7 +235,10 @@ class BreakerStateMachine:
         old = self._state
         if old is new:
             return
+        if self._lazy:
+            self._settle()
         self._state = new
+        self._warm = new is _CLOSED and self._untimed and self._rate_gate == 0
         self._generation += 1
         self.closed_generation = self._generation if new is _CLOSED and self._untimed else None
         self._probes.clear()
@@ -249,9 +257,26 @@ class BreakerStateMachine:
         self._changes.append(StateChange(self.name, old, new, now, reason))
 
     def _reset_window(self) -> None:
+        if self._lazy:
+            self._settle()
         self._window.clear()
         self._window_failures = 0
         self._consecutive = 0
+        self._warm = self._state is _CLOSED and self._untimed and self._rate_gate == 0
+
+    def _settle(self) -> None:
+        """Apply the successes fast_success took: counters, window, consecutive."""
+        k, self._lazy = self._lazy, 0
+        self._calls += k
+        self._successes += k
+        self._consecutive = 0
+        window = self._window
+        maxlen = window.maxlen or 0
+        # The oldest entries that k new ones push out of the window.
+        for i in range(min(len(window) + k - maxlen, len(window))):
+            if window[i]:
+                self._window_failures -= 1
+        window.extend([False] * min(k, maxlen))
 
     def _tick(self, now: float) -> None:
         if self._state is _OPEN and now >= self._open_until:
@@ -317,25 +342,21 @@ class BreakerStateMachine:
         """Count a success of a call made under ``token`` (see :meth:`fast_token`).
 
         Returns ``False``, counting nothing, when the success needs the full path:
-        the state moved since the token was given (a stale call), or this success
-        fills the window up to ``minimum_calls`` (it may trip the rate rule). Then
-        report it with :meth:`record` instead.
+        the state moved since the token was given (a stale call), the breaker times
+        calls, or the rate rule is on and the window does not yet hold
+        ``minimum_calls`` (a success that fills it may trip). Then report it with
+        :meth:`record` instead. Counted successes are applied to the counters and
+        the window when anything reads them (a record, metrics, a transition).
         """
-        if self._state is not _CLOSED or token != self._generation:
-            return False
-        window = self._window
-        if len(window) + 1 == self._rate_gate:
-            return False
-        self._calls += 1
-        self._successes += 1
-        if len(window) == window.maxlen and window[0]:
-            self._window_failures -= 1
-        window.append(False)
-        self._consecutive = 0
-        return True
+        if token == self._generation and self._warm:
+            self._lazy += 1  # applied by _settle before anything reads the counts
+            return True
+        return False
 
     def record(self, permit: Permit, outcome: Outcome, now: float) -> None:
         """Report how the call made under ``permit`` ended."""
+        if self._lazy:
+            self._settle()
         if self._state is not _CLOSED:
             self._tick(now)
         cfg = self.config
@@ -371,6 +392,8 @@ class BreakerStateMachine:
             self._window_failures -= 1
         self._window.append(failed)
         self._window_failures += failed
+        if not self._warm and self._untimed and len(self._window) >= self._rate_gate:
+            self._warm = True  # from here a success cannot trip: fast_success may count
         self._consecutive = self._consecutive + 1 if failed else 0
         if cfg.failure_threshold is not None and self._consecutive >= cfg.failure_threshold:
             self._transition(_OPEN, now, f"{self._consecutive} consecutive failures")
@@ -409,6 +432,8 @@ class BreakerStateMachine:
 
     def metrics(self, now: float) -> BreakerMetrics:
         """A snapshot of the counters."""
+        if self._lazy:
+            self._settle()
         self._tick(now)
         n = len(self._window)
         return BreakerMetrics(
