@@ -68,6 +68,20 @@ _MAX_BATCH = 1024
 _PARSE_CACHE = 8192
 
 
+def _pending_rows(
+    sink: str, after: int, limit: int
+) -> Callable[[sqlite3.Connection], list[tuple[int, float]]]:
+    """The database call that reads ``sink``'s next pending rows past seq ``after``."""
+
+    def op(conn: sqlite3.Connection) -> list[tuple[int, float]]:
+        return conn.execute(
+            "SELECT seq, enqueued_at FROM pending WHERE sink = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (sink, after, limit),
+        ).fetchall()
+
+    return op
+
+
 def _load_texts(seqs: list[int]) -> Callable[[sqlite3.Connection], list[tuple[int, str]]]:
     """An op reading the envelope text of outbox rows ``seqs`` (pending rows keep theirs)."""
     wanted = json.dumps(seqs)
@@ -410,23 +424,12 @@ class SQLiteOutboxStore:
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""
         leased = self._leased.setdefault(sink, set())
-        cursor = self._cursor.setdefault(sink, 0)
-        # Rows past the cursor cannot be leased (a release or replay resets it to 0):
-        # only a scan from the start has to look past the leased rows.
-        scan = limit if cursor else limit + len(leased)
-
-        def op(conn: sqlite3.Connection) -> list[tuple[int, float]]:
-            return conn.execute(
-                "SELECT seq, enqueued_at FROM pending WHERE sink = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (sink, cursor, scan),
-            ).fetchall()
-
+        self._cursor.setdefault(sink, 0)
         # Entries acknowledged while this fetch waits on the database (their pending
         # row may still be in what it read) must not be handed out again.
         settled = self._settled[sink] = set()
         try:
-            chosen = await self._choose(sink, op, limit, leased, scan)
+            chosen = await self._choose(sink, limit, leased)
         finally:
             self._settled.pop(sink, None)
         chosen = [c for c in chosen if c[0] not in settled]
@@ -437,28 +440,35 @@ class SQLiteOutboxStore:
         return out
 
     async def _choose(
-        self,
-        sink: str,
-        op: Callable[[sqlite3.Connection], list[tuple[int, float]]],
-        limit: int,
-        leased: set[int],
-        scan: int,
+        self, sink: str, limit: int, leased: set[int]
     ) -> list[tuple[int, float, Envelope]]:
-        """Read the next pending rows past the cursor and their envelopes."""
+        """Read the next pending rows past the cursor that are not leased, and their
+        envelopes."""
         cursor = self._cursor.get(sink, 0)
-        rows = await self._call(op)
         chosen: list[tuple[int, float]] = []
-        for seq, enqueued_at in rows:
+        while True:
+            # Past the cursor, rows are mostly not leased: read what is wanted and read
+            # on if leased rows took some of it. From the start (after a release, a
+            # replay, or a scan that reached the end) the leased rows come first.
+            want = limit - len(chosen)
+            scan = want + (0 if cursor else len(leased))
+            rows = await self._call(_pending_rows(sink, cursor, scan))
+            for seq, enqueued_at in rows:
+                if len(chosen) >= limit:
+                    break
+                cursor = seq
+                if seq not in leased:
+                    chosen.append((seq, enqueued_at))
+            if len(rows) < scan:
+                # The scan reached the end: the next one starts again from the oldest
+                # pending row, so rows put back below the cursor by another process (a
+                # dead-letter replay from `fokha queue replay`) are found. That rescan
+                # reads at most the leased rows again, which max_in_flight bounds.
+                cursor = 0
+                break
             if len(chosen) >= limit:
                 break
-            cursor = seq
-            if seq not in leased:
-                chosen.append((seq, enqueued_at))
-        # The cursor is only a shortcut: once a scan reaches the end, the next one starts
-        # again from the oldest pending row, so rows put back below the cursor by another
-        # process (a dead-letter replay from `fokha queue replay`) are found. That rescan
-        # reads at most the leased rows again, which max_in_flight bounds.
-        self._cursor[sink] = 0 if len(rows) < scan else cursor
+        self._cursor[sink] = cursor
         # Every sink reads the same envelope: its text is read and parsed once, by
         # whichever sink gets there first (the others find it in the parse cache).
         # Cached envelopes are taken into a local dict at once: parsing the others

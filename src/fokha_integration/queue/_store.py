@@ -209,12 +209,11 @@ class MemoryOutboxStore:
 
     def _done(self, slot: list[Any]) -> None:
         # No sink holds this slot any more: forget its id, trim the log's head.
+        ids = self._ids
         eid = slot[1].id
-        left = self._ids.get(eid, 0) - 1
-        if left <= 0:
-            self._ids.pop(eid, None)
-        else:
-            self._ids[eid] = left
+        left = ids.pop(eid, 1) - 1  # almost always the envelope's only slot
+        if left > 0:
+            ids[eid] = left
         log = self._log
         live = self._live
         end = len(log)
