@@ -149,8 +149,9 @@ class _SinkWorker:
         # The system clock's readings straight from the C functions (no method call).
         system = clock is SYSTEM_CLOCK
         self._wall: Callable[[], float] = time.time if system else clock.time
-        # A store that acknowledges without waiting (the memory store) is called so.
         self._order_key = queue.order_key
+        # A store that takes acknowledgements without the caller waiting (memory,
+        # SQLite) is called so.
         self._ack_now: Callable[[OutboxEntry], None] | None = getattr(
             queue.store, "ack_nowait", None
         )
