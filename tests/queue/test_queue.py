@@ -404,6 +404,38 @@ async def test_a_delivery_that_always_hangs_is_dead_lettered_as_timeouts() -> No
     assert all("OperationTimeoutError" in a.error for a in dead.attempts)
 
 
+async def test_the_watchdog_never_cuts_a_call_short() -> None:
+    """The watchdog samples calls every timeout/8: a call that spans several samples
+    but ends within delivery_timeout completes, and a hung one is cancelled no sooner
+    than delivery_timeout after it started."""
+    loop = asyncio.get_running_loop()
+    spans: dict[str, float] = {}
+
+    async def deliver(envelope: Envelope) -> None:
+        symbol = str(envelope.payload["symbol"])
+        started = loop.time()
+        try:
+            if symbol == "SLOW":
+                await asyncio.sleep(0.3)  # the work of a slow sink: 0.3 s of a 1 s budget
+            else:
+                await asyncio.Event().wait()  # hangs until the watchdog cancels it
+        finally:
+            spans[symbol] = loop.time() - started
+
+    once = RetryPolicy(attempts=1, initial=0.001, max_delay=0.001, deadline=None)
+    async with SignalQueue(
+        sinks=[CallableSink(deliver, name="a")], retry=once, delivery_timeout=1.0
+    ) as q:
+        await q.publish(sig(symbol="SLOW"))
+        await q.publish(sig(symbol="HANG"))
+        await q.wait_idle(timeout=timeout(10))
+        m = (await q.metrics())["a"]
+        (dead,) = await q.dead_letters()
+    assert m.delivered == 1 and dead.envelope.payload["symbol"] == "HANG"
+    assert "OperationTimeoutError" in dead.attempts[0].error
+    assert spans["HANG"] >= 1.0
+
+
 class ScriptedDeduper:
     """A deduper of the adapter shape whose answers the test scripts (like a DedupCache
     whose first claimer has not finished yet)."""
