@@ -265,8 +265,8 @@ class _SinkWorker:
         busy = self._busy_keys
         general = self._deliver_at_least_once if self.at_least_once else self._deliver_at_most_once
         # The inline path: the first attempt of an at-least-once delivery to a sink
-        # that does not execute, under a CLOSED breaker, made right here (no
-        # coroutine, permit or clock reading per call beyond the one for its start).
+        # that does not execute, under a CLOSED breaker, made right here: no
+        # coroutine, permit or timer of its own, and one clock reading per delivery.
         inline = self.at_least_once and not self.execution
         breaker = self.breaker
         machine = breaker.machine  # its token protocol, without the wrapper's call
