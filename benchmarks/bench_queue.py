@@ -7,7 +7,7 @@ into the queue with each store (memory, SQLite, Redis Streams on a private
 redis-server when the binary is present), three in-process at-least-once sinks,
 measured until every sink has every envelope. Publishers run concurrently (64
 tasks), as a producer with several strategies would. Both paths are warmed up, then
-run alternately (three rounds with ``--quick``, five without); the median
+run alternately (five rounds with ``--quick``, seven without); the median
 throughputs are reported, and the median of the per-round ratios. The Redis row has its own
 anchor: the same streams work written directly on redis-py (``redis_vs_raw``).
 Then a paced run at 1,000 signals/s on the memory store gives the
@@ -245,7 +245,9 @@ async def main() -> None:
     # in a process pays for allocator growth, which would flatter whichever runs second.
     await baseline(2_000)
     await through_queue(2_000, MemoryOutboxStore())
-    rounds = 3 if args.quick else 5
+    # Rounds are cheap (a second or two each) and the host is noisy: the median of
+    # more pairs is steadier.
+    rounds = 5 if args.quick else 7
     base_runs: list[tuple[float, float]] = []
     mem_runs: list[tuple[float, float]] = []
     for r in range(rounds):
