@@ -139,10 +139,9 @@ class _SinkWorker:
         self._runner: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
-        # Runner task -> [call counter, entry in hand]. The counter is odd while a
-        # sink call runs: the watchdog (see _watch) samples these instead of each call
-        # reading the clock. The entry is released if the worker stops meanwhile.
-        self._calls: dict[asyncio.Task[Any], list[Any]] = {}
+        # Runner task -> [call counter], odd while a sink call runs: the watchdog (see
+        # _watch) samples these instead of each call reading the clock.
+        self._calls: dict[asyncio.Task[Any], list[int]] = {}
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._loop_time: Callable[[], float] = time.monotonic
         clock = queue.clock
@@ -166,13 +165,8 @@ class _SinkWorker:
             )
 
     async def stop(self) -> None:
-        # Every entry this worker holds: ready, parked behind a busy key, or in a
-        # runner's hands. Gathered before the cancellations (nothing runs between).
-        held = list(self._ready)
-        for waiting in self._busy_keys.values():
-            if waiting:
-                held.extend(waiting)
-        held.extend(slot[1] for slot in self._calls.values() if slot[1] is not None)
+        # Entries this worker still holds (ready, parked, in a runner's hands) stay
+        # leased: closing the store gives them back (see OutboxStore.close).
         tasks = list(self._tasks)
         if self._runner is not None:
             tasks.append(self._runner)
@@ -185,10 +179,6 @@ class _SinkWorker:
         if tasks:
             # Bounded: a backend library that swallows a cancellation must not hang close().
             await asyncio.wait(tasks, timeout=5.0)
-        store = self.queue.store
-        for entry in held:
-            with contextlib.suppress(Exception):
-                await store.release(entry)
         self._ready.clear()
         self._busy_keys.clear()
         self.in_flight = 0
@@ -251,7 +241,7 @@ class _SinkWorker:
         self._starting -= 1
         task = asyncio.current_task()
         assert task is not None
-        slot: list[Any] = [0, None]
+        slot = [0]
         self._calls[task] = slot
         try:
             await self._drain(task, slot)
@@ -260,7 +250,7 @@ class _SinkWorker:
             self._tasks.discard(task)
             self._calls.pop(task, None)
 
-    async def _drain(self, task: asyncio.Task[Any], slot: list[Any]) -> None:
+    async def _drain(self, task: asyncio.Task[Any], slot: list[int]) -> None:
         ready = self._ready
         busy = self._busy_keys
         general = self._deliver_at_least_once if self.at_least_once else self._deliver_at_most_once
@@ -302,7 +292,6 @@ class _SinkWorker:
                     self._spawn()
             else:
                 break
-            slot[1] = entry
             try:
                 token = machine.closed_generation if inline else None
                 if token is None:
@@ -346,7 +335,6 @@ class _SinkWorker:
                 with contextlib.suppress(Exception):
                     await store.release(entry)
             # Finished: free the slot and the key.
-            slot[1] = None
             in_flight = self.in_flight = self.in_flight - 1
             waiting = busy.pop(key, None)
             if waiting:
@@ -385,7 +373,7 @@ class _SinkWorker:
             assert task is not None
         slot = self._calls.get(task)
         if slot is None:
-            slot = self._calls[task] = [0, None]
+            slot = self._calls[task] = [0]
         slot[0] += 1
         try:
             result = await self.sink.deliver(envelope)

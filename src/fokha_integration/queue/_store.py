@@ -142,8 +142,23 @@ class MemoryOutboxStore:
                 self._redo[name] = deque()
 
     async def close(self) -> None:
-        """Mark closed (the content stays for a later :meth:`open` of this object)."""
+        """Mark closed; the content stays for a later :meth:`open` of this object.
+
+        Leased entries become fetchable again, in append order, as a restarted
+        process would find them in a durable store.
+        """
         self._closed = True
+        for sink, leased in self._leased.items():
+            if not leased:
+                continue
+            back = [
+                (_new_entry(OutboxEntry, (sink, ref, slot[1], slot[2])), slot)
+                for ref, slot in leased.items()
+            ]
+            back.extend(self._redo[sink])
+            back.sort(key=lambda pair: _order(pair[1]))
+            self._redo[sink] = deque(back)
+            leased.clear()
 
     def _pending_count(self, sink: str) -> int:
         return self._next - self._cursor[sink] + len(self._leased[sink]) + len(self._redo[sink])
