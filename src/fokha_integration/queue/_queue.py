@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -139,9 +140,11 @@ class _SinkWorker:
         self._runner: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
-        # Runner task -> [call counter], odd while a sink call runs: the watchdog (see
-        # _watch) samples these instead of each call reading the clock.
+        # Runner task -> [the id of the sink call it is in, or 0]: the watchdog (see
+        # _watch) samples these instead of each call reading the clock. Inline calls
+        # take positive ids from the runner, the others negative ones from here.
         self._calls: dict[asyncio.Task[Any], list[int]] = {}
+        self._call_ids = itertools.count(1)
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._loop_time: Callable[[], float] = time.monotonic
         clock = queue.clock
@@ -272,6 +275,7 @@ class _SinkWorker:
         # (for the duration of a failed attempt), and gives the lag of a delivered one.
         last = wall()
         after: OutboxEntry | None = None  # the next entry of the key just delivered
+        call = 0  # ids of this runner's inline calls (see _calls)
         while not self._stopping:
             if after is not None:
                 entry = after  # its key stays marked: this runner goes on with it
@@ -298,11 +302,12 @@ class _SinkWorker:
                     await general(entry, task)
                     last = wall()
                 else:
-                    slot[0] += 1
+                    call += 1
+                    slot[0] = call
                     try:
                         result = await deliver(entry[2])
                     except BaseException as exc:
-                        slot[0] += 1
+                        slot[0] = 0
                         exc = self._call_ended(task, exc)
                         breaker.fast_failure(token, exc)
                         if not isinstance(exc, Exception):
@@ -310,7 +315,7 @@ class _SinkWorker:
                         await self._first_failed(entry, last, exc)
                         last = wall()
                     else:
-                        slot[0] += 1
+                        slot[0] = 0
                         if timed_out:
                             self._call_ended(task, None)
                         if not machine.fast_success(token):
@@ -374,16 +379,16 @@ class _SinkWorker:
         slot = self._calls.get(task)
         if slot is None:
             slot = self._calls[task] = [0]
-        slot[0] += 1
+        slot[0] = -next(self._call_ids)
         try:
             result = await self.sink.deliver(envelope)
         except BaseException as exc:
-            slot[0] += 1
+            slot[0] = 0
             counted = self._call_ended(task, exc)
             if counted is exc:
                 raise
             raise counted from None
-        slot[0] += 1
+        slot[0] = 0
         if self._timed_out:
             self._call_ended(task, None)
         return result
@@ -405,9 +410,9 @@ class _SinkWorker:
 
     async def _watch(self, timeout: float) -> None:
         # One watchdog per sink enforces the timeout: far cheaper than a timer (or
-        # even a clock reading) per call. Every period it samples each runner's
-        # call counter; a call seen running (odd count) with the same count for at
-        # least ``timeout`` is cancelled. A call is thus cancelled after between
+        # even a clock reading) per call. Every period it samples the id of the call
+        # each runner is in; a call seen under the same id for at least ``timeout``
+        # is cancelled. A call is thus cancelled after between
         # ``timeout`` and ``timeout`` plus two periods (a quarter-timeout at most).
         period = min(timeout / 8, 0.5)
         seen: dict[asyncio.Task[Any], tuple[int, float]] = {}
@@ -417,7 +422,7 @@ class _SinkWorker:
             still: dict[asyncio.Task[Any], tuple[int, float]] = {}
             for task, slot in list(self._calls.items()):
                 count = slot[0]
-                if not count & 1:
+                if not count:
                     continue
                 first = seen.get(task)
                 if first is None or first[0] != count:
