@@ -323,9 +323,9 @@ class _SinkWorker:
                         if (result is None or result.ok) and ack_now is not None:
                             ack_now(entry)
                             metrics.delivered += 1
-                            now = wall()
-                            metrics.lag = now - entry[3] if now > entry[3] else 0.0
-                            last = now
+                            last = wall()
+                            lag = last - entry[3]
+                            metrics.lag = lag if lag > 0.0 else 0.0
                             if hook is not None:
                                 hook(self.name, entry[2])
                         else:
