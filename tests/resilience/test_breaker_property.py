@@ -179,6 +179,30 @@ def reference(cfg: BreakerConfig, clock: ManualClock) -> CircuitBreaker:
     return CircuitBreaker("x", config=cfg, clock=clock, classifier=classify)
 
 
+def raised(action: str) -> Exception | None:
+    """What a call of this step raised: nothing for a success, else a failure or an
+    error both breakers ignore."""
+    if action == "failure":
+        return RuntimeError("down")
+    if action == "ignore":
+        return LookupError("not counted")
+    return None
+
+
+def report(
+    tok: CircuitBreaker, ref: CircuitBreaker, a: int | Permit, b: Permit, exc: Exception | None
+) -> None:
+    """Report one call to both: to ``tok`` by its token (or permit), to ``ref`` by permit."""
+    if isinstance(a, int):
+        if exc is None:
+            tok.fast_success(a)
+        else:
+            tok.fast_failure(a, exc)
+    else:
+        tok.release(a, exc)
+    ref.release(b, exc if exc is not None else Succeeded())
+
+
 @settings(max_examples=200, deadline=None)
 @given(steps=STEPS, slow=st.sampled_from([None, 0.5]))
 def test_token_protocol_counts_as_permits_do(
@@ -232,19 +256,7 @@ def test_token_protocol_counts_as_permits_do(
                 continue
             a, b = pair
             clock.advance(amount / 8)
-            exc: Exception | None = None
-            if action == "failure":
-                exc = RuntimeError("down")
-            elif action == "ignore":
-                exc = LookupError("not counted")
-            if isinstance(a, int):
-                if exc is None:
-                    tok.fast_success(a)
-                else:
-                    tok.fast_failure(a, exc)
-            else:
-                tok.release(a, exc)
-            ref.release(b, exc if exc is not None else Succeeded())
+            report(tok, ref, a, b, raised(action))
         assert tok.state is ref.state
         assert tok.metrics() == ref.metrics()
         assert seen["a"] == seen["b"]
@@ -287,17 +299,6 @@ def test_token_successes_applied_late_count_as_permits_do(steps: list[tuple[str,
                     with pytest.raises(CircuitOpenError):
                         ref.acquire()
                     break
-                b = ref.acquire()
-                exc = None if action == "burst" else RuntimeError("down")
-                if action == "ignore":
-                    exc = LookupError("not counted")
-                if isinstance(a, int):
-                    if exc is None:
-                        tok.fast_success(a)
-                    else:
-                        tok.fast_failure(a, exc)
-                else:
-                    tok.release(a, exc)
-                ref.release(b, exc if exc is not None else Succeeded())
+                report(tok, ref, a, ref.acquire(), raised(action))
     assert tok.metrics() == ref.metrics()
     assert tok.state is ref.state
