@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import time
@@ -27,7 +26,7 @@ from typing import Any
 from ..clock import SYSTEM_CLOCK, Clock
 from ..dedup import content_key
 from ..errors import CircuitOpenError, ClosedError, OperationTimeoutError, RetryExhaustedError
-from ..models import Envelope, Model, Signal, canonical_json, parse_datetime
+from ..models import Envelope, Model, Signal, parse_datetime
 from ..resilience import BreakerConfig, CircuitBreaker, RetryPolicy
 from ._store import MemoryOutboxStore, OutboxStore
 from ._types import (
@@ -308,7 +307,7 @@ class _SinkWorker:
                         result = await deliver(entry[2])
                     except BaseException as exc:
                         slot[0] = 0
-                        exc = self._call_ended(task, exc)
+                        exc = self._call_failed(task, exc)
                         breaker.fast_failure(token, exc)
                         if not isinstance(exc, Exception):
                             raise
@@ -317,7 +316,7 @@ class _SinkWorker:
                     else:
                         slot[0] = 0
                         if timed_out:
-                            self._call_ended(task, None)
+                            self._clear_timeout(task)
                         if not machine.fast_success(token):
                             breaker.fast_success(token)
                         if (result is None or result.ok) and ack_now is not None:
@@ -376,7 +375,10 @@ class _SinkWorker:
         if task is None:
             task = asyncio.current_task()
             assert task is not None
+        # A runner's own task has a slot; an attempt the retry policy runs in a task
+        # of its own (attempt_timeout) gets one for the length of the call.
         slot = self._calls.get(task)
+        owned = slot is None
         if slot is None:
             slot = self._calls[task] = [0]
         slot[0] = -next(self._call_ids)
@@ -384,29 +386,33 @@ class _SinkWorker:
             result = await self.sink.deliver(envelope)
         except BaseException as exc:
             slot[0] = 0
-            counted = self._call_ended(task, exc)
+            counted = self._call_failed(task, exc)
             if counted is exc:
                 raise
             raise counted from None
+        finally:
+            if owned:
+                self._calls.pop(task, None)
         slot[0] = 0
         if self._timed_out:
-            self._call_ended(task, None)
+            self._clear_timeout(task)
         return result
 
-    def _call_ended(self, task: asyncio.Task[Any], exc: BaseException | None) -> BaseException:
-        """After a call on ``task``: a cancellation by the watchdog becomes a timeout.
+    def _call_failed(self, task: asyncio.Task[Any], exc: BaseException) -> BaseException:
+        """What a call on ``task`` that raised ``exc`` counts as: a cancellation by the
+        watchdog is a timeout."""
+        if self._clear_timeout(task) and isinstance(exc, asyncio.CancelledError):
+            return OperationTimeoutError(f"deliver to {self.name}", self.delivery_timeout or 0.0)
+        return exc
 
-        Returns what the call should count as (``exc``, or the timeout error). Also
-        clears a watchdog cancellation the sink swallowed.
-        """
+    def _clear_timeout(self, task: asyncio.Task[Any]) -> bool:
+        """Forget a watchdog cancellation of ``task`` (the sink may have swallowed it)."""
         timed_out = self._timed_out
-        if task in timed_out:
-            timed_out.discard(task)
-            _uncancel(task)  # ours, not the caller's: the sink may have swallowed it
-            if isinstance(exc, asyncio.CancelledError):
-                limit = self.delivery_timeout or 0.0
-                return OperationTimeoutError(f"deliver to {self.name}", limit)
-        return exc  # type: ignore[return-value]
+        if task not in timed_out:
+            return False
+        timed_out.discard(task)
+        _uncancel(task)  # ours, not the caller's
+        return True
 
     async def _watch(self, timeout: float) -> None:
         # One watchdog per sink enforces the timeout: far cheaper than a timer (or
@@ -436,7 +442,7 @@ class _SinkWorker:
     async def _deliver_at_least_once(
         self, entry: OutboxEntry, task: asyncio.Task[Any] | None = None
     ) -> None:
-        # The first attempt, when the runner's inline path (see _runner_loop) does
+        # The first attempt, when the runner's inline path (see _drain) does
         # not apply: an execution sink, or a breaker that is not plainly CLOSED. A
         # failure is handed to _retry, which re-raises it from the retry policy's
         # first call (no second call to the sink).
@@ -464,9 +470,7 @@ class _SinkWorker:
 
     async def _first_failed(self, entry: OutboxEntry, started: float, exc: Exception) -> None:
         """The first attempt (begun at wall time ``started``) raised ``exc``: retry."""
-        now = self._wall()
-        record = AttemptRecord(1, now, max(0.0, now - started), _describe(exc))
-        await self._retry(entry, [record], exc, 1)
+        await self._retry(entry, [self._attempt(1, started, _describe(exc))], exc, 1)
 
     async def _first_done(
         self, entry: OutboxEntry, result: DeliveryResult | None, started: float
@@ -480,11 +484,13 @@ class _SinkWorker:
                 await self.queue.store.ack(entry)
             self._delivered(entry)
             return
-        now = self._wall()
-        record = AttemptRecord(
-            1, now, max(0.0, now - started), f"rejected: {result.reason} {result.detail}".strip()
-        )
+        record = self._attempt(1, started, _rejection(result))
         await self._dead(entry, "rejected", _refusal(result), [record])
+
+    def _attempt(self, number: int, started: float, error: str) -> AttemptRecord:
+        """Attempt ``number``, begun at wall time ``started``, that ended now in ``error``."""
+        now = self._wall()
+        return AttemptRecord(number, now, max(0.0, now - started), error)
 
     async def _retry(
         self,
@@ -520,7 +526,7 @@ class _SinkWorker:
             if attempt_no > 1:
                 self.metrics.retried += 1
             sent = envelope if attempt_no == 1 else replace(envelope, attempt=attempt_no - 1)
-            started = clock.monotonic()
+            started = self._wall()
             try:
                 result = await self._call_sink(sent)
             except BaseException as exc:
@@ -530,23 +536,12 @@ class _SinkWorker:
                         exc = OperationTimeoutError(
                             f"deliver to {self.name}", self.delivery_timeout or 0.0
                         )
-                    history.append(
-                        AttemptRecord(
-                            attempt_no, clock.time(), clock.monotonic() - started, _describe(exc)
-                        )
-                    )
+                    history.append(self._attempt(attempt_no, started, _describe(exc)))
                     raise exc from None
                 raise
             self.breaker.release(permit, None)
             if result is not None and not result.ok:
-                history.append(
-                    AttemptRecord(
-                        attempt_no,
-                        clock.time(),
-                        clock.monotonic() - started,
-                        f"rejected: {result.reason} {result.detail}".strip(),
-                    )
-                )
+                history.append(self._attempt(attempt_no, started, _rejection(result)))
                 return _Outcome("rejected", _refusal(result))
             return _DELIVERED
 
@@ -566,7 +561,6 @@ class _SinkWorker:
     async def _deliver_at_most_once(
         self, entry: OutboxEntry, task: asyncio.Task[Any] | None = None
     ) -> None:
-        clock = self.queue.clock
         store = self.queue.store
         # Acknowledge first: a crash from here on loses this delivery, never repeats it.
         await store.ack(entry)
@@ -579,7 +573,7 @@ class _SinkWorker:
         except CircuitOpenError as exc:
             await self._dead(entry, "at_most_once_failed", _describe(exc), [])
             return
-        started = clock.monotonic()
+        started = self._wall()
         try:
             result = await self._call_sink(envelope, task)
         except asyncio.CancelledError:
@@ -587,14 +581,12 @@ class _SinkWorker:
             raise
         except Exception as exc:
             self.breaker.release(permit, exc)
-            record = AttemptRecord(1, clock.time(), clock.monotonic() - started, _describe(exc))
+            record = self._attempt(1, started, _describe(exc))
             await self._dead(entry, "at_most_once_failed", _describe(exc), [record])
             return
         self.breaker.release(permit, None)
         if result is not None and not result.ok:
-            record = AttemptRecord(
-                1, clock.time(), clock.monotonic() - started, f"rejected: {result.reason}"
-            )
+            record = self._attempt(1, started, _rejection(result))
             await self._dead(entry, "rejected", _refusal(result), [record])
             return
         self._delivered(entry)
@@ -630,21 +622,15 @@ class _SinkWorker:
         )
 
 
+def _rejection(result: DeliveryResult) -> str:
+    """The error text of an attempt the sink refused."""
+    return f"rejected: {result.reason} {result.detail}".strip()
+
+
 def _refusal(result: DeliveryResult) -> str:
     if result.detail:
         return f"{result.reason}: {result.detail}" if result.reason else result.detail
     return result.reason
-
-
-def _fingerprint(payload: Mapping[str, Any]) -> str:
-    """``content_key(payload)`` for an envelope's payload (a JSON object already)."""
-    try:
-        return _sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-    except (TypeError, ValueError):
-        return content_key(payload)  # raises the ValidationError that explains it
-
-
-_sha256 = hashlib.sha256
 
 
 def default_order_key(envelope: Envelope) -> str:
@@ -837,7 +823,7 @@ class SignalQueue:
         if not self._opened:
             await self.open()
         envelope = item if type(item) is Envelope else self.to_envelope(item, key=key)
-        fingerprint = _fingerprint(envelope.payload)
+        fingerprint = content_key(envelope.payload)
         claim = await self.dedup.claim(envelope.key, type=envelope.type, fingerprint=fingerprint)
         status = claim.status
         if status != "first":

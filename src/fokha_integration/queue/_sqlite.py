@@ -563,8 +563,7 @@ class SQLiteOutboxStore:
             for entry, fut in batch:
                 if fut is None:  # ack_nowait: settle here, or put the entry back
                     if failed:
-                        self._unlease(entry)
-                        self._cursor[entry.sink] = 0
+                        self._give_back(entry)
                     else:
                         self._settle_entry(entry)
                 elif fut.done():
@@ -580,7 +579,7 @@ class SQLiteOutboxStore:
             closed = ClosedError("the SQLite outbox store is not open")
             for entry, fut in batch:
                 if fut is None:
-                    self._unlease(entry)
+                    self._give_back(entry)
                 elif not fut.done():
                     fut.set_exception(closed)
             return
@@ -588,6 +587,10 @@ class SQLiteOutboxStore:
 
     async def release(self, entry: OutboxEntry) -> None:
         """Forget the lease; the entry is fetched again."""
+        self._give_back(entry)
+
+    def _give_back(self, entry: OutboxEntry) -> None:
+        # The next fetch scans from the oldest pending row, so it finds this one.
         self._unlease(entry)
         self._cursor[entry.sink] = 0
 

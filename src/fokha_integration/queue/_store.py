@@ -149,16 +149,23 @@ class MemoryOutboxStore:
         """
         self._closed = True
         for sink, leased in self._leased.items():
-            if not leased:
-                continue
-            back = [
-                (_new_entry(OutboxEntry, (sink, ref, slot[1], slot[2])), slot)
-                for ref, slot in leased.items()
-            ]
-            back.extend(self._redo[sink])
-            back.sort(key=lambda pair: _order(pair[1]))
-            self._redo[sink] = deque(back)
-            leased.clear()
+            if leased:
+                self._give_back(
+                    sink,
+                    [
+                        (_new_entry(OutboxEntry, (sink, ref, slot[1], slot[2])), slot)
+                        for ref, slot in leased.items()
+                    ],
+                )
+                leased.clear()
+
+    def _give_back(self, sink: str, pairs: list[tuple[OutboxEntry, list[Any]]]) -> None:
+        """Make leased entries fetchable again, each in its place in append order
+        (entries given back in any order keep a key's order)."""
+        redo = self._redo[sink]
+        pairs.extend(redo)
+        pairs.sort(key=lambda pair: _order(pair[1]))
+        self._redo[sink] = deque(pairs)
 
     def _pending_count(self, sink: str) -> int:
         return self._next - self._cursor[sink] + len(self._leased[sink]) + len(self._redo[sink])
@@ -247,18 +254,8 @@ class MemoryOutboxStore:
     async def release(self, entry: OutboxEntry) -> None:
         """Make ``entry`` fetchable again, in its place in append order."""
         slot = self._leased[entry.sink].pop(entry.ref, None)
-        if slot is None:
-            return
-        redo = self._redo[entry.sink]
-        # Entries released together (a stopping worker's) may come in any order; each
-        # goes back before every newer one, so a key's entries keep their order.
-        place = _order(slot)
-        at = len(redo)
-        for i, (_, other) in enumerate(redo):
-            if _order(other) > place:
-                at = i
-                break
-        redo.insert(at, (entry, slot))
+        if slot is not None:
+            self._give_back(entry.sink, [(entry, slot)])
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Move ``entry`` to the dead letters."""

@@ -189,7 +189,7 @@ class CircuitBreaker:
         if machine._changes:
             self._emit()
 
-    # -- the token protocol (for hot paths; see BreakerStateMachine.fast_token) ----
+    # -- the token protocol (hot paths; see BreakerStateMachine.closed_generation) --
 
     def fast_token(self) -> int | None:
         """Leave for one call without a permit, or ``None``: then use :meth:`acquire`.
@@ -199,7 +199,7 @@ class CircuitBreaker:
         :meth:`fast_failure`; the outcome counts exactly as it would through
         :meth:`acquire` and :meth:`release`.
         """
-        return self._machine.fast_token()
+        return self._machine.closed_generation
 
     def fast_success(self, token: int) -> None:
         """Report that the call made under ``token`` succeeded."""

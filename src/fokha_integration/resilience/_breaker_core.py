@@ -196,7 +196,7 @@ class BreakerStateMachine:
         self._changes: list[StateChange] = []
         self._calls = self._successes = self._failures = self._slow = 0
         self._ignored = self._rejected = self._stale = self._times_opened = 0
-        # For the token path (see fast_token): calls need no start time when no
+        # For the token path (see closed_generation): calls need no start time when no
         # slow-call threshold is set, and the success that fills the window up to
         # minimum_calls (with the rate rule on) may trip, so it takes the full path.
         cfg = self.config
@@ -208,9 +208,12 @@ class BreakerStateMachine:
         self._lazy = 0
         self._warm = self._untimed and self._rate_gate == 0  # fast_success may count
         self.closed_generation: int | None = 0 if self._untimed else None
-        """The state's generation while CLOSED with untimed calls, else ``None``: the
-        token a call may go ahead under without a permit (see :meth:`fast_token`).
-        An attribute, kept by every transition, so hot paths read it without a call."""
+        """The state's generation while CLOSED with untimed calls (no
+        ``slow_call_duration``), else ``None``: then a permit would carry nothing but
+        the generation, so a call may go ahead under it as a token, without a permit.
+        Report the call with :meth:`fast_success`, or with :meth:`record` of
+        ``Permit(token, now, False, 0)``; ``None`` means: use :meth:`acquire`. An
+        attribute, kept by every transition, so hot paths read it without a call."""
 
     # -- state ---------------------------------------------------------------
 
@@ -327,19 +330,8 @@ class BreakerStateMachine:
         if permit.probe or not self._untimed or not self.fast_success(permit.generation):
             self.record(permit, _SUCCESS, now)
 
-    def fast_token(self) -> int | None:
-        """Leave for one call without a :class:`Permit`, for hot paths; else ``None``.
-
-        Given only while CLOSED and when calls are not timed (no
-        ``slow_call_duration``): then a permit would carry nothing but the state's
-        generation, which is the token. Report the call with :meth:`fast_success`,
-        or with :meth:`record` of ``Permit(token, now, False, 0)``. ``None`` means:
-        use :meth:`acquire`.
-        """
-        return self.closed_generation
-
     def fast_success(self, token: int) -> bool:
-        """Count a success of a call made under ``token`` (see :meth:`fast_token`).
+        """Count a success of a call made under ``token`` (see ``closed_generation``).
 
         Returns ``False``, counting nothing, when the success needs the full path:
         the state moved since the token was given (a stale call), the breaker times
