@@ -94,10 +94,11 @@ def content_key(payload: Any, *, exclude: Collection[str] = ()) -> str:
     for fields that differ between re-emissions of the same thing, e.g.
     ``content_key(signal, exclude=("id", "created_at"))``.
     """
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        return hashlib.sha256(payload).hexdigest()
-    if isinstance(payload, Model):
-        payload = payload.to_dict()
+    if type(payload) is not dict:  # a plain JSON object, the usual case, needs neither
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            return hashlib.sha256(payload).hexdigest()
+        if isinstance(payload, Model):
+            payload = payload.to_dict()
     if exclude:
         if not isinstance(payload, Mapping):
             raise ValidationError("exclude", "needs a JSON object or a model payload", exclude)
