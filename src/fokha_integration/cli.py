@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,21 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-def _build_parser() -> argparse.ArgumentParser:
+# name -> (module, parser-adding function, one-line help shown by ``fokha --help``)
+_SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "ws": (".ws._cli", "add_parser", "WebSocket streaming: serve, token, tail"),
+    "bridge": (".bridge._cli", "add_bridge_parser", "operate a file-bridge folder (MT5 EA link)"),
+    "queue": (".queue._cli", "add_parser", "inspect an outbox store; list and replay dead letters"),
+}
+
+
+def _chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named on the command line (the first word not starting with ``-``)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return next((w for w in words if not w.startswith("-")), None)
+
+
+def _build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fokha", description="fokha-integration: integration primitives for trading setups."
     )
@@ -34,28 +49,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "--only", action="append", default=None, metavar="SECTION", help="run only these sections"
     )
     demo.add_argument("--list", action="store_true", help="list the demo sections and exit")
-    # --- ws (issue 5): fokha ws serve | token | tail ---
-    from .ws._cli import add_parser as _add_ws_parser
-
-    _add_ws_parser(sub)
-    # --- end ws ---
+    # Each primitive's subcommand lives in its own package; only the one being run
+    # is imported (its parser and its dependencies), the others get a stub that
+    # is enough for ``fokha --help``. See docs/topics/design.md, "Lazy imports".
+    chosen = _chosen_command(argv)
+    for name, (module, func, summary) in _SUBCOMMANDS.items():
+        if name == chosen:
+            add_parser = getattr(importlib.import_module(module, __package__), func)
+            add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     _add_health_parser(sub)
-    # --- bridge (FileBridge, issue 4) -------------------------------------------------
-    from .bridge._cli import add_bridge_parser
-
-    add_bridge_parser(sub)
-    # --- end bridge -------------------------------------------------------------------
-    # --- queue (issue 6) -------------------------------------------------------
-    from .queue._cli import add_parser as add_queue_parser
-
-    add_queue_parser(sub)
-    # --- end queue -------------------------------------------------------------
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fokha`` console script; returns the exit code."""
-    parser = _build_parser()
+    parser = _build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.ERROR,
