@@ -169,7 +169,7 @@ async def redis_rows(
             for name, run, count in runs:
                 rows[name].append(count / await run())
     finally:
-        await cache.aclose()
+        await cache.close()
         await raw.aclose()
     out = {name: statistics.median(values) for name, values in rows.items()}
     for ours, anchor in (

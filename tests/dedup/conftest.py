@@ -84,4 +84,4 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
         )
     yield environment
     for backend in environment.opened:
-        await backend.aclose()
+        await backend.close()

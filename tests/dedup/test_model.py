@@ -67,7 +67,7 @@ async def play(ops: list[tuple[object, ...]], sqlite_path: Path | None = None) -
     try:
         await _play(cache, clock, ops)
     finally:
-        await cache.aclose()
+        await cache.close()
 
 
 async def _play(cache: DedupCache, clock: ManualClock, ops: list[tuple[object, ...]]) -> None:

@@ -124,8 +124,8 @@ async def test_fail_modes_through_an_outage(
         assert (await opened.claim("after")).status is ClaimStatus.DUPLICATE
         assert not (await opened.claim("after")).degraded
     finally:
-        await closed.aclose()
-        await opened.aclose()
+        await closed.close()
+        await opened.close()
 
 
 async def test_unreachable_server_at_start(caplog: pytest.LogCaptureFixture) -> None:

@@ -92,19 +92,19 @@ async def test_locked_database_fails_closed_or_open(tmp_path: Path) -> None:
         blocker.execute("ROLLBACK")
         assert (await closed.claim("k")).status is ClaimStatus.FIRST  # works again
         assert (await opened.claim("k")).status is ClaimStatus.DUPLICATE
-        await closed.aclose()
-        await opened.aclose()
+        await closed.close()
+        await opened.close()
     finally:
         blocker.close()
 
 
 async def test_closed_backend_refuses(tmp_path: Path) -> None:
-    """After aclose the backend raises ClosedError."""
+    """After close the backend raises ClosedError."""
     backend = SQLiteDedupBackend(tmp_path / "d.db")
     cache = DedupCache(backend)
     await cache.claim("k")
-    await cache.aclose()
-    await cache.aclose()  # idempotent
+    await cache.close()
+    await cache.close()  # idempotent
     with pytest.raises(ClosedError):
         await cache.claim("k")
 

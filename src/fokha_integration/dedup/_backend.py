@@ -19,6 +19,7 @@ This module holds no storage and does no I/O.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from enum import Enum
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -158,8 +159,8 @@ class DedupBackend(Protocol):
         """Drop every entry (of ``type``, or of all types); how many were dropped."""
         ...
 
-    async def aclose(self) -> None:
-        """Release connections, threads and background tasks."""
+    async def close(self) -> None:
+        """Release connections, threads and background tasks (idempotent)."""
         ...
 
 
@@ -182,6 +183,15 @@ class SyncDedupBackend(DedupBackend, Protocol):
     ) -> Sequence[ClaimResult]:
         """Synchronous :meth:`DedupBackend.claim_many`."""
         ...
+
+
+def warn_aclose(owner: object) -> None:
+    """The deprecation warning of the old ``aclose()`` name (``close()`` since 0.2)."""
+    warnings.warn(
+        f"{type(owner).__name__}.aclose() is deprecated; call close()",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendUnavailableError, ConfigError, ValidationError
 from ._backend import (
@@ -22,6 +23,7 @@ from ._backend import (
     DedupBackend,
     DedupStats,
     check_name,
+    warn_aclose,
 )
 from .memory import ClaimBatch, MemoryDedupBackend
 
@@ -40,14 +42,17 @@ MAX_BATCH = 10_000
 _log = logging.getLogger("fokha_integration.dedup")
 
 
+_TEN_YEARS = 10 * 365 * 86400.0
+
+
 def _positive(field: str, value: object, *, config: bool = True) -> float:
     """A duration in seconds: > 0 and at most ten years (ConfigError or ValidationError)."""
-    error = ConfigError if config else ValidationError
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise error(field, "must be a positive number of seconds", value)
-    if value > 10 * 365 * 86400:
-        raise error(field, "must be at most ten years", value)
-    return float(value)
+    try:
+        return _validate.positive(field, value, maximum=_TEN_YEARS)
+    except ConfigError as exc:
+        if config:
+            raise
+        raise ValidationError(exc.field, exc.reason, exc.value) from None
 
 
 def _bad_key(key: object) -> ValidationError:
@@ -83,8 +88,7 @@ class DedupCache:
         clock: Clock = SYSTEM_CLOCK,
         logger: logging.Logger | None = None,
     ) -> None:
-        if fail_mode not in ("closed", "open"):
-            raise ConfigError("fail_mode", "must be 'closed' or 'open'", fail_mode)
+        _validate.one_of("fail_mode", fail_mode, ("closed", "open"))
         if not isinstance(ttl_by_type, Mapping):
             raise ConfigError("ttl_by_type", "must be a mapping of type name to seconds", None)
         self._ttls = {
@@ -92,10 +96,7 @@ class DedupCache:
             for name, ttl in ttl_by_type.items()
         }
         self._default_ttl = _positive("default_ttl", default_ttl)
-        if isinstance(max_result_bytes, bool) or not isinstance(max_result_bytes, int):
-            raise ConfigError("max_result_bytes", "must be an integer", max_result_bytes)
-        if not 0 < max_result_bytes <= 16 * 1024 * 1024:
-            raise ConfigError("max_result_bytes", "must be 1..16 MiB", max_result_bytes)
+        _validate.integer("max_result_bytes", max_result_bytes, minimum=1, maximum=16 * 1024 * 1024)
         self.fail_mode: FailMode = fail_mode
         self.max_result_bytes = max_result_bytes
         self.backend: DedupBackend = (
@@ -236,11 +237,14 @@ class DedupCache:
         """:meth:`claim` without ``await``, for backends that never block (memory).
 
         For synchronous code (a callback, a thread-free loop). Raises
-        :class:`TypeError` when the backend has no synchronous claim.
+        :class:`~fokha_integration.errors.ConfigError` (``field="backend"``) when the
+        backend has no synchronous claim.
         """
         claim_now = self._claim_now
         if claim_now is None:
-            raise TypeError(f"the {self.backend.name} backend has no synchronous claim")
+            raise ConfigError(
+                "backend", "has no synchronous claim; use await claim()", self.backend
+            )
         expiry = self._ttls.get(type)
         if (
             expiry is None
@@ -416,9 +420,14 @@ class DedupCache:
             errors=self._errors,
         )
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """Close the backend (connections, threads, background sweeps)."""
-        await self.backend.aclose()
+        await self.backend.close()
+
+    async def aclose(self) -> None:
+        """Deprecated alias of :meth:`close`."""
+        warn_aclose(self)
+        await self.close()
 
     async def __aenter__(self) -> DedupCache:
         return self
@@ -429,7 +438,7 @@ class DedupCache:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self.close()
 
     def __repr__(self) -> str:
         return f"DedupCache(backend={self.backend!r}, fail_mode={self.fail_mode!r})"

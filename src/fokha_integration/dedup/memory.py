@@ -36,9 +36,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast, overload
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock, SystemClock
-from ..errors import ValidationError
-from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult, ClaimStatus
+from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult, ClaimStatus, warn_aclose
 
 __all__ = ["ClaimBatch", "MemoryDedupBackend"]
 
@@ -134,9 +134,7 @@ class MemoryDedupBackend:
     name = "memory"
 
     def __init__(self, *, max_entries: int = 100_000, clock: Clock = SYSTEM_CLOCK) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ValidationError("max_entries", "must be a positive integer", max_entries)
-        self.max_entries = max_entries
+        self.max_entries = _validate.integer("max_entries", max_entries, minimum=1)
         self._maps: dict[str, dict[str, _Entry]] = {}
         # Fingerprints, only for keys claimed with one: key -> (entry, fingerprint).
         # The entry identity tells a current record from one left by a replaced entry.
@@ -362,8 +360,13 @@ class MemoryDedupBackend:
         self._fps.pop(type, None)
         return len(self._maps.pop(type, {}))
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """Nothing to release; entries stay readable."""
+
+    async def aclose(self) -> None:
+        """Deprecated alias of :meth:`close`."""
+        warn_aclose(self)
+        await self.close()
 
     def __repr__(self) -> str:
         return f"MemoryDedupBackend(entries={len(self)}, max_entries={self.max_entries})"

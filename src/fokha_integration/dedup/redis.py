@@ -19,8 +19,9 @@ user key is a Redis Cluster hash tag, so every command touches one key in one sl
 and batches split cleanly across cluster nodes. :meth:`clear` uses ``SCAN``, which
 covers one server (on a cluster, run it per primary node).
 
-Every redis-py error is translated in :func:`_translate`: connection and timeout
-errors become :class:`~fokha_integration.errors.BackendUnavailableError` (which
+Every redis-py error is translated by :func:`~fokha_integration.errors.map_backend_errors`
+with the ``"redis"`` table (one for the whole library): connection, timeout and
+loading errors become :class:`~fokha_integration.errors.BackendUnavailableError` (which
 ``fail_mode`` acts on), anything else :class:`~fokha_integration.errors.BackendError`.
 After the server comes back, the connection pool reconnects by itself.
 """
@@ -32,13 +33,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BackendError, BackendUnavailableError, ConfigError
-from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult, check_name
+from ..errors import BackendError, ConfigError, map_backend_errors, translate_backend_error
+from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult, check_name, warn_aclose
 
 try:
     import redis.asyncio as aioredis
-    from redis import exceptions as redis_errors
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "RedisDedupBackend needs redis-py: pip install 'fokha-integration[redis]'"
@@ -75,23 +76,6 @@ return redis.call('DEL', KEYS[1])
 """
 
 
-def _translate(exc: BaseException, what: str) -> BackendError:
-    """The one place redis-py errors become library errors."""
-    unavailable = (
-        redis_errors.ConnectionError,
-        redis_errors.TimeoutError,
-        redis_errors.BusyLoadingError,
-        redis_errors.ClusterDownError,
-        redis_errors.TryAgainError,
-        OSError,
-        TimeoutError,
-    )
-    detail = f"{what}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, unavailable):
-        return BackendUnavailableError("redis", detail)
-    return BackendError("redis", detail)
-
-
 def _digest(fingerprint: str) -> bytes:
     # A fixed-size digest keeps the value parseable whatever the fingerprint holds.
     return hashlib.blake2b(fingerprint.encode("utf-8"), digest_size=16).hexdigest().encode()
@@ -100,15 +84,14 @@ def _digest(fingerprint: str) -> bytes:
 def _parse(raw: bytes | str) -> tuple[float, float, bytes, bytes, bytes, bytes]:
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     parts = data.split(b"|", 6)
+    foreign = BackendError("redis", "a dedup key holds a value this library did not write")
+    if len(parts) != 7 or parts[0] != b"1":
+        raise foreign
+    _, first, expires, state, fp, token, result = parts
     try:
-        if len(parts) != 7 or parts[0] != b"1":
-            raise ValueError("not a dedup value")
-        _, first, expires, state, fp, token, result = parts
         return float(first), float(expires), state, fp, token, result
     except ValueError:
-        raise BackendError(
-            "redis", "a dedup key holds a value this library did not write"
-        ) from None
+        raise foreign from None
 
 
 def _answer(key: str, raw: bytes | str, fingerprint: bytes | None) -> ClaimResult:
@@ -148,6 +131,10 @@ class RedisDedupBackend:
         self.namespace = check_name("namespace", namespace, config=True)
         if (url is None) == (client is None):
             raise ConfigError("url", "give exactly one of url= or client=", url)
+        if url is not None:
+            _validate.string("url", url)
+        socket_timeout = _validate.positive("socket_timeout", socket_timeout)
+        connect_timeout = _validate.positive("connect_timeout", connect_timeout)
         if client is None:
             assert url is not None
             client = aioredis.Redis.from_url(
@@ -185,7 +172,7 @@ class RedisDedupBackend:
         token = secrets.token_hex(8) if lease is not None else ""
         state = "c" if lease is None else "l"
         value = f"1|{now:.6f}|{now + span:.6f}|{state}|".encode() + fp + f"|{token}|".encode()
-        try:
+        with map_backend_errors("redis", "claim"):
             # execute_command skips set()'s option building; get=True tells redis-py's
             # response callback to hand back the previous value.
             old = await self._r.execute_command(
@@ -198,8 +185,6 @@ class RedisDedupBackend:
                 "GET",
                 get=True,
             )
-        except Exception as exc:
-            raise _translate(exc, "claim") from exc
         if old is None:
             return ClaimResult(FIRST, key, now, None, now + span, token or None)
         return _answer(key, old, None if fingerprint is None else fp)
@@ -213,20 +198,18 @@ class RedisDedupBackend:
         value = f"1|{now:.6f}|{expires:.6f}|c|||".encode()
         px = max(1, int(ttl * 1000))
         prefix = f"{self._prefix}{type}:{{"
-        try:
+        with map_backend_errors("redis", "claim_many"):
             async with self._r.pipeline(transaction=False) as pipe:
                 command = pipe.execute_command
                 for key in keys:
                     command("SET", f"{prefix}{key}}}", value, "NX", "PX", px, "GET", get=True)
                 replies = await pipe.execute()
-        except Exception as exc:
-            raise _translate(exc, "claim_many") from exc
         out = []
         for key, old in zip(keys, replies, strict=True):
             if old is None:
                 out.append(ClaimResult(FIRST, key, now, None, expires))
             elif isinstance(old, Exception):
-                raise _translate(old, "claim_many")
+                raise translate_backend_error("redis", old, "claim_many")
             else:
                 out.append(_answer(key, old, None))
         return out
@@ -235,10 +218,8 @@ class RedisDedupBackend:
 
     async def peek(self, type: str, key: str) -> ClaimResult | None:
         """The live entry as a DUPLICATE or IN_FLIGHT result, or ``None``."""
-        try:
+        with map_backend_errors("redis", "peek"):
             raw = await self._r.get(self.redis_key(type, key))
-        except Exception as exc:
-            raise _translate(exc, "peek") from exc
         return None if raw is None else _answer(key, raw, None)
 
     async def commit(
@@ -247,32 +228,26 @@ class RedisDedupBackend:
         """Store ``result`` (a Lua script: check the token, then write)."""
         now = self._clock.time()
         args = [token or "", f"{now:.6f}", f"{now + ttl:.6f}", max(1, int(ttl * 1000)), result]
-        try:
+        with map_backend_errors("redis", "commit"):
             done = await self._commit_script(keys=[self.redis_key(type, key)], args=args)
-        except Exception as exc:
-            raise _translate(exc, "commit") from exc
         return bool(done)
 
     async def release(self, type: str, key: str, token: str | None) -> bool:
         """Drop a live, not committed entry (a Lua script: check the token, then delete)."""
-        try:
+        with map_backend_errors("redis", "release"):
             done = await self._release_script(keys=[self.redis_key(type, key)], args=[token or ""])
-        except Exception as exc:
-            raise _translate(exc, "release") from exc
         return bool(done)
 
     async def forget(self, type: str, key: str) -> bool:
         """Delete the entry; whether one was there."""
-        try:
+        with map_backend_errors("redis", "forget"):
             return bool(await self._r.delete(self.redis_key(type, key)))
-        except Exception as exc:
-            raise _translate(exc, "forget") from exc
 
     async def clear(self, type: str | None) -> int:
         """Delete the namespace's entries (of ``type``, or all) with SCAN + UNLINK."""
         pattern = f"{self._prefix}{type}:*" if type is not None else f"{self._prefix}*"
         dropped = 0
-        try:
+        with map_backend_errors("redis", "clear"):
             batch: list[Any] = []
             async for name in self._r.scan_iter(match=pattern, count=1000):
                 batch.append(name)
@@ -281,21 +256,22 @@ class RedisDedupBackend:
                     batch.clear()
             if batch:
                 dropped += await self._r.unlink(*batch)
-        except Exception as exc:
-            raise _translate(exc, "clear") from exc
         return dropped
 
     async def ping(self) -> bool:
         """Whether the server answers (raises BackendUnavailableError when it does not)."""
-        try:
+        with map_backend_errors("redis", "ping"):
             return bool(await self._r.ping())
-        except Exception as exc:
-            raise _translate(exc, "ping") from exc
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """Close the client if this backend made it."""
         if self._owns_client:
             await self._r.aclose()
+
+    async def aclose(self) -> None:
+        """Deprecated alias of :meth:`close`."""
+        warn_aclose(self)
+        await self.close()
 
     def __repr__(self) -> str:
         return f"RedisDedupBackend(namespace={self.namespace!r})"

@@ -33,9 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BackendError, BackendUnavailableError, ClosedError, ConfigError
-from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult
+from ..errors import BackendError, ClosedError, ConfigError, map_backend_errors
+from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult, warn_aclose
 
 __all__ = ["SQLiteDedupBackend"]
 
@@ -111,16 +112,6 @@ DELETE FROM fokha_dedup WHERE (type, key) IN (
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
-def _translate(exc: sqlite3.Error, what: str) -> BackendError:
-    """The one place sqlite3 errors become library errors."""
-    text = str(exc).lower()
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in text or "busy" in text or "unable to open" in text or "disk i/o" in text
-    ):
-        return BackendUnavailableError("sqlite", f"{what}: {exc}")
-    return BackendError("sqlite", f"{what}: {exc}")
-
-
 class SQLiteDedupBackend:
     """Dedup entries in an SQLite file (see the module docstring).
 
@@ -149,17 +140,17 @@ class SQLiteDedupBackend:
             raise BackendError(
                 "sqlite", f"needs SQLite >= 3.35 (RETURNING); found {sqlite3.sqlite_version}"
             )
-        if synchronous.upper() not in _SYNC_MODES:
-            raise ConfigError("synchronous", f"must be one of {', '.join(_SYNC_MODES)}", None)
-        if not busy_timeout > 0:
-            raise ConfigError("busy_timeout", "must be > 0 seconds", busy_timeout)
-        if sweep_interval is not None and not sweep_interval > 0:
-            raise ConfigError("sweep_interval", "must be > 0 seconds or None", sweep_interval)
+        synchronous = _validate.string("synchronous", synchronous).upper()
+        _validate.one_of("synchronous", synchronous, _SYNC_MODES)
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError("path", "must be a str or os.PathLike", path)
         self.path = Path(path)
-        self._busy_timeout = float(busy_timeout)
-        self._synchronous = synchronous.upper()
-        self._sweep_interval = sweep_interval
-        self._sweep_batch = int(sweep_batch)
+        self._busy_timeout = _validate.positive("busy_timeout", busy_timeout)
+        self._synchronous = synchronous
+        self._sweep_interval = _validate.optional_number(
+            "sweep_interval", sweep_interval, exclusive_minimum=0.0
+        )
+        self._sweep_batch = _validate.integer("sweep_batch", sweep_batch, minimum=1)
         self._clock = clock
         self._log = logger if logger is not None else _log
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fokha-dedup-sqlite")
@@ -228,12 +219,8 @@ class SQLiteDedupBackend:
                 self._sweep_loop(), name="fokha-dedup-sqlite-sweep"
             )
         loop = asyncio.get_running_loop()
-        try:
+        with map_backend_errors("sqlite", what):
             return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise _translate(exc, what) from exc
-        except OSError as exc:
-            raise BackendUnavailableError("sqlite", f"{what}: {exc}") from exc
 
     async def _sweep_loop(self) -> None:
         assert self._sweep_interval is not None
@@ -407,7 +394,7 @@ class SQLiteDedupBackend:
             self._conn.close()
             self._conn = None
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """Stop the sweep, close the connection and the worker thread."""
         if self._closed:
             return
@@ -420,6 +407,11 @@ class SQLiteDedupBackend:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_sync)
         self._executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """Deprecated alias of :meth:`close`."""
+        warn_aclose(self)
+        await self.close()
 
     def __repr__(self) -> str:
         return f"SQLiteDedupBackend({str(self.path)!r})"

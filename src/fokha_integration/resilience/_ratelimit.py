@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ConfigError, OperationTimeoutError
+from ..errors import OperationTimeoutError
 
 __all__ = ["RateLimiter"]
 
@@ -24,12 +25,12 @@ class RateLimiter:
     """
 
     def __init__(self, rate: float, burst: float | None = None, *, clock: Clock = SYSTEM_CLOCK):
-        if not rate > 0:
-            raise ConfigError("rate", "must be > 0", rate)
-        capacity = float(burst) if burst is not None else max(1.0, float(rate))
-        if capacity < 1:
-            raise ConfigError("burst", "must be >= 1", burst)
-        self.rate = float(rate)
+        rate = _validate.positive("rate", rate)
+        if burst is None:
+            capacity = max(1.0, rate)
+        else:
+            capacity = _validate.number("burst", burst, minimum=1.0)
+        self.rate = rate
         self.burst = capacity
         self._clock = clock
         self._tokens = capacity
@@ -50,8 +51,7 @@ class RateLimiter:
         return self._tokens
 
     def _check(self, tokens: float) -> None:
-        if not 0 < tokens <= self.burst:
-            raise ConfigError("tokens", f"must be in (0, burst={self.burst:g}]", tokens)
+        _validate.number("tokens", tokens, exclusive_minimum=0.0, maximum=self.burst)
 
     def try_acquire(self, tokens: float = 1.0) -> bool:
         """Take ``tokens`` if they are there now (and nobody is queued); never waits."""
@@ -71,6 +71,7 @@ class RateLimiter:
         ``timeout`` seconds (``None``: wait as long as it takes).
         """
         self._check(tokens)
+        _validate.optional_number("timeout", timeout, minimum=0.0)
         clock = self._clock
         start = clock.monotonic()
         async with self._lock:

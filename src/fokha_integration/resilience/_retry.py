@@ -28,6 +28,7 @@ from typing import Protocol, TypeVar
 import backoff
 from typing_extensions import ParamSpec
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import CircuitOpenError, ConfigError, OperationTimeoutError, RetryExhaustedError
 
@@ -88,8 +89,9 @@ def retry_testing(*, attempts: int | None = None, wait: bool = False) -> Iterato
     number of attempts (``1`` disables retrying). The setting lives in a context
     variable, so it covers the current task and tasks it starts, and nothing else.
     """
-    if attempts is not None and attempts < 1:
-        raise ConfigError("attempts", "must be >= 1", attempts)
+    if attempts is not None:
+        _validate.integer("attempts", attempts, minimum=1)
+    _validate.boolean("wait", wait)
     token = _TEST_MODE.set(_TestMode(attempts, wait))
     try:
         yield
@@ -136,6 +138,16 @@ def _retry_after_of(exc: BaseException, now: float) -> float | None:
     return None
 
 
+def _check_retry_on(value: object) -> None:
+    """``retry_on`` is a tuple of exception types or a predicate (``5`` is neither)."""
+    if isinstance(value, tuple):
+        if all(isinstance(t, type) and issubclass(t, BaseException) for t in value):
+            return
+    elif callable(value) and not isinstance(value, type):
+        return
+    raise ConfigError("retry_on", "must be a tuple of exception types or a predicate", value)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """How to retry an async operation.
@@ -180,20 +192,25 @@ class RetryPolicy:
     rng: random.Random | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigError("attempts", "must be >= 1", self.attempts)
-        if self.initial < 0:
-            raise ConfigError("initial", "must be >= 0", self.initial)
-        if self.multiplier < 1:
-            raise ConfigError("multiplier", "must be >= 1", self.multiplier)
-        if self.max_delay < 0:
-            raise ConfigError("max_delay", "must be >= 0", self.max_delay)
-        if self.jitter not in ("full", "none"):
-            raise ConfigError("jitter", "must be 'full' or 'none'", self.jitter)
-        if self.deadline is not None and self.deadline <= 0:
-            raise ConfigError("deadline", "must be > 0 or None", self.deadline)
-        if self.attempt_timeout is not None and self.attempt_timeout <= 0:
-            raise ConfigError("attempt_timeout", "must be > 0 or None", self.attempt_timeout)
+        _validate.integer("attempts", self.attempts, minimum=1)
+        _validate.non_negative("initial", self.initial)
+        _validate.number("multiplier", self.multiplier, minimum=1.0)
+        _validate.non_negative("max_delay", self.max_delay)
+        _validate.one_of("jitter", self.jitter, ("full", "none"))
+        _validate.optional_number("deadline", self.deadline, exclusive_minimum=0.0)
+        _validate.optional_number("attempt_timeout", self.attempt_timeout, exclusive_minimum=0.0)
+        _validate.non_negative("max_retry_after", self.max_retry_after)
+        _validate.string("name", self.name)
+        _check_retry_on(self.retry_on)
+        if not isinstance(self.retry_statuses, (set, frozenset)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in self.retry_statuses
+        ):
+            raise ConfigError("retry_statuses", "must be a set of int", self.retry_statuses)
+        hooks: object = self.hooks
+        if not isinstance(hooks, (list, tuple)) or not all(callable(h) for h in hooks):
+            raise ConfigError("hooks", "must be a list or tuple of callables", self.hooks)
+        if self.rng is not None and not isinstance(self.rng, random.Random):
+            raise ConfigError("rng", "must be a random.Random or None", self.rng)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether this policy would retry after ``exc``."""
