@@ -18,7 +18,8 @@ import time
 from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
-from .errors import OperationTimeoutError
+from . import _validate
+from .errors import FokhaError, OperationTimeoutError
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "ManualClock", "SystemClock", "utc_from_timestamp"]
 
@@ -87,8 +88,8 @@ class ManualClock:
     """
 
     def __init__(self, *, monotonic: float = 0.0, wall: float = 1_800_000_000.0) -> None:
-        self._mono = float(monotonic)
-        self._offset = float(wall) - self._mono
+        self._mono = _validate.number("monotonic", monotonic)
+        self._offset = _validate.number("wall", wall) - self._mono
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._changed: asyncio.Condition | None = None
@@ -129,9 +130,7 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake the sleepers that came due."""
-        if seconds < 0:
-            raise ValueError("a clock cannot go backwards")
-        self._mono += seconds
+        self._mono += _validate.non_negative("seconds", seconds)
         while self._sleepers and self._sleepers[0][0] <= self._mono:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
@@ -139,7 +138,7 @@ class ManualClock:
 
     def set_wall(self, wall: float) -> None:
         """Jump wall time to ``wall`` without moving monotonic time (a clock step)."""
-        self._offset = float(wall) - self._mono
+        self._offset = _validate.number("wall", wall) - self._mono
 
     async def wait_for_sleepers(self, count: int = 1, *, timeout: float = 5.0) -> None:
         """Wait (in real time, at most ``timeout``) until ``count`` coroutines sleep here."""
@@ -168,7 +167,7 @@ class ManualClock:
                 return
             deadline = min(d for d, _ in pending)
             self.advance(max(0.0, deadline - self._mono))
-        raise RuntimeError("run_until_idle: still busy after max_steps")
+        raise FokhaError(f"run_until_idle: still busy after {max_steps} steps")
 
     def __repr__(self) -> str:
         return f"ManualClock(monotonic={self._mono!r}, sleepers={self.sleepers})"

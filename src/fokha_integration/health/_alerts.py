@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock, utc_from_timestamp
 from ..errors import ConfigError
 from ..models import Envelope
@@ -89,14 +90,17 @@ class AlertRouter:
     ) -> None:
         if sink is None and webhook_url is None:
             raise ConfigError("sink", "give a sink, a webhook_url or both", None)
-        if min_interval < 0:
-            raise ConfigError("min_interval", "must be >= 0", min_interval)
-        if reminder_interval is not None and reminder_interval <= 0:
-            raise ConfigError("reminder_interval", "must be > 0 or None", reminder_interval)
-        if timeout <= 0:
-            raise ConfigError("timeout", "must be > 0", timeout)
-        if max_pending < 1:
-            raise ConfigError("max_pending", "must be >= 1", max_pending)
+        if webhook_url is not None:
+            _validate.string("webhook_url", webhook_url)
+        min_interval = _validate.non_negative("min_interval", min_interval)
+        reminder_interval = _validate.optional_number(
+            "reminder_interval", reminder_interval, exclusive_minimum=0.0
+        )
+        _validate.boolean("only_critical", only_critical)
+        _validate.boolean("include_overall", include_overall)
+        timeout = _validate.positive("timeout", timeout)
+        _validate.integer("max_pending", max_pending, minimum=1)
+        _validate.string("source", source)
         self._sink = sink
         self._webhook_url = webhook_url
         self._min_interval = min_interval

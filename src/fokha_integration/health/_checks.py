@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from .. import _validate
 from ..errors import ConfigError
 from ._state import HealthStatus, ObservedValue
 
@@ -126,26 +127,28 @@ class Check:
     stale_after: float | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.component):
+        if not isinstance(self.component, str) or not _NAME_RE.match(self.component):
             raise ConfigError("component", "1-128 chars of [A-Za-z0-9_.-/]", self.component)
-        if not _NAME_RE.match(self.measurement):
+        if not isinstance(self.measurement, str) or not _NAME_RE.match(self.measurement):
             raise ConfigError("measurement", "1-128 chars of [A-Za-z0-9_.-/]", self.measurement)
-        if not self.interval > 0:
-            raise ConfigError("interval", "must be > 0", self.interval)
-        if not 0 <= self.jitter < 1:
+        if not callable(self.probe):
+            raise ConfigError("probe", "must be callable", self.probe)
+        _validate.string("component_type", self.component_type)
+        _validate.positive("interval", self.interval)
+        _validate.non_negative("jitter", self.jitter)
+        if not self.jitter < 1:
             raise ConfigError("jitter", "must be in [0, 1)", self.jitter)
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError("timeout", "must be > 0", self.timeout)
-        if self.fail_after < 1:
-            raise ConfigError("fail_after", "must be >= 1", self.fail_after)
-        if self.recover_after < 1:
-            raise ConfigError("recover_after", "must be >= 1", self.recover_after)
-        if self.stale_after is not None and not self.stale_after > 0:
-            raise ConfigError("stale_after", "must be > 0", self.stale_after)
+        _validate.optional_number("timeout", self.timeout, exclusive_minimum=0.0)
+        _validate.boolean("critical", self.critical)
+        _validate.integer("fail_after", self.fail_after, minimum=1)
+        _validate.integer("recover_after", self.recover_after, minimum=1)
+        _validate.optional_number("stale_after", self.stale_after, exclusive_minimum=0.0)
+        if isinstance(self.groups, str) or not isinstance(self.groups, Collection):
+            raise ConfigError("groups", "must be a collection of group names", self.groups)
         if not isinstance(self.groups, frozenset):
             object.__setattr__(self, "groups", frozenset(self.groups))
         for g in self.groups:
-            if not _NAME_RE.match(g):
+            if not isinstance(g, str) or not _NAME_RE.match(g):
                 raise ConfigError("groups", "group names are 1-128 chars of [A-Za-z0-9_.-/]", g)
 
     @property

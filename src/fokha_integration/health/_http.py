@@ -21,6 +21,8 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
+from .. import _validate
+from ..errors import ClosedError
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._monitor import HealthMonitor, HealthReport
 from ._state import HealthStatus
@@ -171,6 +173,13 @@ class HealthServer:
     ) -> None:
         from aiohttp import web
 
+        _validate.string("host", host)
+        _validate.integer("port", port, minimum=0, maximum=65535)
+        if token is not None:
+            # An empty token would let "Authorization: Bearer " through.
+            _validate.string("token", token)
+        if service_id is not None:
+            _validate.string("service_id", service_id)
         self._app = web.Application()
         add_health_routes(self._app, monitor, token=token, service_id=service_id)
         self._host = host
@@ -181,7 +190,7 @@ class HealthServer:
     def port(self) -> int:
         """The bound port (after :meth:`start`)."""
         if self._runner is None:
-            raise RuntimeError("the server is not started")
+            raise ClosedError("the health server is not started")
         addr = self._runner.addresses[0]
         return int(addr[1])
 

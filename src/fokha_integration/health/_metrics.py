@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..errors import ValidationError
+
 __all__ = [
     "MetricFamily",
     "MetricsProvider",
@@ -53,13 +55,13 @@ class MetricFamily:
 
     def __post_init__(self) -> None:
         if not _METRIC_NAME.match(self.name):
-            raise ValueError(f"bad metric name {self.name!r}")
+            raise ValidationError("name", "is not a valid metric name", self.name)
         if self.type not in _TYPES:
-            raise ValueError(f"bad metric type {self.type!r}")
+            raise ValidationError("type", f"must be one of {', '.join(sorted(_TYPES))}", self.type)
         for s in self.samples:
             for label in s.labels:
                 if not _LABEL_NAME.match(label) or label.startswith("__"):
-                    raise ValueError(f"bad label name {label!r}")
+                    raise ValidationError("labels", "is not a valid label name", label)
 
 
 MetricsProvider = Callable[[], Iterable[MetricFamily]]

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ClosedError, ConfigError
 from ._checks import Check, Observation, ProbeContext, describe_error
@@ -133,8 +134,10 @@ class HealthMonitor:
         seed: int | None = None,
         spread_start: bool = True,
     ) -> None:
-        if http_limit < 1:
-            raise ConfigError("http_limit", "must be >= 1", http_limit)
+        _validate.integer("http_limit", http_limit, minimum=1)
+        if seed is not None:
+            _validate.integer("seed", seed)
+        _validate.boolean("spread_start", spread_start)
         self._clock = clock
         self._ctx = ProbeContext(http_limit=http_limit)
         self._entries: dict[str, _Entry] = {}

@@ -35,6 +35,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
 
+from .. import _validate
+from ..errors import ValidationError
+
 __all__ = [
     "CheckResult",
     "CheckState",
@@ -132,13 +135,11 @@ class CheckState:
         stale_after: float | None = None,
         now: float = 0.0,
     ) -> None:
-        if fail_after < 1 or recover_after < 1:
-            raise ValueError("fail_after and recover_after must be >= 1")
-        if stale_after is not None and stale_after <= 0:
-            raise ValueError("stale_after must be > 0 (or None for never)")
-        self.fail_after = fail_after
-        self.recover_after = recover_after
-        self.stale_after = stale_after
+        self.fail_after = _validate.integer("fail_after", fail_after, minimum=1)
+        self.recover_after = _validate.integer("recover_after", recover_after, minimum=1)
+        self.stale_after = _validate.optional_number(
+            "stale_after", stale_after, exclusive_minimum=0.0
+        )
         self.status = HealthStatus.UNKNOWN
         """The status after hysteresis, without staleness (see :meth:`effective`)."""
         self.last: CheckResult | None = None
@@ -152,7 +153,7 @@ class CheckState:
     def observe(self, result: CheckResult) -> bool:
         """Take one result into account; True when :attr:`status` changed."""
         if result.status is HealthStatus.UNKNOWN:
-            raise ValueError("a check result is pass, warn or fail")
+            raise ValidationError("status", "a check result is pass, warn or fail", result.status)
         self.last = result
         old = self.status
         if old is HealthStatus.UNKNOWN:
