@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from fokha_integration.errors import ValidationError
 from fokha_integration.models import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    SYMBOL_CHARACTERS,
     Direction,
     Envelope,
     Model,
@@ -39,7 +42,7 @@ aware = st.datetimes(
     ),
 )
 symbols = st.text(
-    alphabet=st.characters(categories=("Lu", "Ll", "Nd"), include_characters="._#-"),
+    alphabet=st.sampled_from(SYMBOL_CHARACTERS),
     min_size=1,
     max_size=20,
 )
@@ -336,3 +339,65 @@ def test_format_datetime_is_the_strftime_layout(value: datetime) -> None:
     expected = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert format_datetime(value) == expected
     assert parse_datetime(expected) == value
+
+
+# -- hostile values (issue 13 weak spots): always ValidationError, never a crash ----
+
+
+def test_a_float_field_beyond_float_range_is_a_validation_error() -> None:
+    """``volume=10**400`` raises ValidationError naming the field, not OverflowError."""
+    with pytest.raises(ValidationError) as info:
+        Signal(symbol="EURUSD", direction="BUY", volume=10**400)
+    assert info.value.field == "volume"
+
+
+def test_deeply_nested_metadata_is_a_validation_error() -> None:
+    """Metadata nested past MAX_JSON_DEPTH (or 100,000 levels) never raises RecursionError."""
+    for depth in (MAX_JSON_DEPTH + 1, 100_000):
+        meta: dict[str, object] = {}
+        inner = meta
+        for _ in range(depth):
+            inner["a"] = {}
+            inner = inner["a"]  # type: ignore[assignment]
+        with pytest.raises(ValidationError) as info:
+            Signal(symbol="EURUSD", direction="BUY", volume=1, metadata=meta)
+        assert info.value.field == "metadata"
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    """MAX_JSON_DEPTH levels of objects are fine."""
+    meta: dict[str, object] = {}
+    inner = meta
+    for _ in range(MAX_JSON_DEPTH - 1):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    Signal(symbol="EURUSD", direction="BUY", volume=1, metadata=meta)
+
+
+def test_oversized_metadata_is_a_validation_error() -> None:
+    """50 MB of metadata (or just over MAX_JSON_BYTES) is refused."""
+    for size in (MAX_JSON_BYTES, 50 * 1024 * 1024):
+        with pytest.raises(ValidationError) as info:
+            Signal(symbol="EURUSD", direction="BUY", volume=1, metadata={"x": "a" * size})
+        assert info.value.field == "metadata"
+
+
+def test_deeply_nested_json_text_is_a_validation_error() -> None:
+    """from_json on 100,000 nested arrays raises ValidationError, not RecursionError."""
+    text = '{"symbol":"EURUSD","direction":"BUY","volume":1,"metadata":{"a":' + "[" * 100_000
+    with pytest.raises(ValidationError):
+        Signal.from_json(text + "]" * 100_000 + "}}")
+
+
+@pytest.mark.parametrize("symbol", ["\u0415URUSD", "EUR\u00a0USD", "EURUSD\u200b", "\U0001f4b0"])
+def test_symbols_outside_the_documented_character_set_are_refused(symbol: str) -> None:
+    """A Cyrillic look-alike, a no-break space, a zero-width space or an emoji is refused."""
+    with pytest.raises(ValidationError) as info:
+        PriceTick(symbol=symbol, bid=1.0, ask=1.1)
+    assert info.value.field == "symbol"
+
+
+@pytest.mark.parametrize("symbol", ["EURUSD", "EURUSD.m", "XAUUSD#", "BTC/USD", "GER40+", "US_30"])
+def test_usual_broker_symbols_are_accepted(symbol: str) -> None:
+    """Broker suffixes and separators in SYMBOL_CHARACTERS pass."""
+    assert PriceTick(symbol=symbol, bid=1.0, ask=1.1).symbol == symbol

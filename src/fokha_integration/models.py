@@ -14,6 +14,14 @@ with Python's shortest round-tripping ``repr`` and NaN/Infinity are refused. So
 :func:`model_fields` describes each model's fields and types for code generators
 (the Dart generator uses it); it is the single source of truth for the wire shape.
 
+Limits, so a hostile or mistaken value fails with :class:`ValidationError` and
+never with ``OverflowError``, ``RecursionError`` or an out-of-memory: a symbol is
+1..64 characters of :data:`SYMBOL_CHARACTERS` (ASCII letters, digits and
+``._#/+-``; a Cyrillic ``Е`` that looks like a Latin ``E`` is refused);
+JSON-object fields (``metadata``, ``payload``, ...) nest at most
+:data:`MAX_JSON_DEPTH` levels and hold at most :data:`MAX_JSON_BYTES` of
+canonical JSON; numbers too large for a float are refused.
+
 This module does no I/O and knows nothing of queues, sockets or files.
 """
 
@@ -36,6 +44,9 @@ from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type
 from .errors import ValidationError
 
 __all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "SYMBOL_CHARACTERS",
     "Direction",
     "Envelope",
     "FieldInfo",
@@ -255,6 +266,13 @@ def model_fields(cls: type[Model]) -> tuple[FieldInfo, ...]:
 # ---------------------------------------------------------------------------
 # Validation helpers (each names the field it checks)
 
+SYMBOL_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._#/+-"
+"""The characters a symbol may use (ASCII only: no look-alike letters from other scripts)."""
+MAX_JSON_DEPTH = 32
+"""How deeply a JSON-object field (``metadata``, ``payload``, ...) may nest."""
+MAX_JSON_BYTES = 256 * 1024
+"""The largest canonical JSON text of one JSON-object field, in bytes (UTF-8)."""
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9._#/+\-]{1,64}$")
 _ID_RE = re.compile(r"^[0-9A-Za-z_.:\-]{1,64}$")
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 
@@ -278,8 +296,8 @@ def _check_str(obj: object, name: str, *, min_len: int = 0, max_len: int) -> str
 
 def _check_symbol(obj: object) -> None:
     value = _check_str(obj, "symbol", min_len=1, max_len=64)
-    if not value.isprintable() or any(c.isspace() for c in value):
-        raise ValidationError("symbol", "must be printable with no white space", value)
+    if not _SYMBOL_RE.match(value):
+        raise ValidationError("symbol", "must be 1..64 characters of [A-Za-z0-9._#/+-]", value)
 
 
 def _check_id(obj: object, name: str = "id") -> None:
@@ -305,7 +323,10 @@ def _check_float(
         raise ValidationError(name, "is required", value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(name, "must be a number", value)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        raise ValidationError(name, "must be finite", value) from None
     if not math.isfinite(number):
         raise ValidationError(name, "must be finite", value)
     if positive and number <= 0:
@@ -348,16 +369,46 @@ def _check_enum(obj: object, name: str, enum: type[Enum]) -> None:
         raise ValidationError(name, f"must be one of {allowed}", value) from None
 
 
+def _check_json_bounds(name: str, value: object) -> None:
+    """Refuse a value nested deeper than MAX_JSON_DEPTH or obviously over MAX_JSON_BYTES.
+
+    Iterative (no recursion to overflow) and cheap: it counts string lengths and
+    containers without serialising, so 50 MB of metadata is refused before any copy.
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    budget = MAX_JSON_BYTES
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (Mapping, list, tuple, set, frozenset)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValidationError(name, f"must nest at most {MAX_JSON_DEPTH} levels", None)
+            budget -= 2 + len(item)
+            children = item.items() if isinstance(item, Mapping) else ((None, v) for v in item)
+            for key, child in children:
+                if isinstance(key, str):
+                    budget -= len(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, str):
+            budget -= len(item)
+        else:
+            budget -= 1
+        if budget < 0:
+            raise ValidationError(name, f"must be at most {MAX_JSON_BYTES} bytes of JSON", None)
+
+
 def _check_object(obj: object, name: str) -> None:
     value = getattr(obj, name)
     if not isinstance(value, Mapping):
         raise ValidationError(name, "must be a JSON object", value)
     if not all(isinstance(k, str) for k in value):
         raise ValidationError(name, "keys must be strings", value)
+    _check_json_bounds(name, value)
     try:
         text = canonical_json(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(name, f"must be JSON-serialisable ({exc})", value) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(name, f"must be JSON-serialisable ({exc})", None) from None
+    if len(text) > MAX_JSON_BYTES and len(text.encode("utf-8")) > MAX_JSON_BYTES:
+        raise ValidationError(name, f"must be at most {MAX_JSON_BYTES} bytes of JSON", None)
     # Own a plain JSON copy, so later changes to the caller's dict cannot reach us.
     _set(obj, name, json.loads(text))
 
@@ -433,7 +484,7 @@ class Model:
         """Parse JSON text and validate it as this model."""
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ValidationError(cls.__name__, f"is not valid JSON ({exc})", None) from None
         return cls.from_dict(data, ignore_unknown=ignore_unknown)
 
