@@ -17,7 +17,7 @@ with Python's shortest round-tripping ``repr`` and NaN/Infinity are refused. So
 Limits, so a hostile or mistaken value fails with :class:`ValidationError` and
 never with ``OverflowError``, ``RecursionError`` or an out-of-memory: a symbol is
 1..64 characters of :data:`SYMBOL_CHARACTERS` (ASCII letters, digits and
-``._#/+-``; a Cyrillic ``Е`` that looks like a Latin ``E`` is refused);
+``._#/+-``; a Cyrillic letter that looks like a Latin ``E`` is refused);
 JSON-object fields (``metadata``, ``payload``, ...) nest at most
 :data:`MAX_JSON_DEPTH` levels and hold at most :data:`MAX_JSON_BYTES` of
 canonical JSON; numbers too large for a float are refused.

@@ -51,7 +51,7 @@ async def run(ctx: DemoContext) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])
 
     poll = PollConfig(busy=0.001, idle=0.01)
     shown: list[str] = []

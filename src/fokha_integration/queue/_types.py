@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import FokhaError
 from ..models import Envelope
 
 __all__ = [
@@ -54,7 +55,7 @@ class DeliveryResult:
     detail: str = ""
 
 
-class DeliveryFailedError(Exception):
+class DeliveryFailedError(FokhaError):
     """A sink's delivery attempt failed; ``status`` and ``retry_after`` guide the retry.
 
     ``status`` (an HTTP-like code, or ``None``) is what :class:`RetryPolicy` looks at
