@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -85,7 +86,8 @@ class ClaimResult(NamedTuple):
         return self.status is FIRST
 
 
-class DedupStats(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class DedupStats:
     """A snapshot of a :class:`DedupCache`'s counters.
 
     ``first``, ``duplicates``, ``conflicts`` and ``in_flight`` count claim answers;

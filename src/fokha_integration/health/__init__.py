@@ -13,7 +13,7 @@
 See ``docs/health.md``.
 """
 
-from ._alerts import AlertRouter, AlertSink
+from ._alerts import AlertRouter, AlertSink, AlertStats
 from ._checks import (
     Check,
     Observation,
@@ -33,20 +33,31 @@ from ._checks import (
 from ._config import load_targets, parse_targets
 from ._http import HEALTH_CONTENT_TYPE, HealthServer, add_health_routes, render_health
 from ._metrics import MetricFamily, MetricsProvider, MetricsRegistry, Sample, breaker_metrics
-from ._monitor import HealthMonitor, HealthReport, ResultListener, StatusChange, StatusListener
+from ._monitor import (
+    CheckStats,
+    HealthMonitor,
+    HealthReport,
+    HealthStats,
+    ResultListener,
+    StatusChange,
+    StatusListener,
+)
 from ._state import CheckResult, CheckState, CheckView, HealthStatus, ObservedValue, aggregate
 
 __all__ = [
     "HEALTH_CONTENT_TYPE",
     "AlertRouter",
     "AlertSink",
+    "AlertStats",
     "Check",
     "CheckResult",
     "CheckState",
+    "CheckStats",
     "CheckView",
     "HealthMonitor",
     "HealthReport",
     "HealthServer",
+    "HealthStats",
     "HealthStatus",
     "MetricFamily",
     "MetricsProvider",

@@ -36,9 +36,23 @@ from ..models import Envelope
 from ._monitor import StatusChange
 from ._state import HealthStatus
 
-__all__ = ["AlertRouter", "AlertSink"]
+__all__ = ["AlertRouter", "AlertSink", "AlertStats"]
 
 _log = logging.getLogger("fokha_integration.health.alerts")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStats:
+    """A snapshot of an :class:`AlertRouter`'s counters (see :meth:`AlertRouter.stats`)."""
+
+    sent: int
+    """Notices delivered."""
+    failed: int
+    """Notices whose delivery failed."""
+    dropped: int
+    """Notices dropped because the pending queue was full."""
+    pending: int
+    """Notices waiting to be delivered now."""
 
 
 @runtime_checkable
@@ -264,6 +278,11 @@ class AlertRouter:
         ):
             if resp.status >= 300:
                 raise ConnectionError(f"webhook answered HTTP {resp.status}")
+
+    def stats(self) -> AlertStats:
+        """A snapshot of the counters (the ``sent``/``failed``/``dropped`` attributes, frozen)."""
+        pending = 0 if self._queue is None else self._queue.qsize()
+        return AlertStats(self.sent, self.failed, self.dropped, pending)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every queued notice has been delivered (or failed)."""

@@ -17,8 +17,10 @@ import inspect
 import logging
 import random
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import overload
 
 from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
@@ -41,8 +43,10 @@ else:  # pragma: no cover - 3.10
 
 
 __all__ = [
+    "CheckStats",
     "HealthMonitor",
     "HealthReport",
+    "HealthStats",
     "ResultListener",
     "StatusChange",
     "StatusListener",
@@ -102,6 +106,31 @@ class _Entry:
     failures: int = 0
     timeouts: int = 0
     last_drift: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckStats:
+    """One check's counters (see :meth:`HealthMonitor.check_stats`)."""
+
+    key: str
+    runs: int
+    failures: int
+    timeouts: int
+    last_drift: float
+    """How late (seconds) the latest run started against its schedule."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStats:
+    """A snapshot of a :class:`HealthMonitor` (see :meth:`HealthMonitor.stats`)."""
+
+    status: HealthStatus
+    """The aggregated status now."""
+    runs: int
+    failures: int
+    timeouts: int
+    checks: tuple[CheckStats, ...]
+    """Per check, in registration order."""
 
 
 class HealthMonitor:
@@ -478,15 +507,41 @@ class HealthMonitor:
         entry = self._entries[key]
         return entry.state.effective(self._clock.monotonic())
 
-    def stats(self, key: str) -> dict[str, float]:
+    def check_stats(self, key: str) -> CheckStats:
         """Counters of one check: runs, failures, timeouts, last drift (s)."""
         e = self._entries[key]
-        return {
-            "runs": e.runs,
-            "failures": e.failures,
-            "timeouts": e.timeouts,
-            "last_drift": e.last_drift,
-        }
+        return CheckStats(key, e.runs, e.failures, e.timeouts, e.last_drift)
+
+    @overload
+    def stats(self) -> HealthStats: ...
+    @overload
+    def stats(self, key: str) -> dict[str, float]: ...
+    def stats(self, key: str | None = None) -> HealthStats | dict[str, float]:
+        """A snapshot of every check's counters and the overall status.
+
+        ``stats(key)`` (a dict for one check) is deprecated: use :meth:`check_stats`.
+        """
+        if key is not None:
+            warnings.warn(
+                "HealthMonitor.stats(key) is deprecated; use check_stats(key)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            one = self.check_stats(key)
+            return {
+                "runs": one.runs,
+                "failures": one.failures,
+                "timeouts": one.timeouts,
+                "last_drift": one.last_drift,
+            }
+        checks = tuple(self.check_stats(k) for k in self._entries)
+        return HealthStats(
+            status=self.status(),
+            runs=sum(c.runs for c in checks),
+            failures=sum(c.failures for c in checks),
+            timeouts=sum(c.timeouts for c in checks),
+            checks=checks,
+        )
 
     def _metric_families(self) -> list[MetricFamily]:
         now = self._clock.monotonic()

@@ -14,7 +14,7 @@ from ._breaker_core import (
     Permit,
     StateChange,
 )
-from ._ratelimit import RateLimiter
+from ._ratelimit import RateLimiter, RateLimiterStats
 from ._retry import (
     DEFAULT_RETRY_STATUSES,
     RetryDetails,
@@ -36,6 +36,7 @@ __all__ = [
     "Outcome",
     "Permit",
     "RateLimiter",
+    "RateLimiterStats",
     "RetryDetails",
     "RetryHook",
     "RetryPolicy",

@@ -8,12 +8,29 @@ that is already waiting, so a stream of small requests cannot starve a large one
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import OperationTimeoutError
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "RateLimiterStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterStats:
+    """A snapshot of a :class:`RateLimiter` (see :meth:`RateLimiter.stats`)."""
+
+    rate: float
+    burst: float
+    tokens: float
+    """Tokens available at the time of the snapshot."""
+    acquired: int
+    """Successful acquisitions (``try_acquire`` true or ``acquire`` returned)."""
+    refused: int
+    """``try_acquire`` calls that answered false."""
+    timed_out: int
+    """``acquire`` calls that raised ``OperationTimeoutError``."""
 
 
 class RateLimiter:
@@ -36,6 +53,7 @@ class RateLimiter:
         self._tokens = capacity
         self._stamp = clock.monotonic()
         self._lock = asyncio.Lock()
+        self._acquired = self._refused = self._timed_out = 0
 
     def _refill(self) -> None:
         now = self._clock.monotonic()
@@ -56,12 +74,13 @@ class RateLimiter:
     def try_acquire(self, tokens: float = 1.0) -> bool:
         """Take ``tokens`` if they are there now (and nobody is queued); never waits."""
         self._check(tokens)
-        if self._lock.locked():
-            return False
-        self._refill()
-        if self._tokens >= tokens:
-            self._tokens -= tokens
-            return True
+        if not self._lock.locked():
+            self._refill()
+            if self._tokens >= tokens:
+                self._tokens -= tokens
+                self._acquired += 1
+                return True
+        self._refused += 1
         return False
 
     async def acquire(self, tokens: float = 1.0, *, timeout: float | None = None) -> None:
@@ -79,11 +98,19 @@ class RateLimiter:
                 self._refill()
                 if self._tokens >= tokens:
                     self._tokens -= tokens
+                    self._acquired += 1
                     return
                 wait = (tokens - self._tokens) / self.rate
                 if timeout is not None and clock.monotonic() - start + wait > timeout:
+                    self._timed_out += 1
                     raise OperationTimeoutError("rate limiter acquire", timeout)
                 await clock.sleep(wait)
+
+    def stats(self) -> RateLimiterStats:
+        """A snapshot of the limiter's settings and counters."""
+        return RateLimiterStats(
+            self.rate, self.burst, self.tokens, self._acquired, self._refused, self._timed_out
+        )
 
     def __repr__(self) -> str:
         return f"RateLimiter(rate={self.rate:g}, burst={self.burst:g})"
