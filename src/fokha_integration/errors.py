@@ -160,7 +160,7 @@ class RetryExhaustedError(FokhaError):
 
 
 class ClosedError(FokhaError):
-    """The component was closed; no more operations are accepted."""
+    """The component was closed (or is not running yet); no more operations are accepted."""
 
 
 def translate_backend_error(backend: str, exc: BaseException, operation: str = "") -> BaseException:
