@@ -6,9 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # Extras the test suite exercises (every optional backend that has tests).
-TEST_EXTRAS := dev,redis,jwt,watch
+TEST_EXTRAS := redis,jwt,watch,metrics
+# PEP 735 dependency group with the tools (test, lint, bench anchors, docs); needs pip >= 25.1.
+DEV_GROUP := dev
 
-.PHONY: demo test lint typecheck pytest bench clean venv
+.PHONY: demo test test-all lint typecheck pytest docs bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]'
+	$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]' --group $(DEV_GROUP)
 	touch $@
 
 venv: $(VENV)/.test-installed
@@ -38,10 +40,19 @@ typecheck: $(VENV)/.test-installed
 pytest: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The API reference is generated from the docstrings; --strict fails on any warning.
+docs: $(VENV)/.test-installed
+	$(BIN)/mkdocs build --strict --quiet --site-dir .site
+
+test: lint typecheck docs pytest
+
+# Everything at full size: the chaos and cross-process tests with their large
+# default counts (see docs/topics/testing.md for each variable).
+test-all: export FOKHA_FULL_SIZE = 1
+test-all: test
 
 bench: $(VENV)/.test-installed
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build .site
