@@ -32,6 +32,7 @@ async def test_dedup_stats_is_a_frozen_slotted_snapshot() -> None:
 async def test_health_monitor_stats_snapshot() -> None:
     """HealthMonitor.stats() totals every check; check_stats(key) gives one."""
     clock = ManualClock()
+
     async def ok() -> bool:
         return True
 
