@@ -44,9 +44,11 @@ async def main() -> None:
     app.router.add_post("/webhook/signals", n8n_stand_in)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 8765).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()  # a free port
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook/signals"
+    print(f"n8n stand-in listening on {url}")
 
-    webhook = WebhookSink("http://127.0.0.1:8765/webhook/signals", secret=SECRET)
+    webhook = WebhookSink(url, secret=SECRET)
     queue = SignalQueue(
         store=SQLiteOutboxStore("signals-outbox.db"),
         sinks=[webhook, CallableSink(execute_on_ea, name="ea", execution=True)],

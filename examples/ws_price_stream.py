@@ -1,9 +1,10 @@
 """Stream live prices to WebSocket clients, and print them from a Python client.
 
 Run it: ``python examples/ws_price_stream.py``. It starts a WebSocketServer on
-127.0.0.1:8765 with HMAC tokens, publishes a synthetic EURUSD/GBPUSD feed, and a
-WebSocketClient prints what it receives for a few seconds. Point a browser or the
-Flutter app at ws://127.0.0.1:8765/ with the printed token to watch the same feed.
+127.0.0.1 (a free port; the URL is printed) with HMAC tokens, publishes a synthetic
+EURUSD/GBPUSD feed, and a WebSocketClient prints what it receives for a few seconds.
+Point a browser or the Flutter app at the printed URL with the printed token to
+watch the same feed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ async def feed(server: WebSocketServer, stop: asyncio.Event) -> None:
 
 async def main() -> None:
     auth = TokenAuthenticator(secrets.token_bytes(32))
-    async with WebSocketServer(port=8765, authenticator=auth) as server:
+    async with WebSocketServer(port=0, authenticator=auth) as server:
         token = auth.issue("viewer", ttl=3600, channels=["prices.*"])
         print(f"server on {server.url}; token: {token}")
         stop = asyncio.Event()
