@@ -10,7 +10,7 @@ TEST_EXTRAS := redis,jwt,watch,metrics
 # PEP 735 dependency group with the tools (test, lint, bench anchors, docs); needs pip >= 25.1.
 DEV_GROUP := dev
 
-.PHONY: demo test test-all lint typecheck pytest docs bench clean venv
+.PHONY: demo test test-all lint typecheck pytest pytest-on docs bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ typecheck: $(VENV)/.test-installed
 pytest: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The test suite on another interpreter: make pytest-on PY=/path/to/python3.X
+# (used by .ci/run for the oldest and newest Python the classifiers claim).
+PY_TAG = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+pytest-on:
+	@test -n "$(PY_TAG)" || { echo "pytest-on: PY=$(PY) is not a Python interpreter"; exit 2; }
+	test -x .venv-$(PY_TAG)/bin/python || $(PY) -m venv .venv-$(PY_TAG)
+	.venv-$(PY_TAG)/bin/python -m pip install --quiet --upgrade pip
+	.venv-$(PY_TAG)/bin/python -m pip install --quiet -e '.[$(TEST_EXTRAS)]' --group test --group bench
+	.venv-$(PY_TAG)/bin/python -m pytest $(PYTEST_ARGS)
+
 # The API reference is generated from the docstrings; --strict fails on any warning.
 docs: $(VENV)/.test-installed
 	$(BIN)/mkdocs build --strict --quiet --site-dir .site
@@ -55,4 +65,4 @@ bench: $(VENV)/.test-installed
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build .site
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build .site .venv-3.*
