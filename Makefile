@@ -52,7 +52,7 @@ pytest-on:
 
 # The API reference is generated from the docstrings; --strict fails on any warning.
 docs: $(VENV)/.test-installed
-	$(BIN)/mkdocs build --strict --quiet --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 
 test: lint typecheck docs pytest
 

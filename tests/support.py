@@ -1,6 +1,9 @@
 """Test support: timeouts scaled for slow machines, free ports, a private redis-server.
 
 ``FOKHA_TEST_TIMEOUT_SCALE`` multiplies every timeout the tests wait with (default 1).
+Sizes: long tests run small by default and at full size under ``make test-all``
+(``FOKHA_FULL_SIZE=1``), or at the size one variable names (:func:`size`,
+:func:`examples`); docs/topics/testing.md lists them.
 The ``redis_server`` fixture starts its own ``redis-server`` on a free port for the
 session (never the machine's shared one); without the binary, Redis tests skip with
 a reason locally and fail under ``CI=true``.
@@ -17,6 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TIMEOUT_SCALE = float(os.environ.get("FOKHA_TEST_TIMEOUT_SCALE", "1"))
+FULL_SIZE = os.environ.get("FOKHA_FULL_SIZE", "") not in ("", "0")
+
+
+def size(variable: str, default: int, full: int) -> int:
+    """A size: ``$variable`` when set, else ``full`` under make test-all, else ``default``."""
+    value = os.environ.get(variable)
+    if value:
+        return int(value)
+    return full if FULL_SIZE else default
+
+
+def examples(full: int, default: int | None = None) -> int:
+    """Hypothesis ``max_examples``: ``full`` under make test-all, else ``default`` (full / 5)."""
+    if FULL_SIZE:
+        return full
+    return default if default is not None else max(10, full // 5)
 
 
 def timeout(seconds: float) -> float:

@@ -18,6 +18,7 @@ from fokha_integration.bridge import (
 from fokha_integration.errors import FrameError
 from fokha_integration.models import canonical_json
 from tests.bridge import ea_emulator
+from tests.support import examples
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "file-bridge"
 VALID = sorted((VECTORS / "valid").glob("*.fkb"))
@@ -87,7 +88,7 @@ def test_encoder_matches_valid_vector_bytes() -> None:
         assert encode_frame(frame.id, frame.seq, frame.payload) == data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frame_id=ids, seq=seqs, obj=json_objects)
 def test_any_payload_round_trips(frame_id: str, seq: int, obj: dict[str, object]) -> None:
     """Any JSON object round-trips through encode/decode unchanged."""
@@ -97,7 +98,7 @@ def test_any_payload_round_trips(frame_id: str, seq: int, obj: dict[str, object]
     assert ea_emulator.check_frame(encode_frame(frame_id, seq, payload))[0] == "ok"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frame_id=ids, seq=seqs, obj=json_objects, data=st.data())
 def test_any_truncation_is_incomplete(
     frame_id: str, seq: int, obj: dict[str, object], data: st.DataObject
@@ -109,7 +110,7 @@ def test_any_truncation_is_incomplete(
         decode_frame(raw[:cut])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frame_id=ids, seq=seqs, obj=json_objects, data=st.data())
 def test_any_byte_corruption_is_detected(
     frame_id: str, seq: int, obj: dict[str, object], data: st.DataObject
@@ -124,7 +125,7 @@ def test_any_byte_corruption_is_detected(
     assert ea_emulator.check_frame(bytes(raw))[0] != "ok"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frame_id=ids, seq=seqs, obj=json_objects, data=st.data())
 def test_burst_corruption_and_insertions_are_detected(
     frame_id: str, seq: int, obj: dict[str, object], data: st.DataObject

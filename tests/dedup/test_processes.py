@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from fokha_integration.dedup import ClaimStatus, DedupBackend, DedupCache, SQLiteDedupBackend
-from tests.support import timeout
+from tests.support import size, timeout
 
 WORKER = Path(__file__).with_name("_worker.py")
-KEYS = 10_000
+KEYS = size("FOKHA_DEDUP_PROCESS_KEYS", 2_000, 10_000)
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:

@@ -1,12 +1,12 @@
 """Crash tests: delivering processes SIGKILLed at random moments lose and duplicate nothing.
 
-Sizes are tunable: FOKHA_QUEUE_CRASH_SIGNALS (default 5000, 20% of them duplicates).
+Sizes are tunable: FOKHA_QUEUE_CRASH_SIGNALS (default 1000, 5000 under make test-all;
+20% of them duplicates).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sys
@@ -18,9 +18,9 @@ import pytest
 from fokha_integration.http import generate_webhook_secret
 from fokha_integration.models import Direction, Signal
 from fokha_integration.queue import OutboxStore, SignalQueue, SQLiteOutboxStore
-from tests.support import free_port, timeout
+from tests.support import free_port, size, timeout
 
-N = int(os.environ.get("FOKHA_QUEUE_CRASH_SIGNALS", "5000"))
+N = size("FOKHA_QUEUE_CRASH_SIGNALS", 1000, 5000)
 ROOT = Path(__file__).resolve().parents[2]
 SINKS = ["file", "webhook"]
 
