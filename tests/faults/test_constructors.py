@@ -58,6 +58,11 @@ REQUIRED: dict[str, Callable[[], dict[str, Any]]] = {
     "ws.brokers.redis.RedisBroker": lambda: {"url": "redis://127.0.0.1:9/0"},
     "queue.redis_streams.RedisStreamsStore": lambda: {"url": "redis://127.0.0.1:9/0"},
     "health.Check": lambda: {"component": "c", "probe": lambda ctx: None},
+    "health.http_check": lambda: {"url": "http://127.0.0.1:9/"},
+    "health.tcp_check": lambda: {"host": "127.0.0.1", "port": 9},
+    "health.websocket_check": lambda: {"url": "ws://127.0.0.1:9/"},
+    "health.file_check": lambda: {"path": _TMP / "heartbeat", "max_age": 5.0},
+    "health.websocket_server_check": lambda: {"server": object()},
     # models: outside data, ValidationError
     "Signal": lambda: {"symbol": "EURUSD", "direction": "BUY", "volume": 1.0},
     "PriceTick": lambda: {"symbol": "EURUSD", "bid": 1.0, "ask": 1.1},
@@ -98,6 +103,14 @@ SETTINGS = [
     "ws.Limits",
     "bridge.PollConfig",
     "health.Check",
+    # check factories (functions that build a Check)
+    "health.http_check",
+    "health.tcp_check",
+    "health.websocket_check",
+    "health.redis_check",
+    "health.file_check",
+    "health.loop_lag_check",
+    "health.websocket_server_check",
 ]
 # Data from outside (ValidationError expected).
 DATA = ["Signal", "PriceTick", "Envelope", "Notification", "DeliveryResult"]

@@ -221,9 +221,11 @@ def http_check(
     a latency above ``max_latency`` seconds makes the result ``warn``. The observed
     value is the latency in ms.
     """
-    parts = urlsplit(url)
+    parts = urlsplit(_validate.string("url", url))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("url", "an http:// or https:// URL", url)
+    _validate.integer("max_body", max_body, minimum=1)
+    _validate.optional_number("max_latency", max_latency, exclusive_minimum=0.0)
     if isinstance(expect_status, int):
         wanted: Collection[int] | None = (expect_status,)
     else:
@@ -269,6 +271,9 @@ def tcp_check(
     **opts: _CheckOpts,
 ) -> Check:
     """Open a TCP connection to ``host:port`` and close it; value is the connect time."""
+    _validate.string("host", host)
+    _validate.integer("port", port, minimum=1, maximum=65535)
+    _validate.optional_number("max_latency", max_latency, exclusive_minimum=0.0)
 
     async def probe(ctx: ProbeContext) -> Observation:
         started = time.perf_counter()
@@ -293,9 +298,11 @@ def websocket_check(
     **opts: _CheckOpts,
 ) -> Check:
     """Open a WebSocket to ``url`` (and, with ``ping``, wait for a pong); value in ms."""
-    parts = urlsplit(url)
+    parts = urlsplit(_validate.string("url", url))
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ConfigError("url", "a ws:// or wss:// URL", url)
+    _validate.boolean("ping", ping)
+    _validate.optional_number("max_latency", max_latency, exclusive_minimum=0.0)
 
     async def probe(ctx: ProbeContext) -> Observation:
         from websockets.asyncio.client import connect
@@ -342,7 +349,8 @@ def redis_check(
     Speaks RESP over a plain asyncio connection, so it needs no extra. Only
     ``redis://`` URLs (no TLS). The observed value is the round trip in ms.
     """
-    parts = urlsplit(url)
+    _validate.optional_number("max_latency", max_latency, exclusive_minimum=0.0)
+    parts = urlsplit(_validate.string("url", url))
     if parts.scheme != "redis" or not parts.hostname:
         raise ConfigError("url", "a redis://[user:password@]host[:port][/db] URL", url)
     host, port = parts.hostname, parts.port or 6379
@@ -397,6 +405,8 @@ def file_check(
     Point it at any file a peer touches periodically (e.g. the FileBridge peer's
     heartbeat file). Above ``warn_age`` the result is ``warn``.
     """
+    max_age = _validate.positive("max_age", max_age)
+    warn_age = _validate.optional_number("warn_age", warn_age, exclusive_minimum=0.0)
     target = Path(path)
 
     async def probe(ctx: ProbeContext) -> Observation:
@@ -460,6 +470,9 @@ def loop_lag_check(
     serves; above ``warn_above`` seconds the result is ``warn``, above ``fail_above``
     ``fail``. Not critical by default, and in the ``live`` group.
     """
+    warn_above = _validate.positive("warn_above", warn_above)
+    fail_above = _validate.positive("fail_above", fail_above)
+    sample = _validate.positive("sample", sample)
 
     async def probe(ctx: ProbeContext) -> Observation:
         started = time.perf_counter()
@@ -529,6 +542,7 @@ def websocket_server_check(
     conflated or queued) → ``warn``: the others are still served in real time, but
     somebody's screen lags. The observed value is the number of connections.
     """
+    _validate.integer("max_slow_clients", max_slow_clients, minimum=0)
 
     async def probe(ctx: ProbeContext) -> Observation:
         if not server.serving:
