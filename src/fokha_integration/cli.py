@@ -50,6 +50,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_queue_parser(sub)
     # --- end queue -------------------------------------------------------------
+    from .dart._cli import add_parser as add_dart_parser
+
+    add_dart_parser(sub)
     return parser
 
 
@@ -89,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    if args.command == "dart":
+        from .dart._cli import run as run_dart
+
+        return run_dart(args)
     parser.print_help()
     return 2
 
