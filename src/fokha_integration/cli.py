@@ -50,6 +50,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_queue_parser(sub)
     # --- end queue -------------------------------------------------------------
+    from .serve._cli import add_parsers as add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 
@@ -89,6 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    if args.command == "serve":
+        from .serve._cli import run_serve
+
+        return run_serve(args)
+    if args.command == "init":
+        from .serve._cli import run_init
+
+        return run_init(args)
     parser.print_help()
     return 2
 
