@@ -83,6 +83,36 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def preflight(config: Any) -> None:
+    """Checks that need the network, before anything starts: a fail-closed Redis must answer.
+
+    Raises a ServeConfigError naming the file, line and key.
+    """
+    from ._config import ServeConfigError
+
+    if config.queue.store != "redis":
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(config.queue.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    try:
+        with socket.create_connection((host, port), timeout=2.0) as sock:
+            sock.settimeout(2.0)
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        answer = f"{exc}".encode()
+    if not answer.startswith((b"+PONG", b"-NOAUTH")):
+        line = config.line_of("queue.url") or config.line_of("queue.store")
+        reason = f"Redis at {host}:{port} does not answer ({answer[:60].decode(errors='replace')})"
+        if config.queue.fail_mode == "closed":
+            raise ServeConfigError(
+                config.source, line, "queue.url", reason + "; fail_mode is closed"
+            )
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Validate the config, start the hub, run until SIGTERM/SIGINT; exit code 2 on bad config."""
     from ..errors import ConfigError
@@ -107,6 +137,7 @@ def run_serve(args: argparse.Namespace) -> int:
     else:
         try:
             config = load_config(args.config)
+            preflight(config)
         except ConfigError as exc:
             print(f"fokha serve: {exc}", file=sys.stderr)
             return 2

@@ -167,6 +167,11 @@ class ServeConfig:
     health: HealthSection = field(default_factory=HealthSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     source: str = "<defaults>"
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int | None:
+        """The line of a dotted key (``queue.url``, ``sinks[1].url``) in the source file."""
+        return self.lines.get(key)
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with every secret replaced by ``"***"`` (for logs and pages)."""
@@ -241,6 +246,14 @@ class _Lines:
 
     def find(self, table: str, index: int | None = None, key: str | None = None) -> int | None:
         return self._index.get((table, index, key)) or self._index.get((table, index, None))
+
+    def dotted(self) -> dict[str, int]:
+        """Every key found, as ``table.key`` / ``table[i].key`` -> line."""
+        out = {}
+        for (table, index, key), line in self._index.items():
+            label = f"{table}[{index}]" if index is not None else table
+            out[label if key is None else (f"{label}.{key}" if label else key)] = line
+        return out
 
 
 def _expand(value: Any, where: str, path: str, line: int | None, env: Mapping[str, str]) -> Any:
@@ -371,7 +384,7 @@ def parse_config(
             seen.add(name)
             sinks.append(dataclasses.replace(sink, name=name))
         sections["sinks"] = tuple(sinks)
-    config = ServeConfig(**sections, source=path)
+    config = ServeConfig(**sections, source=path, lines=lines.dotted())
     if config.queue.store == "redis" and not config.queue.url:
         raise ServeConfigError(
             path, lines.find("queue", None, "store"), "queue.url", "is required when store is redis"

@@ -108,7 +108,8 @@ class Hub:
         self.monitor: Any = None
         self.authenticator: Any = None
         self.http_port = 0
-        self.demo_webhook_received: list[dict[str, Any]] = []
+        self.demo_webhook_received: deque[dict[str, Any]] = deque(maxlen=100)
+        self.demo_webhook_url = ""
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._reload_notes: list[str] = []
@@ -159,9 +160,23 @@ class Hub:
         await self._stack.enter_async_context(self.ws)
         if cfg.bridge.enabled:
             await self._start_bridge()
+        if self.demo:
+            await self._start_demo_receiver()
         sinks = await self._build_sinks()
+        from ..queue import SinkConfig
+        from ..resilience import RetryPolicy
+
+        attempts = {s.name: s.attempts for s in cfg.sinks}
+        sink_config = {
+            sink.name: SinkConfig(
+                retry=RetryPolicy(
+                    attempts=attempts.get(sink.name, 5), initial=0.2, max_delay=5.0, deadline=None
+                )
+            )
+            for sink in sinks
+        }
         self.queue = await self._stack.enter_async_context(
-            SignalQueue(dedup=dedup, store=store, sinks=sinks)
+            SignalQueue(dedup=dedup, store=store, sinks=sinks, sink_config=sink_config)
         )
         await self._start_health()
         await self._start_http()
@@ -214,7 +229,7 @@ class Hub:
         from ..queue import FileBridgeSink, WebhookSink, WebSocketSink
 
         sinks: list[Any] = []
-        for s in self.config.sinks:
+        for s in self._sink_sections():
             if s.kind == "websocket":
                 sinks.append(WebSocketSink(self.ws, channel=s.channel, name=s.name))
             elif s.kind == "bridge":
@@ -226,6 +241,34 @@ class Hub:
             else:
                 sinks.append(WebhookSink(s.url, secret=s.secret, name=s.name))
         return sinks
+
+    def _sink_sections(self) -> list[Any]:
+        from ._config import SinkSection
+
+        sections = list(self.config.sinks)
+        if self.demo and self.demo_webhook_url:
+            sections.append(
+                SinkSection(
+                    kind="webhook",
+                    name="n8n",
+                    url=self.demo_webhook_url,
+                    secret=secrets.token_hex(16),
+                    attempts=3,
+                )
+            )
+        return sections
+
+    async def _start_demo_receiver(self) -> None:
+        """A local stand-in for n8n: accepts signed webhooks and keeps the last ones."""
+        app = web.Application()
+        app.router.add_post("/webhook/fokha", self._demo_webhook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._stack.push_async_callback(runner.cleanup)
+        port = runner.addresses[0][1]
+        self.demo_webhook_url = f"http://127.0.0.1:{port}/webhook/fokha"
 
     async def _start_health(self) -> None:
         from ..health import HealthMonitor, Observation
@@ -270,8 +313,6 @@ class Hub:
         add_health_routes(app, self.monitor, token=self.console_token(ttl=10 * 365 * 86400))
         if self.config.console.enabled:
             add_console_routes(app, self)
-        if self.demo:
-            app.router.add_post("/demo/webhook", self._demo_webhook)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.server.host, self.config.server.http_port)
