@@ -112,7 +112,7 @@ def _serve(
     ],
 )
 def test_bad_config_exits_2_and_starts_nothing(tmp_path: Path, text: str, key: str) -> None:
-    """`fokha serve` with a bad file prints one error with file:line: key, exits 2, creates nothing."""
+    """A bad file: one error line with file:line: key, exit code 2, nothing created."""
     (tmp_path / "fokha.toml").write_text(text, encoding="utf-8")
     result = _serve(["serve", "fokha.toml"], tmp_path)
     assert result.returncode == 2, result.stderr

@@ -156,6 +156,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"console:   http://{host}:{hub.http_port}/console", flush=True)
         print(f"websocket: {hub.ws_url}", flush=True)
         print(f"token:     {hub.console_token(ttl=12 * 3600)}", flush=True)
+        if hub.metrics_token is not None:
+            print(f"metrics:   Authorization: Bearer {hub.metrics_token}", flush=True)
         print("ready", flush=True)
         await hub.run_until_stopped()
         return 0

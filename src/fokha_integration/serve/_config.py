@@ -369,6 +369,15 @@ def parse_config(
                     f"sinks[{i}].secret",
                     "is required for a webhook sink (use ${VAR})",
                 )
+            if sink.kind == "webhook":
+                from ..http import sign_webhook
+
+                try:
+                    sign_webhook("probe", 0, b"", sink.secret)
+                except ConfigError as exc:
+                    raise ServeConfigError(
+                        path, lines.find("sinks", i, "secret"), f"sinks[{i}].secret", exc.reason
+                    ) from None
             if sink.attempts < 1:
                 raise ServeConfigError(
                     path, lines.find("sinks", i, "attempts"), f"sinks[{i}].attempts", "must be >= 1"

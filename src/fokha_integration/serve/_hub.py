@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from ..errors import ConfigError, FokhaError
+from ..errors import ConfigError, FokhaError, OperationTimeoutError
 from ._config import ServeConfig
 
 __all__ = ["Hub", "HubAlreadyRunningError", "Sample"]
@@ -243,6 +243,7 @@ class Hub:
         return sinks
 
     def _sink_sections(self) -> list[Any]:
+        from ..http import generate_webhook_secret
         from ._config import SinkSection
 
         sections = list(self.config.sinks)
@@ -252,7 +253,7 @@ class Hub:
                     kind="webhook",
                     name="n8n",
                     url=self.demo_webhook_url,
-                    secret=secrets.token_hex(16),
+                    secret=generate_webhook_secret(),
                     attempts=3,
                 )
             )
@@ -310,7 +311,7 @@ class Hub:
         from ._console import add_console_routes
 
         app = web.Application(client_max_size=1024 * 1024)
-        add_health_routes(app, self.monitor, token=self.console_token(ttl=10 * 365 * 86400))
+        add_health_routes(app, self.monitor, token=self.metrics_token)
         if self.config.console.enabled:
             add_console_routes(app, self)
         runner = web.AppRunner(app, access_log=None)
@@ -318,7 +319,7 @@ class Hub:
         site = web.TCPSite(runner, self.config.server.host, self.config.server.http_port)
         await site.start()
         self._runner = runner
-        self._stack.push_async_callback(runner.cleanup)
+        self._stack.push_async_callback(self._stop_http)
         server = site._server
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
@@ -332,13 +333,39 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
+            # No new signals from here on; what was accepted is delivered or stays in the
+            # outbox for the next start (a cancelled delivery is sent again then).
+            await self._stop_http()
+            if self.queue is not None:
+                budget = max(0.5, self.config.server.shutdown_deadline * 0.6)
+                try:
+                    await self.queue.wait_idle(timeout=budget)
+                except OperationTimeoutError:
+                    log.warning(
+                        "drain: deliveries still pending after %.1fs stay in the outbox", budget
+                    )
             if self.ws is not None and self.ws.serving:
                 await self.ws.close(drain=1.0, retry_after=2.0)
             await self._stack.aclose()
         finally:
             self._lock.release()
 
+    async def _stop_http(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
     # -- helpers the console reads
+
+    @property
+    def metrics_token(self) -> str | None:
+        """The bearer token /metrics and /health ask for: none on 127.0.0.1, else derived."""
+        if self.config.server.host in ("127.0.0.1", "localhost", "::1"):
+            return None
+        import hashlib
+        import hmac
+
+        return hmac.new(self.secret.encode(), b"fokha-metrics", hashlib.sha256).hexdigest()
 
     def console_token(self, *, ttl: float = 3600.0, subject: str = "console") -> str:
         """A token for the console (and the live feed): may read every channel."""
