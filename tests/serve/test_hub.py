@@ -240,3 +240,51 @@ secret = "{WEBHOOK_SECRET}"
         duplicates = {i for i in ids if ids.count(i) > 1}
         assert not duplicates, (sink, len(duplicates))
         assert set(accepted) <= set(ids)
+
+
+async def test_reload_applies_what_is_safe_and_names_the_rest(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    """A reload applies bridge.fail_after at once; port and secret changes need a restart."""
+    import dataclasses
+
+    config = make_config(tmp_path / "state")
+    hub = await hub_factory(config)
+    new = dataclasses.replace(
+        config,
+        bridge=dataclasses.replace(config.bridge, fail_after=7.5),
+        server=dataclasses.replace(config.server, ws_port=1234, secret="n" * 32),
+    )
+    report = hub.reload(new)
+    assert report.applied == ("bridge.fail_after",)
+    assert "server.ws_port" in report.needs_restart and "<secrets>" in report.needs_restart
+    assert hub.config.bridge.fail_after == 7.5
+    assert hub.config.server.ws_port == config.server.ws_port
+    assert "n" * 32 not in repr(report)
+
+
+async def test_sighup_reload_is_reported_by_the_process(tmp_path: Path) -> None:
+    """`kill -HUP` makes fokha serve re-read its file and say what it applied."""
+    cfg = tmp_path / "fokha.toml"
+    base = f"[server]\nhttp_port = 0\nws_port = 0\nstate_dir = '{tmp_path / 'state'}'\n"
+    cfg.write_text(base + "[bridge]\npath = 'emulator'\nfail_after = 5.0\n", encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fokha_integration.cli",
+        "serve",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        while (await asyncio.wait_for(proc.stdout.readline(), timeout(60))).strip() != b"ready":
+            pass
+        cfg.write_text(base + "[bridge]\npath = 'emulator'\nfail_after = 9.0\n", encoding="utf-8")
+        proc.send_signal(signal.SIGHUP)
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout(30))).decode()
+        assert line.startswith("reload: applied bridge.fail_after; needs a restart: nothing"), line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout(30)) == 0

@@ -158,6 +158,27 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"token:     {hub.console_token(ttl=12 * 3600)}", flush=True)
         if hub.metrics_token is not None:
             print(f"metrics:   Authorization: Bearer {hub.metrics_token}", flush=True)
+
+        def reload() -> None:
+            if args.config is None:
+                print("reload: the demo has no config file", flush=True)
+                return
+            try:
+                new = load_config(args.config)
+            except ConfigError as exc:
+                print(f"reload refused, still running the old config: {exc}", flush=True)
+                return
+            report = hub.reload(new)
+            print(
+                "reload: applied "
+                + (", ".join(report.applied) or "nothing")
+                + "; needs a restart: "
+                + (", ".join(report.needs_restart) or "nothing"),
+                flush=True,
+            )
+
+        hub.install_signal_handlers(on_reload=reload)
+        await hub.wait_ready(timeout=30.0)
         print("ready", flush=True)
         await hub.run_until_stopped()
         return 0

@@ -32,13 +32,38 @@ from aiohttp import web
 from ..errors import ConfigError, FokhaError, OperationTimeoutError
 from ._config import ServeConfig
 
-__all__ = ["Hub", "HubAlreadyRunningError", "Sample"]
+__all__ = ["Hub", "HubAlreadyRunningError", "ReloadReport", "Sample"]
 
 log = logging.getLogger("fokha_integration.serve")
 
 
 class HubAlreadyRunningError(FokhaError):
     """Another ``fokha serve`` holds the lock on this state directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """What a reload changed: keys applied at once, and keys that need a restart."""
+
+    applied: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+
+# Settings a running hub can take without a restart (SIGHUP).
+_RELOADABLE = frozenset({"bridge.fail_after"})
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            out.update(_flatten(value, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = obj
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +309,10 @@ class Hub:
 
         checks.append(callable_check(ws_ok, component="websocket", interval=interval))
         if self.bridge is not None:
-            fail_after = self.config.bridge.fail_after
 
             async def ea_ok() -> Any:
-                alive = self.bridge.peer_alive(max_age=fail_after)
+                # Read at every run: SIGHUP may change fail_after.
+                alive = self.bridge.peer_alive(max_age=self.config.bridge.fail_after)
                 age = self.ea_heartbeat_age()
                 text = "EA heartbeat " + ("never seen" if age is None else f"{age:.1f}s old")
                 return Observation(HS.PASS if alive else HS.FAIL, output=text)
@@ -324,6 +349,29 @@ class Hub:
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.server.http_port
+
+    async def wait_ready(self, *, timeout: float) -> None:
+        """Health-gated readiness: wait until every check has run once and none fails.
+
+        Logs the checks still failing when ``timeout`` runs out (and returns: a hub
+        whose EA is not attached yet still serves the app).
+        """
+        from ..health import HealthStatus
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._stopping.is_set():
+            report = await self.monitor.run_once()
+            failing = [
+                view.key for _check, view in report.checks if view.status is not HealthStatus.PASS
+            ]
+            if not failing:
+                return
+            if loop.time() >= deadline:
+                log.warning("not ready after %.0fs: %s", timeout, ", ".join(failing))
+                print(f"warning: not ready: {', '.join(failing)}", flush=True)
+                return
+            await asyncio.sleep(min(0.2, self.config.health.interval))
 
     async def stop(self) -> None:
         """Drain and stop every part (reverse start order), then release the lock."""
@@ -432,14 +480,44 @@ class Hub:
         self.demo_webhook_received.append(body)
         return web.json_response({"ok": True})
 
+    # -- reload
+
+    def reload(self, new: ServeConfig) -> ReloadReport:
+        """Apply the settings of ``new`` that can change while running; list the rest.
+
+        Secret values are compared but never named with their values.
+        """
+        import dataclasses
+
+        old_flat = _flatten(self.config.redacted())
+        new_flat = _flatten(new.redacted())
+        changed = sorted(
+            k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k)
+        )
+        # A secret changed behind "***" is still a change.
+        if self.config.secrets() != new.secrets():
+            changed = sorted({*changed, "<secrets>"})
+        applied = tuple(k for k in changed if k in _RELOADABLE)
+        restart = tuple(k for k in changed if k not in _RELOADABLE)
+        if applied:
+            self.config = dataclasses.replace(
+                self.config,
+                bridge=dataclasses.replace(self.config.bridge, fail_after=new.bridge.fail_after),
+            )
+        return ReloadReport(applied, restart)
+
     # -- signals
 
     def request_stop(self) -> None:
         """Ask :meth:`run_until_stopped` to return (SIGTERM/SIGINT)."""
         self._stopping.set()
 
-    async def run_until_stopped(self, on_reload: Callable[[], None] | None = None) -> None:
-        """Wait for SIGTERM/SIGINT (SIGHUP calls ``on_reload``), then stop."""
+    def install_signal_handlers(self, on_reload: Callable[[], None] | None = None) -> None:
+        """SIGTERM/SIGINT ask the hub to stop; SIGHUP calls ``on_reload``.
+
+        Install them before telling anyone the hub is ready, so that a signal sent
+        right after "ready" is never the default (killing) action.
+        """
         import signal
 
         loop = asyncio.get_running_loop()
@@ -447,6 +525,12 @@ class Hub:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         if on_reload is not None:
             loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+    async def run_until_stopped(self) -> None:
+        """Wait until :meth:`request_stop` (a signal), then stop within the deadline."""
+        import signal
+
+        loop = asyncio.get_running_loop()
         try:
             await self._stopping.wait()
         finally:
