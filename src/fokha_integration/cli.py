@@ -28,6 +28,10 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "ws": (".ws._cli", "add_parser", "WebSocket streaming: serve, token, tail"),
     "bridge": (".bridge._cli", "add_bridge_parser", "operate a file-bridge folder (MT5 EA link)"),
     "queue": (".queue._cli", "add_parser", "inspect an outbox store; list and replay dead letters"),
+    "dart": (".dart._cli", "add_parser", "generate and check the Dart package for Flutter apps"),
+    # one function adds both "serve" and "init"
+    "serve": (".serve._cli", "add_parsers", "run the integration hub from a config file"),
+    "init": (".serve._cli", "add_parsers", "write a commented starter config"),
 }
 
 
@@ -52,13 +56,13 @@ def _build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Each primitive's subcommand lives in its own package; only the one being run
     # is imported (its parser and its dependencies), the others get a stub that
     # is enough for ``fokha --help``. See docs/topics/design.md, "Lazy imports".
-    chosen = _chosen_command(argv)
+    word = _chosen_command(argv)
+    chosen = _SUBCOMMANDS[word][:2] if word in _SUBCOMMANDS else None
     for name, (module, func, summary) in _SUBCOMMANDS.items():
-        if name == chosen:
-            add_parser = getattr(importlib.import_module(module, __package__), func)
-            add_parser(sub)
-        else:
+        if (module, func) != chosen:
             sub.add_parser(name, help=summary, add_help=False)
+        elif name == word:  # the package's own function adds its parser(s)
+            getattr(importlib.import_module(module, __package__), func)(sub)
     _add_health_parser(sub)
     return parser
 
@@ -99,6 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    if args.command == "dart":
+        from .dart._cli import run as run_dart
+
+        return run_dart(args)
+    if args.command == "serve":
+        from .serve._cli import run_serve
+
+        return run_serve(args)
+    if args.command == "init":
+        from .serve._cli import run_init
+
+        return run_init(args)
     parser.print_help()
     return 2
 
