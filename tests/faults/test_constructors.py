@@ -116,6 +116,10 @@ SETTINGS = [
 DATA = ["Signal", "PriceTick", "Envelope", "Notification", "DeliveryResult"]
 # Records the library makes and hands out (snapshots, events, results): not user input.
 RECORDS = {
+    "AlertStats",
+    "CheckStats",
+    "HealthStats",
+    "RateLimiterStats",
     "BreakerMetrics",
     "ChannelMessage",
     "ClaimResult",
