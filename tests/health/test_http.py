@@ -208,6 +208,37 @@ async def test_token_limits_details_and_metrics() -> None:
         await monitor.close()
 
 
+async def _raw_get(port: int, path: str, authorization: bytes) -> int:
+    """The status code of a GET whose Authorization header carries raw bytes."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: " + authorization + b"\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout(5))
+    writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_non_utf8_authorization_is_refused_not_a_500() -> None:
+    """Non-UTF-8 bytes or an empty bearer in Authorization get 401/plain status, never 500."""
+    monitor = HealthMonitor([callable_check(Switch(Observation()), component="db")])
+    await monitor.run_once()
+    server = HealthServer(monitor, token="s3cret")
+    await server.start()
+    try:
+        for header in (b"Bearer \xff\xfe\x80", b"Bearer s3cret\xc3", b"\xff Bearer", b"Bearer "):
+            assert await _raw_get(server.port, "/metrics", header) == 401
+            assert await _raw_get(server.port, "/health", header) == 200
+        assert await _raw_get(server.port, "/metrics", b"Bearer s3cret") == 200
+    finally:
+        await server.close()
+        await monitor.close()
+
+
 PROM_LINE = re.compile(
     r"^(# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|# TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|untyped)"
     r'|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*",?)*\})? '

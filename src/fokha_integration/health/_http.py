@@ -102,7 +102,9 @@ class _Handlers:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(given.strip().encode(), self.token)
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates; encode them back
+        # the same way so a hostile header is simply wrong, never a 500.
+        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token)
 
     def respond(self, group: str | None, request: web.Request) -> web.Response:
         from aiohttp import web
