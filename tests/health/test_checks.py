@@ -218,6 +218,22 @@ async def test_loop_lag_detects_a_blocked_loop() -> None:
     assert view.critical is False
 
 
+async def test_loop_lag_catches_a_block_between_two_runs() -> None:
+    """A loop blocked between two runs (not during a probe) still shows in the next run."""
+    check = loop_lag_check(warn_above=0.02, fail_above=0.1, sample=0.005, interval=60)
+    monitor = HealthMonitor([check])
+    try:
+        first = await asyncio.wait_for(monitor.run_once(), timeout(10))
+        assert first.checks[0][1].status is P
+        time.sleep(0.2)  # the blocking code under test: the loop stalls between two runs
+        report = await asyncio.wait_for(monitor.run_once(), timeout(10))
+    finally:
+        await monitor.close()
+    result = report.checks[0][1].result
+    assert result is not None and result.status is F
+    assert isinstance(result.observed_value, float) and result.observed_value >= 150
+
+
 async def test_breaker_open_is_warn_not_fail() -> None:
     """Breaker: closed passes; open warns, and the service is warn (degraded), not fail."""
     clock = ManualClock()

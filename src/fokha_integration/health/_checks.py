@@ -456,6 +456,39 @@ def callable_check(
     return Check(component=component, probe=probe, **opts)
 
 
+class _LagSampler:
+    """Samples event-loop lag continuously between two checks and keeps the maximum.
+
+    One sample per probe would miss a block that happens between two runs (a 3 s
+    stall in a 10 s interval); this task sleeps ``sample`` seconds over and over and
+    records how late each wake-up was. It stops by itself once nobody has read it
+    for ``idle_stop`` seconds (the monitor closed) and the next read starts it again.
+    """
+
+    def __init__(self, sample: float, idle_stop: float) -> None:
+        self.sample = sample
+        self.idle_stop = idle_stop
+        self._max = 0.0
+        self._last_read = time.perf_counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def take(self) -> float:
+        """The largest lag seen since the previous call; (re)starts sampling."""
+        self._last_read = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(), name="fokha-loop-lag-sampler")
+        lag, self._max = self._max, 0.0
+        return lag
+
+    async def _run(self) -> None:
+        while time.perf_counter() - self._last_read < self.idle_stop:
+            started = time.perf_counter()
+            await asyncio.sleep(self.sample)
+            self._max = max(self._max, time.perf_counter() - started - self.sample)
+
+
 def loop_lag_check(
     *,
     warn_above: float = 0.05,
@@ -469,15 +502,21 @@ def loop_lag_check(
     A loop blocked by CPU work or blocking calls delays every connection this process
     serves; above ``warn_above`` seconds the result is ``warn``, above ``fail_above``
     ``fail``. Not critical by default, and in the ``live`` group.
+
+    The lag is sampled continuously in the background (every ``sample`` seconds) and
+    each run reports the largest lag since the previous run, so a block between two
+    runs is not missed.
     """
     warn_above = _validate.positive("warn_above", warn_above)
     fail_above = _validate.positive("fail_above", fail_above)
     sample = _validate.positive("sample", sample)
+    interval = opts.get("interval", Check.__dataclass_fields__["interval"].default)
+    sampler = _LagSampler(sample, idle_stop=3 * float(interval) + 5.0)
 
     async def probe(ctx: ProbeContext) -> Observation:
         started = time.perf_counter()
-        await asyncio.sleep(sample)
-        lag = max(0.0, time.perf_counter() - started - sample)
+        await asyncio.sleep(sample)  # also lets the sampler record a wake-up still due
+        lag = max(0.0, time.perf_counter() - started - sample, sampler.take())
         ms = round(lag * 1000, 3)
         if lag > fail_above:
             return Observation(HealthStatus.FAIL, ms, "ms", "event loop is blocked")
