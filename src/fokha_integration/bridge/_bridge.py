@@ -20,22 +20,34 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ClosedError, ConfigError, FrameError, OperationTimeoutError
+from ..errors import (
+    ClosedError,
+    ConfigError,
+    FokhaError,
+    FrameError,
+    OperationTimeoutError,
+    map_backend_errors,
+)
 from ..models import canonical_json, new_id
 from ._folders import (
     DirectionPaths,
     Durability,
+    OddEntry,
     fsync_dir,
+    is_odd,
     message_name,
     move_file,
     parse_message_name,
     parse_snapshot_name,
+    quarantine,
+    read_regular,
     snapshot_name,
     valid_sender,
     valid_snapshot_name,
@@ -97,12 +109,12 @@ class PollConfig:
     backoff: float = 1.5
 
     def __post_init__(self) -> None:
-        if not 0 < self.busy <= self.idle:
+        busy = check.positive("poll.busy", self.busy)
+        idle = check.positive("poll.idle", self.idle)
+        if busy > idle:
             raise ConfigError("poll.busy", "must be > 0 and <= idle", self.busy)
-        if self.busy_window < 0:
-            raise ConfigError("poll.busy_window", "must be >= 0", self.busy_window)
-        if self.backoff < 1:
-            raise ConfigError("poll.backoff", "must be >= 1", self.backoff)
+        check.non_negative("poll.busy_window", self.busy_window)
+        check.number("poll.backoff", self.backoff, minimum=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +186,17 @@ class Snapshot:
     body: dict[str, Any]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BridgeStats:
-    """Counters of one bridge instance since it started."""
+    """Counters of one bridge instance since it started (a snapshot: see
+    :meth:`FileBridge.stats`).
+
+    ``bad`` counts entries moved to ``bad/`` (corrupt frames and odd entries such as a
+    directory or a FIFO named like a message); ``stuck`` counts entries that could
+    be neither handled nor moved to ``bad/`` (each logged once, then left alone).
+    ``incomplete`` is not a counter but the number of files in ``new/`` waited for
+    right now (incomplete or not yet claimable, within ``grace``).
+    """
 
     sent: int = 0
     resent: int = 0
@@ -190,6 +210,30 @@ class BridgeStats:
     recovered_tmp: int = 0
     reconciled_cur: int = 0
     peer_restarts: int = 0
+    stuck: int = 0
+    incomplete: int = 0
+
+
+@dataclass(slots=True)
+class _Counters:
+    # The live counters behind BridgeStats (same fields, mutable).
+    sent: int = 0
+    resent: int = 0
+    received: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    replies_sent: int = 0
+    replies_received: int = 0
+    bad: int = 0
+    handler_errors: int = 0
+    recovered_tmp: int = 0
+    reconciled_cur: int = 0
+    peer_restarts: int = 0
+    stuck: int = 0
+
+    def snapshot(self, incomplete: int) -> BridgeStats:
+        counts = {f.name: getattr(self, f.name) for f in fields(self)}
+        return BridgeStats(**counts, incomplete=incomplete)
 
 
 Handler = Callable[[Message], Awaitable["Reply | None"]]
@@ -251,30 +295,39 @@ class FileBridge:
         clock: Clock = SYSTEM_CLOCK,
         logger: logging.Logger | None = None,
     ) -> None:
+        check.string("encoding", encoding)
         if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
             raise ConfigError("encoding", "protocol v1 frames are UTF-8 only", encoding)
-        if durability not in ("none", "flush", "fsync"):
-            raise ConfigError("durability", "must be 'none', 'flush' or 'fsync'", durability)
+        check.one_of("durability", durability, ("none", "flush", "fsync"))
         for name, value in (("local", local), ("peer", peer)):
             if not valid_sender(value):
                 raise ConfigError(name, "must be 1..32 of [A-Za-z0-9_]", value)
-        self.sender = sender or local
+        self.sender = local if sender is None else sender
         if not valid_sender(self.sender):
             raise ConfigError("sender", "must be 1..32 of [A-Za-z0-9_]", sender)
-        if grace < 0:
-            raise ConfigError("grace", "must be >= 0", grace)
-        if not 256 <= max_frame_bytes <= 64 << 20:
-            raise ConfigError("max_frame_bytes", "must be 256..64 MiB", max_frame_bytes)
+        if poll is not None and not isinstance(poll, PollConfig):
+            raise ConfigError("poll", "must be a PollConfig", poll)
+        if handler is not None and not callable(handler):
+            raise ConfigError("handler", "must be an async callable", handler)
         self.root = Path(root)
         self.local = local
         self.peer = peer
         self.durability: Durability = durability
         self.poll = poll or PollConfig()
-        self.grace = grace
-        self.max_frame_bytes = max_frame_bytes
-        self.keep_done = keep_done
-        self.done_retention = done_retention
-        self.heartbeat_interval = heartbeat_interval
+        self.grace = check.non_negative("grace", grace)
+        self.max_frame_bytes = check.integer(
+            "max_frame_bytes", max_frame_bytes, minimum=256, maximum=64 << 20
+        )
+        self.keep_done = check.boolean("keep_done", keep_done)
+        self.done_retention = check.non_negative("done_retention", done_retention)
+        journal_retention = check.positive("journal_retention", journal_retention)
+        journal_max_entries = check.integer("journal_max_entries", journal_max_entries, minimum=1)
+        self.heartbeat_interval = check.optional_number(
+            "heartbeat_interval", heartbeat_interval, exclusive_minimum=0.0
+        )
+        receive = check.boolean("receive", receive)
+        watch = check.boolean("watch", watch)
+        close_timeout = check.non_negative("close_timeout", close_timeout)
         self.outgoing = DirectionPaths(self.root / f"{local}2{peer}")
         self.incoming = DirectionPaths(self.root / f"{peer}2{local}")
         self._out_tmp = str(self.outgoing.tmp)
@@ -282,7 +335,7 @@ class FileBridge:
         self._in_new = str(self.incoming.new)
         self._in_cur = str(self.incoming.cur)
         self.instance = new_id()
-        self.stats = BridgeStats()
+        self._stats = _Counters()
         self._handler = handler
         self._receive = receive
         self._watch = watch
@@ -314,6 +367,12 @@ class FileBridge:
         self._closed = False
         self._peer_instance: str | None = None
         self._last_done_sweep = 0.0
+        # Entries that could be neither handled nor moved to bad/ (logged once each).
+        self._stuck: set[str] = set()
+
+    def stats(self) -> BridgeStats:
+        """A frozen snapshot of this bridge's counters."""
+        return self._stats.snapshot(len(self._not_ready))
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -393,20 +452,31 @@ class FileBridge:
         self._last_seq = floor
         for entry in os.scandir(self.outgoing.tmp):
             path = Path(entry.path)
-            if entry.name.endswith(f".{self.sender}.snap"):
+            own_snap = entry.name.endswith(f".{self.sender}.snap")
+            parsed = parse_message_name(entry.name)
+            if not own_snap and (parsed is None or parsed.sender != self.sender):
+                continue
+            odd = is_odd(entry)
+            if odd is not None:
+                self._to_bad(path, entry.name, "not_a_file", odd, self.outgoing.bad)
+                continue
+            if own_snap:
                 path.unlink(missing_ok=True)
                 continue
-            parsed = parse_message_name(entry.name)
-            if parsed is None or parsed.sender != self.sender:
-                continue
             try:
-                decode_frame(path.read_bytes(), max_frame_bytes=self.max_frame_bytes)
+                decode_frame(
+                    read_regular(path, self.max_frame_bytes + 1),
+                    max_frame_bytes=self.max_frame_bytes,
+                )
+            except OddEntry as exc:
+                self._to_bad(path, entry.name, exc.code, exc.detail, self.outgoing.bad)
+                continue
             except FrameError:
                 path.unlink(missing_ok=True)
                 self._log.info("discarded unfinished %s from tmp/", entry.name)
                 continue
             move_file(path, self.outgoing.new / entry.name)
-            self.stats.recovered_tmp += 1
+            self._stats.recovered_tmp += 1
             self._log.info("published complete %s left in tmp/ by a crash", entry.name)
 
     # -- sending -----------------------------------------------------------------------
@@ -418,10 +488,11 @@ class FileBridge:
     def _publish(self, name: str, data: bytes, dest_dir: str) -> None:
         # Plain string paths on the hot path: pathlib costs more than the syscalls here.
         tmp = os.path.join(self._out_tmp, name)
-        write_file(tmp, data, self.durability)
-        move_file(tmp, os.path.join(dest_dir, name))
-        if self.durability == "fsync":
-            fsync_dir(dest_dir)
+        with map_backend_errors("os", f"write {name}"):
+            write_file(tmp, data, self.durability)  # removes its partial file on failure
+            _publish_tmp(tmp, os.path.join(dest_dir, name))
+            if self.durability == "fsync":
+                fsync_dir(dest_dir)
 
     async def _send_payload(self, msg_id: str, payload: Mapping[str, Any]) -> None:
         body = canonical_json(payload).encode("utf-8")
@@ -453,7 +524,7 @@ class FileBridge:
         if not valid_id(msg_id):
             raise ConfigError("id", "must be 1..64 of [A-Za-z0-9_-]", msg_id)
         await self._send_payload(msg_id, self._payload("message", kind, body))
-        self.stats.sent += 1
+        self._stats.sent += 1
         return msg_id
 
     async def request(
@@ -480,8 +551,9 @@ class FileBridge:
         msg_id = id or new_id()
         if not valid_id(msg_id):
             raise ConfigError("id", "must be 1..64 of [A-Za-z0-9_-]", msg_id)
-        if timeout <= 0:
-            raise ConfigError("timeout", "must be > 0", timeout)
+        check.positive("timeout", timeout)
+        check.optional_number("resend_after", resend_after, exclusive_minimum=0.0)
+        check.boolean("final", final)
         payload = self._payload("request", kind, body)
         pending = self._pending.get(msg_id)
         if pending is None:
@@ -493,10 +565,10 @@ class FileBridge:
             while True:
                 await self._send_payload(msg_id, payload)
                 if first:
-                    self.stats.sent += 1
+                    self._stats.sent += 1
                     first = False
                 else:
-                    self.stats.resent += 1
+                    self._stats.resent += 1
                 self._mark_busy()
                 remaining = deadline - self._clock.monotonic()
                 wait = remaining if resend_after is None else min(resend_after, remaining)
@@ -519,14 +591,19 @@ class FileBridge:
 
     def _write_snapshot(self, name: str, data: bytes, seq: int) -> None:
         tmp = self.outgoing.tmp / f"{name}.{seq:020d}.{self.sender}.snap"
-        write_file(tmp, data, self.durability)
-        move_file(tmp, self.outgoing.snap / snapshot_name(name, seq))
-        if self.durability == "fsync":
-            fsync_dir(self.outgoing.snap)
+        with map_backend_errors("os", f"write snapshot {name}"):
+            write_file(tmp, data, self.durability)  # removes its partial file on failure
+            _publish_tmp(tmp, self.outgoing.snap / snapshot_name(name, seq))
+            if self.durability == "fsync":
+                fsync_dir(self.outgoing.snap)
         versions = []
         for entry in os.scandir(self.outgoing.snap):
             parsed = parse_snapshot_name(entry.name)
             if parsed is not None and parsed[0] == name:
+                odd = is_odd(entry)
+                if odd is not None:
+                    self._to_bad(entry.path, entry.name, "not_a_file", odd, self.outgoing.bad)
+                    continue
                 versions.append(parsed[1])
         versions.sort()
         for old in versions[:-2]:
@@ -561,9 +638,15 @@ class FileBridge:
         except FileNotFoundError:
             return None
         for seq in sorted(entries, reverse=True):
+            path = folder / snapshot_name(name, seq)
             try:
-                raw = self._read(folder / snapshot_name(name, seq))  # bounded: the peer writes it
+                raw = self._read(path)  # bounded: the peer writes it
                 frame = decode_frame(raw, max_frame_bytes=self.max_frame_bytes)
+            except OddEntry as exc:
+                if not exc.transient:
+                    bad = (self.outgoing if own else self.incoming).bad
+                    self._to_bad(path, path.name, exc.code, exc.detail, bad)
+                continue
             except (OSError, FrameError):
                 continue
             data = frame.data
@@ -592,7 +675,7 @@ class FileBridge:
             await self._clock.sleep(self.heartbeat_interval)
             try:
                 await self.heartbeat()
-            except OSError as exc:
+            except (OSError, FokhaError) as exc:
                 self._log.warning("heartbeat write failed: %s", exc)
 
     def peer_alive(self, max_age: float = 5.0) -> bool:
@@ -608,7 +691,7 @@ class FileBridge:
         beat = snap.body.get("time")
         if isinstance(instance, str) and instance != self._peer_instance:
             if self._peer_instance is not None:
-                self.stats.peer_restarts += 1
+                self._stats.peer_restarts += 1
                 self._log.warning("peer %s restarted (instance %s)", self.peer, instance)
             self._peer_instance = instance
         if not isinstance(beat, (int, float)) or not math.isfinite(beat):
@@ -742,20 +825,8 @@ class FileBridge:
                     os.unlink(entry.path)
 
     def _read(self, path: str | Path) -> bytes:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        try:
-            limit = self.max_frame_bytes + 1
-            chunks = []
-            size = 0
-            while size < limit:
-                chunk = os.read(fd, limit - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        # One byte over the limit, so an oversized frame is seen as such.
+        return read_regular(path, self.max_frame_bytes + 1)
 
     async def _scan_once(self) -> bool:
         try:
@@ -767,30 +838,46 @@ class FileBridge:
         for name in names:
             if self._closed:
                 break
+            if name in self._stuck:
+                continue
             path = os.path.join(self._in_new, name)
             try:
                 data = self._read(path)
-            except (FileNotFoundError, PermissionError):
+            except FileNotFoundError:
+                continue
+            except OddEntry as exc:
+                if exc.transient:
+                    self._not_ready_yet(name, path, exc.code, exc.detail)
+                else:
+                    self._not_ready.pop(name, None)
+                    self._to_bad(path, name, exc.code, exc.detail)
                 continue
             try:
                 frame = decode_frame(data, max_frame_bytes=self.max_frame_bytes)
             except FrameError as exc:
-                self._not_ready_yet(name, path, exc)
+                self._not_ready_yet(name, path, exc.code, exc.detail)
                 continue
-            self._not_ready.pop(name, None)
             if not self._wanted(frame):
+                self._not_ready.pop(name, None)
                 continue
             claimed = os.path.join(self._in_cur, name)
             try:
                 os.replace(path, claimed)
-            except (FileNotFoundError, PermissionError):
+            except FileNotFoundError:
                 continue
+            except OSError as exc:
+                # Refused (on Windows while a writer holds the file; elsewhere a
+                # permission problem): waited for like an incomplete frame, then bad/.
+                self._not_ready_yet(name, path, "unclaimable", str(exc))
+                continue
+            self._not_ready.pop(name, None)
             await self._handle(claimed, name, frame)
             progressed = True
-        if self._not_ready:
+        if self._not_ready or self._stuck:
             present = set(names)
             for gone in [n for n in self._not_ready if n not in present]:
                 del self._not_ready[gone]
+            self._stuck &= present
         return progressed
 
     def _wanted(self, frame: Frame) -> bool:
@@ -812,9 +899,11 @@ class FileBridge:
         entry = self._journal.get(frame.id)
         return entry is not None and entry.state == "done"
 
-    def _not_ready_yet(self, name: str, path: str, exc: FrameError) -> None:
+    def _not_ready_yet(self, name: str, path: str, code: str, detail: str) -> None:
+        # Not (yet) usable: waited for while it changes, moved to bad/ after ``grace``
+        # seconds unchanged.
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except FileNotFoundError:
             self._not_ready.pop(name, None)
             return
@@ -825,18 +914,45 @@ class FileBridge:
             return
         if now - seen.since >= self.grace:
             del self._not_ready[name]
-            self._to_bad(path, name, exc.code, exc.detail)
+            self._to_bad(path, name, code, detail)
 
-    def _to_bad(self, path: str | Path, name: str, code: str, detail: str) -> None:
+    def _to_bad(
+        self,
+        path: str | Path,
+        name: str,
+        code: str,
+        detail: str,
+        bad_dir: Path | None = None,
+    ) -> None:
+        """The one path for anything the reader will not handle: corrupt frames and odd
+        entries (a directory, FIFO, symlink, unreadable or unclaimable file).
+
+        Moved to ``bad/`` in one attempt (never a blocking wait) with a reason file and
+        one log line; when even that move is refused, the entry is left where it is,
+        logged once and skipped from then on.
+        """
+        bad = self.incoming.bad if bad_dir is None else bad_dir
         try:
-            move_file(path, self.incoming.bad / name)
+            stored = quarantine(path, bad, name)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            self._stuck.add(name)
+            self._stats.stuck += 1
+            self._log.error(
+                "file bridge: %s (%s: %s) cannot be moved to bad/ either (%s); left in place",
+                name,
+                code,
+                detail,
+                exc,
+            )
+            return
         reason = {"code": code, "detail": detail, "at": self._clock.time(), "reader": self.local}
-        (self.incoming.bad / f"{name}.reason.json").write_text(
-            json.dumps(reason, sort_keys=True), encoding="utf-8"
-        )
-        self.stats.bad += 1
+        with contextlib.suppress(OSError):  # a full disk: the log line still says why
+            (bad / f"{stored}.reason.json").write_text(
+                json.dumps(reason, sort_keys=True), encoding="utf-8"
+            )
+        self._stats.bad += 1
         self._log.warning("file bridge: moved %s to bad/ (%s: %s)", name, code, detail)
 
     async def _reconcile_cur(self) -> None:
@@ -851,11 +967,16 @@ class FileBridge:
                 continue
             try:
                 frame = decode_frame(self._read(path), max_frame_bytes=self.max_frame_bytes)
+            except FileNotFoundError:
+                continue
+            except OddEntry as exc:
+                self._to_bad(path, name, exc.code, exc.detail)
+                continue
             except FrameError as exc:
                 code = "incomplete" if isinstance(exc, IncompleteFrameError) else exc.code
                 self._to_bad(path, name, code, exc.detail)
                 continue
-            self.stats.reconciled_cur += 1
+            self._stats.reconciled_cur += 1
             await self._handle(path, name, frame)
 
     def _parse(self, name: str, frame: Frame) -> Message:
@@ -927,10 +1048,10 @@ class FileBridge:
         except CorruptFrameError as exc:
             self._to_bad(path, name, exc.code, exc.detail)
             return
-        self.stats.received += 1
+        self._stats.received += 1
         entry = self._journal.get(message.id)
         if message.type == "reply":
-            self.stats.replies_received += 1
+            self._stats.replies_received += 1
             assert message.in_reply_to is not None
             assert message.status is not None
             reply = Reply(
@@ -956,7 +1077,7 @@ class FileBridge:
                 await self._blocking(self._ack, path, name)
                 return
         if entry is not None and entry.state == "done":
-            self.stats.duplicates += 1
+            self._stats.duplicates += 1
             if message.is_request and entry.reply is not None and entry.reply_id is not None:
                 await self._send_stored_reply(entry.reply_id, entry.reply)
             await self._blocking(self._ack, path, name)
@@ -964,7 +1085,7 @@ class FileBridge:
         if entry is None:
             await self._blocking(self._journal.begin, message.id, self._clock.time())
         else:
-            self.stats.redelivered += 1
+            self._stats.redelivered += 1
             message = _replace_redelivered(message)
         reply_id: str | None = None
         reply_text: str | None = None
@@ -973,7 +1094,7 @@ class FileBridge:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.stats.handler_errors += 1
+            self._stats.handler_errors += 1
             self._log.exception("handler failed on %s (%s)", message.id, message.kind)
             if not message.is_request:
                 self._to_bad(path, name, "handler_error", repr(exc)[:500])
@@ -1010,7 +1131,18 @@ class FileBridge:
             await self._blocking(
                 self._publish, name, encode_frame(reply_id, seq, body), self._out_new
             )
-        self.stats.replies_sent += 1
+        self._stats.replies_sent += 1
+
+
+def _publish_tmp(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    # The move that publishes a written frame; when it fails, the frame is removed
+    # from tmp/ too, so a send that raised has sent nothing (not even after a restart).
+    try:
+        move_file(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _wake_up(waiter: asyncio.Future[None]) -> None:
