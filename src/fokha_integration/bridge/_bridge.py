@@ -778,6 +778,7 @@ class FileBridge:
         interval = self.poll.busy
         idle_since = self._clock.monotonic()
         recheck_cur = False
+        failing = ""  # the error of the last failed pass, logged once while it repeats
         while not self._closed:
             try:
                 if recheck_cur:
@@ -785,10 +786,15 @@ class FileBridge:
                     recheck_cur = False
                     await self._reconcile_cur()
                 progressed = await self._scan_once()
+                if failing:
+                    failing = ""
+                    self._log.warning("file bridge reader passes succeed again")
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self._log.exception("file bridge reader pass failed; retrying")
+            except Exception as exc:
+                if repr(exc) != failing:
+                    failing = repr(exc)
+                    self._log.exception("file bridge reader pass failed; retrying")
                 progressed = False
                 recheck_cur = True
             now = self._clock.monotonic()
