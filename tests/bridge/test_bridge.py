@@ -446,7 +446,7 @@ async def test_watch_wakes_the_reader_before_its_idle_poll(tmp_path: Path) -> No
         ea_bridge(tmp_path, handler, poll=never, watch=True) as ea,
         FileBridge(tmp_path, receive=False, heartbeat_interval=None) as py,
     ):
-        await wait_until(lambda: ea._waiter is not None)  # the reader is parked for an hour
+        await wait_until(lambda: ea._reader.parked)  # the reader is parked for an hour
         deadline = time.monotonic() + timeout(10)
         while not handler.calls:
             assert time.monotonic() < deadline, "not woken by the watcher"
@@ -475,7 +475,7 @@ async def test_interim_accepted_reply_does_not_end_a_final_wait(tmp_path: Path) 
                     "status": status,
                     "details": {},
                 }
-                await ea._send_stored_reply(rid, canonical_json(payload))
+                await ea._writer.send_reply(rid, canonical_json(payload))
             ea.reply(message, "executed")
             break
         reply = await asyncio.wait_for(task, 10)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import logging
 import os
 import re
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +32,7 @@ from ..errors import BackendError
 
 __all__ = [
     "SUBDIRS",
+    "BadFolder",
     "DirectionPaths",
     "Durability",
     "MessageName",
@@ -319,3 +323,56 @@ def move_file(
             # other process keeps the file open (an MQL5 FileOpen..FileClose).
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+class BadFolder:
+    """The one way anything the bridge will not handle leaves a folder: corrupt frames
+    and odd entries (a directory, FIFO, symlink, unreadable or unclaimable file).
+
+    :meth:`move` puts it in ``bad/`` in one attempt (never a blocking wait) with a
+    ``<name>.reason.json`` and one log line. When even that move is refused, the entry
+    is left where it is, logged once and remembered in :attr:`stuck` (the reader
+    skips those names while they stay).
+    """
+
+    def __init__(
+        self,
+        reader: str,
+        now: Callable[[], float],
+        log: logging.Logger,
+        on_moved: Callable[[], None],
+        on_stuck: Callable[[], None],
+    ) -> None:
+        self.reader = reader
+        self.stuck: set[str] = set()
+        self._now = now
+        self._log = log
+        self._on_moved = on_moved
+        self._on_stuck = on_stuck
+
+    def move(
+        self, path: str | os.PathLike[str], name: str, code: str, detail: str, bad_dir: Path
+    ) -> None:
+        """Move ``path`` (named ``name``) to ``bad_dir`` with the reason ``code: detail``."""
+        try:
+            stored = quarantine(path, bad_dir, name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.stuck.add(name)
+            self._on_stuck()
+            self._log.error(
+                "file bridge: %s (%s: %s) cannot be moved to bad/ either (%s); left in place",
+                name,
+                code,
+                detail,
+                exc,
+            )
+            return
+        reason = {"code": code, "detail": detail, "at": self._now(), "reader": self.reader}
+        with contextlib.suppress(OSError):  # a full disk: the log line still says why
+            (bad_dir / f"{stored}.reason.json").write_text(
+                json.dumps(reason, sort_keys=True), encoding="utf-8"
+            )
+        self._on_moved()
+        self._log.warning("file bridge: moved %s to bad/ (%s: %s)", name, code, detail)
