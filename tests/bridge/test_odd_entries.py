@@ -307,3 +307,13 @@ def test_sync_file_bridge_refuses_bad_settings(
     with pytest.raises(ConfigError) as info:
         SyncFileBridge(tmp_path, **kwargs)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0, "10", True])
+def test_ea_emulator_refuses_bad_max_volume(tmp_path: Path, value: Any) -> None:
+    """EAEmulator refuses a NaN, infinite, zero or wrong-typed max_volume with ConfigError."""
+    from fokha_integration.bridge.emulator import EAEmulator
+
+    with pytest.raises(ConfigError) as info:
+        EAEmulator(tmp_path, max_volume=value)
+    assert info.value.field == "max_volume"
