@@ -67,10 +67,12 @@ async def run(ctx: DemoContext) -> None:
             frame = encode_frame("torn-1", 1, canonical_json(payload).encode())
             torn = root / "py2ea" / "new" / f"{1:020d}-rogue-torn-1.fkb"
             torn.write_bytes(frame[: len(frame) // 2])
-            await _until(lambda: ea.bridge.stats.received == 3 and bool(ea.bridge._not_ready))
+            await _until(
+                lambda: ea.bridge.stats().received == 3 and ea.bridge.stats().incomplete > 0
+            )
             ctx.say("half a frame written straight into new/: the EA waits, nothing handled")
             torn.write_bytes(frame)
-            await _until(lambda: ea.bridge.stats.received == 4)
+            await _until(lambda: ea.bridge.stats().received == 4)
             ctx.say("the writer finishes the file: the EA handles it once, complete")
 
             garbage = root / "py2ea" / "new" / f"{2:020d}-rogue-junk.fkb"

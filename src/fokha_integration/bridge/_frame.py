@@ -91,7 +91,8 @@ def _digits(field: bytes, max_len: int) -> bool:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    # NaN / Infinity are not JSON: refused while parsing, with the frame's own error.
+    raise CorruptFrameError("bad_json", f"{name} is not JSON")
 
 
 def decode_frame(data: bytes, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> Frame:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from ..errors import ClosedError, ValidationError
 from ._folders import Durability
 
 __all__ = ["Journal", "JournalEntry"]
@@ -132,7 +133,7 @@ class Journal:
 
     def _append(self, line: str) -> None:
         if self._file is None:
-            raise RuntimeError("journal is not open")
+            raise ClosedError("the bridge journal is not open")
         self._file.write(line.encode("utf-8"))
         if self.durability != "none":
             self._file.flush()
@@ -141,19 +142,26 @@ class Journal:
         self._lines += 1
 
     def begin(self, msg_id: str, now: float) -> None:
-        """Record that handling of ``msg_id`` begins."""
-        self._append(f"B {now:.3f} {msg_id}\n")
+        """Record that handling of ``msg_id`` begins.
+
+        The entry is recorded in memory first: when the write fails (a full disk) this
+        process still knows the state, and the buffered record is written by a later
+        flush.
+        """
         self._entries[msg_id] = JournalEntry(now, "begun")
+        self._append(f"B {now:.3f} {msg_id}\n")
 
     def done(self, msg_id: str, now: float, reply_id: str | None, reply: str | None) -> None:
         """Record that ``msg_id`` was handled, with the reply sent (if any)."""
         rid = reply_id or "-"
         text = reply or "-"
         if "\n" in text:
-            raise ValueError("a journalled reply must be one line of JSON")
-        self._append(f"D {now:.3f} {msg_id} {rid} {_crc(msg_id, rid, text)} {text}\n")
+            raise ValidationError("reply", "a journalled reply must be one line of JSON", text)
+        # In memory first (see begin): a failed write must not make this process
+        # hand the message to the handler again.
         self._entries.pop(msg_id, None)
         self._entries[msg_id] = JournalEntry(now, "done", reply_id, reply)
+        self._append(f"D {now:.3f} {msg_id} {rid} {_crc(msg_id, rid, text)} {text}\n")
         self._prune(now)
         if self._lines > 2 * len(self._entries) + 1000:
             self._rewrite()

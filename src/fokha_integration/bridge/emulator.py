@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _validate as check
 from ._bridge import FileBridge, Message, Reply, ReplyStatus
 
 __all__ = ["EAEmulator"]
@@ -40,7 +41,7 @@ class EAEmulator:
         kwargs.setdefault("local", "ea")
         kwargs.setdefault("peer", "py")
         self.server = _TradeServer()
-        self.max_volume = max_volume
+        self.max_volume = check.positive("max_volume", max_volume)
         self.executed = 0
         self.bridge = FileBridge(root, handler=self._handle, **kwargs)
 

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from ..errors import OperationTimeoutError
+from .. import _validate as check
+from ..errors import ConfigError, OperationTimeoutError
 from ._bridge import FileBridge, Message, Reply, ReplyStatus, Snapshot
 
 __all__ = ["SyncFileBridge"]
@@ -41,11 +42,9 @@ class SyncFileBridge:
 
     def __init__(self, root: Any, *, inbox_size: int = 1000, **kwargs: Any) -> None:
         if "handler" in kwargs:
-            raise TypeError("SyncFileBridge takes no handler; call get() instead")
+            raise ConfigError("handler", "SyncFileBridge takes no handler; call get()", True)
+        inbox_size = check.integer("inbox_size", inbox_size, minimum=1)
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=inbox_size)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
         self._replies: dict[str, Reply] = {}
         self._waiting: dict[str, threading.Event] = {}
         # One-way messages handed out by get() and not yet acknowledged (resolved on
@@ -74,13 +73,16 @@ class SyncFileBridge:
             )
 
         self._closed = False
-
-        async def make() -> FileBridge:
-            bridge = FileBridge(root, handler=handler, **kwargs)
-            await bridge.start()
-            return bridge
-
-        self.bridge = self._run(make())
+        # Built here, in the caller's thread: bad settings raise before a thread exists.
+        self.bridge = FileBridge(root, handler=handler, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        try:
+            self._run(self.bridge.start())
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -121,7 +123,7 @@ class SyncFileBridge:
         """Answer a request returned by :meth:`get`."""
         event = self._waiting.get(message.id)
         if event is None:
-            raise KeyError(f"no request {message.id!r} is waiting for a reply")
+            raise ConfigError("message", "no such request is waiting for a reply", message.id)
         self._replies[message.id] = Reply(ReplyStatus(status), details)
         event.set()
 
@@ -150,6 +152,9 @@ class SyncFileBridge:
         try:
             self._run(self.bridge.close(), timeout=10)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()

@@ -130,7 +130,7 @@ async def _overview(request: web.Request) -> web.Response:
         ea = {
             "alive": alive,
             "heartbeat_age": None if age is None else round(age, 2),
-            "restarts": hub.bridge.stats.peer_restarts,
+            "restarts": hub.bridge.stats().peer_restarts,
             "instance": hub.bridge.peer_instance,
         }
     return web.json_response(
