@@ -313,6 +313,7 @@ class FileBridge:
         self._started = False
         self._closed = False
         self._peer_instance: str | None = None
+        self._skipped_snapshots: set[str] = set()
         self._last_done_sweep = 0.0
 
     # -- life cycle --------------------------------------------------------------------
@@ -552,12 +553,18 @@ class FileBridge:
         skipped in favour of the previous one. Blocks briefly (lists and reads a file).
         """
         folder = (self.outgoing if own else self.incoming).snap
+        entries = []
         try:
-            entries = [
-                p[1]
-                for e in os.scandir(folder)
-                if (p := parse_snapshot_name(e.name)) is not None and p[0] == name
-            ]
+            for e in os.scandir(folder):
+                if (p := parse_snapshot_name(e.name)) is not None:
+                    if p[0] == name:
+                        entries.append(p[1])
+                elif e.name.startswith(f"{name}.") and e.name not in self._skipped_snapshots:
+                    # e.g. an unpadded seq from a peer that misread spec section 7: say so once
+                    self._skipped_snapshots.add(e.name)
+                    self._log.warning(
+                        "file bridge: skipped %s in snap/ (not <name>.<20-digit seq>.fkb)", e.name
+                    )
         except FileNotFoundError:
             return None
         for seq in sorted(entries, reverse=True):
