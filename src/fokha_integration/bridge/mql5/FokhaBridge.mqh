@@ -128,6 +128,13 @@ bool FokhaValidToken(const string s, const int max_len, const bool dash, const b
    return true;
   }
 
+string FokhaLower(const string s)
+  {
+   string out = s;
+   StringToLower(out);
+   return out;
+  }
+
 bool FokhaValidId(const string id)         { return FokhaValidToken(id, 64, true, false); }
 bool FokhaValidSender(const string s)      { return FokhaValidToken(s, 32, false, false); }
 bool FokhaValidKind(const string s)        { return FokhaValidToken(s, 64, true, true); }
@@ -949,9 +956,9 @@ void CFokhaBridge::OnTimer(void)
 //--- record reserves the next 10 s of seqs, so a restart within them starts above them
 long CFokhaBridge::NextSeq(void)
   {
+   // TimeGMT() has whole seconds; the microsecond counter (from program start) spreads
+   // seqs inside the second. It may run up to 1 s ahead of the clock: harmless.
    long t = (long)TimeGMT() * 1000000 + (long)(GetMicrosecondCount() % 1000000);
-   if(t < (long)TimeGMT() * 1000000)
-      t = (long)TimeGMT() * 1000000;
    m_last_seq = (m_last_seq + 1 > t) ? m_last_seq + 1 : t;
    if(m_last_seq >= m_reserved)
      {
@@ -1715,8 +1722,8 @@ bool CFokhaBridge::SendMessage(const string kind, const string body_json, string
 //--- section 7: write tmp\<name>.<seq>.<sender>.snap, move to snap\<name>.<seq20>.fkb, keep two
 bool CFokhaBridge::WriteSnapshot(const string name, const string body_json)
   {
-   if(!FokhaValidToken(name, 32, false, false) || !FokhaIsJsonObject(body_json))
-      return false;
+   if(!FokhaValidToken(name, 32, false, false) || name != FokhaLower(name) || !FokhaIsJsonObject(body_json))
+      return false;   // section 3: snapshot names are [a-z0-9_]{1,32}
    long seq = NextSeq();
    string s20 = IntegerToString(seq, 20, '0');
    string payload = "{\"body\":" + body_json + ",\"kind\":" + FokhaJsonQuote(name) + ",\"sender\":" +
