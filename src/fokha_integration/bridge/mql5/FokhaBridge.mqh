@@ -770,6 +770,8 @@ protected:
    uint              m_ready_wait_ms;   // bounded wait for the trade server before taking messages
    uint              m_settle_ms;       // connected this long before cur/ is reconciled
    ulong             m_connected_since;
+   ulong             m_ready_checked_at;
+   bool              m_ready;
    bool              m_reconciled;      // cur/ reconciled with the trade server ready
    bool              m_wait_logged;
    bool              m_recheck_cur;     // something stayed in cur/: look again
@@ -793,7 +795,7 @@ protected:
 public:
                      CFokhaBridge(void) : m_common(0), m_last_seq(0), m_reserved(0), m_grace_ms(5000),
                      m_last_beat(0), m_beat_ms(1000), m_init_tick(0), m_ready_wait_ms(60000),
-                     m_settle_ms(3000), m_connected_since(0), m_reconciled(false),
+                     m_settle_ms(3000), m_connected_since(0), m_ready_checked_at(0), m_ready(false), m_reconciled(false),
                      m_wait_logged(false), m_recheck_cur(false), m_last_cur_check(0),
                      m_journal_lf(false), m_journal_lines(0), m_last_compact(0) {}
 
@@ -894,17 +896,20 @@ bool CFokhaBridge::Init(const string root, const bool common, const string local
 //--- connected, logged in, history selectable, and all of it for m_settle_ms
 bool CFokhaBridge::TradeServerReady(void)
   {
-   bool up = TerminalInfoInteger(TERMINAL_CONNECTED) != 0 && AccountInfoInteger(ACCOUNT_LOGIN) != 0 &&
-             HistorySelect(0, TimeCurrent() + 86400);
-   if(!up)
-     {
-      m_connected_since = 0;
-      return false;
-     }
    ulong now = GetTickCount64();
-   if(m_connected_since == 0)
-      m_connected_since = now;
-   return now - m_connected_since >= m_settle_ms;
+   if(now - m_ready_checked_at < 500)
+      return m_ready;   // asked every tick while waiting: look at most twice a second
+   m_ready_checked_at = now;
+   // the last week of history is what a redelivered order is looked up in
+   bool up = TerminalInfoInteger(TERMINAL_CONNECTED) != 0 && AccountInfoInteger(ACCOUNT_LOGIN) != 0 &&
+             HistorySelect(TimeCurrent() - 7 * 86400, TimeCurrent() + 86400);
+   if(!up)
+      m_connected_since = 0;
+   else
+      if(m_connected_since == 0)
+         m_connected_since = now;
+   m_ready = up && now - m_connected_since >= m_settle_ms;
+   return m_ready;
   }
 
 //--- call from the EA's OnTimer (EventSetMillisecondTimer(20) or so: the floor is ~10-16 ms).
