@@ -568,6 +568,33 @@ def check_properties(inc: Source, ex: Source) -> list[str]:
     for fn in _reachable(inc, "CFokhaBridge::OnTimer"):
         for c in _calls_in(inc, fn, "Sleep"):
             problems.append(f"{fn} (reached from OnTimer) calls Sleep at line {c.line}")
+    # Order of calls inside single functions: what must come before what.
+    ordered = [
+        ("CFokhaBridge::CheckFrame", "FokhaUtf8Valid", "Parse", "UTF-8 is checked before JSON"),
+        (
+            "CFokhaBridge::ReadFrame",
+            "FileSize",
+            "FileReadArray",
+            "the size is checked before reading",
+        ),
+        (
+            "CFokhaBridge::Process",
+            "TradeServerReady",
+            "OnMessage",
+            "an in-doubt id waits for the trade server before the handler",
+        ),
+        ("CFokhaBridge::Init", "LoadJournal", "RecoverTmp", "the journal is loaded first"),
+    ]
+    for fn, first, then, why in ordered:
+        a = [c.index for c in inc.calls if c.function == fn and c.name == first]
+        b = [c.index for c in inc.calls if c.function == fn and c.name == then]
+        if not a or not b or a[0] > b[0]:
+            problems.append(f"{fn}: {first} must come before {then} ({why})")
+    init = inc.functions.get("CFokhaBridge::Init")
+    if init is not None:
+        text = " ".join(t.text for t in inc.tokens[init[0] : init[1]])
+        if "if ( ! LoadJournal ( ) ) {" not in text:
+            problems.append("Init does not stop when the journal cannot be read")
     # FILE_REWRITE only where overwriting is intended (spec section 8).
     allowed = {
         "CFokhaBridge::RecoverTmp",

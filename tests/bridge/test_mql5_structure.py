@@ -133,6 +133,30 @@ BROKEN = {
         '      g_trade.Buy(volume, symbol);\n      bool ok = (direction == "BUY")',
         "preceded by its own",
     ),
+    "JSON not checked": (
+        "include",
+        "   if(!obj.Parse(buf, p, e))\n",
+        "   if(false)\n",
+        "UTF-8 is checked before JSON",
+    ),
+    "in-doubt id not held back": (
+        "include",
+        "      if(!TradeServerReady())\n         return false;\n      msg.redelivered = true;",
+        "      msg.redelivered = true;",
+        "waits for the trade server",
+    ),
+    "read before the size check": (
+        "include",
+        "   size = (long)FileSize(h);\n",
+        "   size = 0;\n",
+        "size is checked before reading",
+    ),
+    "start without the journal": (
+        "include",
+        "   if(!LoadJournal())\n",
+        "   LoadJournal();\n   if(false)\n",
+        "journal cannot be read",
+    ),
     "method not in the library": (
         "example",
         "g_trade.ResultDeal()",
