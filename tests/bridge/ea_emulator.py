@@ -12,7 +12,16 @@ documented file behaviour:
   then deletes the source (a kill mid-way leaves a partial copy and the source);
 - ``FileFindFirst/Next`` masks also match 8.3 short names (``*.fkb`` returns
   ``x.fkbak``), so the full name is checked after each match;
-- ``FileLoad`` reads a whole file as bytes; the payload is decoded as UTF-8.
+- reads open the file shared (``FILE_SHARE_READ|FILE_SHARE_WRITE``) after checking its
+  size; a file another process holds without sharing (``--hold``/:meth:`MQL5Files.hold`)
+  cannot be opened: a claimed file in ``cur/`` stays there, a journal append fails and
+  then the handler is not called (as the fixed include);
+- the trade server is "ready" ``--connect-delay`` seconds after start: ``cur/`` is
+  reconciled only then (a bounded wait, ``--ready-wait``, after which new messages are
+  taken and in-doubt ids stay in ``cur/``), as the include does with
+  ``TerminalInfoInteger(TERMINAL_CONNECTED)`` and the history;
+- an ``order`` is recorded as an effect in the journal (``E`` record) before the reply's
+  ``D`` record, and a ``fail`` message makes the handler fail (``handler_error``).
 
 The "trade server" is ``effects.log`` in the root: one line ``<request id> <ticket>``
 per executed order. The journal is ``state/ea.journal``. Run it as a process::
@@ -37,6 +46,10 @@ NAME = re.compile(r"^([0-9]{20})-([A-Za-z0-9_]{1,32})-([A-Za-z0-9_-]{1,64})\.fkb
 IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FRAME = 1048576
 SENDER = "ea"
+SNAP_NAME = re.compile(r"^([a-z0-9_]{1,32})\.([0-9]{20})\.fkb$")
+KIND = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SENDER_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+MAX_DEPTH = 256  # the include's FOKHA_JSON_MAX_DEPTH (spec 5: 256 levels MUST be accepted)
 
 
 # ---------------------------------------------------------------------------
@@ -100,9 +113,46 @@ def check_frame(data: bytes, max_frame: int = MAX_FRAME) -> tuple[str, str, obje
         obj = json.loads(text, parse_constant=_no_constants)
     except (ValueError, RecursionError):
         return "corrupt", "bad_json", None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict) or _depth(obj) > MAX_DEPTH:
         return "corrupt", "bad_json", None
     return "ok", "", (ident, int(seq), obj)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def check_message(name: str, ident: str, seq: int, obj: dict[str, object]) -> str:
+    """The checks after the claim (spec 5), in the spec's order: "" or the reason code."""
+    m = NAME.match(name)
+    if m is None or m.group(3) != ident or int(m.group(1)) != seq:
+        return "name_mismatch"
+    kind, sender, sent_at = obj.get("kind"), obj.get("sender"), obj.get("sent_at")
+    if obj.get("type") not in ("message", "request", "reply"):
+        return "bad_message"
+    if not isinstance(kind, str) or not KIND.match(kind):
+        return "bad_message"
+    if not isinstance(sender, str) or not SENDER_RE.match(sender):
+        return "bad_message"
+    if sender != m.group(2):
+        return "name_mismatch"
+    if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)):
+        return "bad_message"
+    if not isinstance(obj.get("body"), dict):
+        return "bad_message"
+    if obj.get("type") == "reply":
+        in_reply_to = obj.get("in_reply_to")
+        if not isinstance(in_reply_to, str) or not IDENT.match(in_reply_to):
+            return "bad_message"
+        if obj.get("status") not in ("accepted", "executed", "rejected", "failed"):
+            return "bad_message"
+        if not isinstance(obj.get("details", {}), dict):
+            return "bad_message"
+    return ""
 
 
 def _no_constants(name: str) -> object:
@@ -126,6 +176,23 @@ class MQL5Files:
     def __init__(self, sandbox: Path, *, move: str = "rename") -> None:
         self.sandbox = sandbox
         self.move_mode = move
+        self.held: dict[str, bool] = {}  # path -> held by another process with sharing?
+
+    def hold(self, name: str, *, share: bool) -> None:
+        """Another process opens ``name`` (``share``: with read/write sharing, as
+        ``fokha bridge doctor`` or an editor does; without: exclusively)."""
+        self.held[name] = share
+
+    def release(self, name: str) -> None:
+        """The other process closes ``name``."""
+        self.held.pop(name, None)
+
+    def _can_open(self, name: str, *, shared: bool) -> bool:
+        # Windows sharing: an exclusive holder blocks everyone; a sharing holder blocks an
+        # open that does not share in turn (FileOpen without FILE_SHARE_* flags).
+        if name not in self.held:
+            return True
+        return self.held[name] and shared
 
     def path(self, name: str) -> Path:
         return self.sandbox / name.replace("\\", "/")
@@ -145,6 +212,9 @@ class MQL5Files:
         return out
 
     def file_load(self, name: str) -> bytes | None:
+        """FileOpen(READ|BIN|SHARE_READ|SHARE_WRITE), FileSize, FileReadArray, FileClose."""
+        if not self._can_open(name, shared=True):
+            return None
         try:
             with open(self.path(name), "rb") as f:
                 return f.read(MAX_FRAME + 1)
@@ -159,11 +229,15 @@ class MQL5Files:
             f.write(pending)
             f.flush()
 
-    def file_append_line(self, name: str, line: str) -> None:
-        """FileOpen(READ|WRITE|TXT|ANSI), FileSeek(END), FileWriteString, FileFlush."""
+    def file_append_line(self, name: str, line: str, *, shared: bool = True) -> bool:
+        """FileOpen(READ|WRITE|BIN|SHARE_READ|SHARE_WRITE), FileSeek(END), FileWriteArray,
+        FileFlush, FileClose; False when the open fails (the caller must not act)."""
+        if not self._can_open(name, shared=shared):
+            return False
         with open(self.path(name), "ab") as f:
             f.write(line.encode("utf-8"))
             f.flush()
+        return True
 
     def file_exists(self, name: str) -> bool:
         return self.path(name).is_file()
@@ -198,9 +272,28 @@ class MQL5Files:
 # The EA.
 
 
+class HandlerError(Exception):
+    """The application handler failed (OnMessage returned false)."""
+
+
 class EA:
-    def __init__(self, root: Path, *, move: str, grace: float, tick: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        move: str,
+        grace: float,
+        tick: float,
+        connect_delay: float = 0.0,
+        ready_wait: float = 60.0,
+    ) -> None:
         self.fs = MQL5Files(root, move=move)
+        self.started_at = time.monotonic()
+        self.connect_delay = connect_delay
+        self.ready_wait = ready_wait
+        self.reconciled = False
+        self.recheck_cur = False
+        self.log: list[str] = []
         self.root = root
         self.grace = grace
         self.tick = tick
@@ -239,28 +332,46 @@ class EA:
                 self.fs.file_move(f"ea2py/tmp/{name}", f"ea2py/new/{name}", True)
             else:
                 self.fs.file_delete(f"ea2py/tmp/{name}")
-        # Reconcile cur/ (spec 6.2 step 1).
+        # cur/ is reconciled from the timer once the trade server is ready (6.2 step 1).
+
+    def trade_server_ready(self) -> bool:
+        """TERMINAL_CONNECTED, logged in, history selectable: here, a delay after start."""
+        return time.monotonic() - self.started_at >= self.connect_delay
+
+    def reconcile_cur(self) -> None:
+        """Spec 6.2 step 1: leftovers in cur/ are processed, never discarded unprocessed."""
         for name in sorted(self.fs.file_find("py2ea/cur", "fkb")):
             if not NAME.match(name):
                 continue
             if self.fs.file_exists(f"py2ea/new/{name}"):
                 self.fs.file_delete(f"py2ea/cur/{name}")
                 continue
-            data = self.fs.file_load(f"py2ea/cur/{name}") or b""
+            data = self.fs.file_load(f"py2ea/cur/{name}")
+            if data is None:  # locked (or vanished): look again, never to bad/
+                self.recheck_cur = True
+                continue
             result, code, parsed = check_frame(data)
             if result != "ok":
-                self.to_bad("cur", name, code)
+                self.to_bad("cur", name, "incomplete" if result == "incomplete" else code)
                 continue
-            self.process(name, parsed)
+            if not self.process(name, parsed):
+                self.recheck_cur = True
 
     def load_journal(self) -> None:
         try:
             raw = self.fs.path("state/ea.journal").read_bytes()
         except FileNotFoundError:
             return
+        if raw and not raw.endswith(b"\n"):
+            # a torn last record: the next append must not be glued onto it
+            self.fs.file_append_line("state/ea.journal", "\n")
         for line in raw.split(b"\n")[:-1]:  # a last line without LF is torn: ignored
             parts = line.decode("utf-8", "replace").split(" ", 5)
-            if parts[0] == "B" and len(parts) == 3:
+            if parts[0] == "E" and len(parts) >= 5:
+                _, _, ident, crc, evidence = line.decode("utf-8", "replace").split(" ", 4)
+                if "%08x" % (zlib.crc32(f"{ident} {evidence}".encode()) & 0xFFFFFFFF) == crc:
+                    self.effects.setdefault(ident, json.loads(evidence)["ticket"])
+            elif parts[0] == "B" and len(parts) == 3:
                 self.journal.setdefault(parts[2], ("B", "", ""))
             elif parts[0] == "D" and len(parts) == 6:
                 _, _, ident, rid, crc, reply = parts
@@ -288,6 +399,21 @@ class EA:
         if now - self.last_beat >= 0.5:
             self.last_beat = now
             self.heartbeat(now)
+        if not self.reconciled:
+            if self.trade_server_ready():
+                self.reconciled = True
+                self.log.append("reconciled")
+                self.reconcile_cur()
+            elif time.monotonic() - self.started_at < self.ready_wait:
+                return  # bounded wait: nothing is taken before the trade server is known
+            else:
+                if "ready_wait_expired" not in self.log:
+                    self.log.append("ready_wait_expired")
+                    print("ea: trade server not ready: in-doubt ids wait", file=sys.stderr)
+                self.recheck_cur = True
+        if self.recheck_cur:
+            self.recheck_cur = False
+            self.reconcile_cur()
         names = [n for n in self.fs.file_find("py2ea/new", "fkb") if NAME.match(n)]
         for name in sorted(names):
             data = self.fs.file_load(f"py2ea/new/{name}")
@@ -303,9 +429,10 @@ class EA:
                     self.to_bad("new", name, code)
                 continue
             self.not_ready.pop(name, None)
-            if not self.fs.file_move(f"py2ea/new/{name}", f"py2ea/cur/{name}", True):
+            if not self.fs.file_move(f"py2ea/new/{name}", f"py2ea/cur/{name}", False):
                 continue
-            self.process(name, parsed)
+            if not self.process(name, parsed):
+                self.recheck_cur = True
 
     def to_bad(self, folder: str, name: str, code: str) -> None:
         self.fs.file_move(f"py2ea/{folder}/{name}", f"py2ea/bad/{name}", True)
@@ -315,26 +442,36 @@ class EA:
 
     # -- one message --------------------------------------------------------------------
 
-    def process(self, name: str, parsed: object) -> None:
+    def process(self, name: str, parsed: object) -> bool:
+        """Spec 6.2 steps 4-7; False when the file stays in cur/ to be looked at again."""
         ident, seq, obj = parsed  # type: ignore[misc]
-        m = NAME.match(name)
-        assert m is not None
-        if m.group(3) != ident or int(m.group(1)) != seq or not isinstance(obj, dict):
-            self.to_bad("cur", name, "name_mismatch")
-            return
+        code = check_message(name, ident, seq, obj)
+        if code:
+            self.to_bad("cur", name, code)
+            return True
         entry = self.journal.get(ident)
         if entry is not None and entry[0] == "D":
             if entry[1] != "-":
                 self.write_reply(entry[1], entry[2])
             self.fs.file_delete(f"py2ea/cur/{name}")
-            return
+            return True
+        if entry is not None and not self.trade_server_ready():
+            return False  # in doubt: the handler must see the trade server as it is
         if entry is None:
-            self.fs.file_append_line("state/ea.journal", f"B {time.time():.3f} {ident}\n")
+            if not self.fs.file_append_line("state/ea.journal", f"B {time.time():.3f} {ident}\n"):
+                self.log.append(f"append_failed {ident}")
+                return False  # the handler is not called without its B record
             self.journal[ident] = ("B", "", "")
-        status, details = self.execute(ident, obj)
+        try:
+            status, details = self.execute(ident, obj)
+        except HandlerError as exc:
+            if obj.get("type") != "request":
+                self.to_bad("cur", name, "handler_error")  # no D record (spec 6.2)
+                return True
+            status, details = "failed", {"message": f"handler error: {exc}"}
         rid, reply = "-", "-"
         if obj.get("type") == "request":
-            rid = "R" + ident[:63]
+            rid = f"R{self.next_seq()}"  # unique per EA across restarts (as the include)
             reply = json.dumps(
                 {
                     "type": "reply",
@@ -350,27 +487,39 @@ class EA:
                 ensure_ascii=False,
             )
         crc = "%08x" % (zlib.crc32(f"{ident} {rid} {reply}".encode()) & 0xFFFFFFFF)
-        self.fs.file_append_line(
+        if not self.fs.file_append_line(
             "state/ea.journal", f"D {time.time():.3f} {ident} {rid} {crc} {reply}\n"
-        )
+        ):
+            self.log.append(f"append_failed {ident}")
+            return False
         self.journal[ident] = ("D", rid, reply)
         if rid != "-":
             self.write_reply(rid, reply)
         self.fs.file_delete(f"py2ea/cur/{name}")
+        return True
 
     def execute(self, ident: str, obj: dict[str, object]) -> tuple[str, dict[str, object]]:
         kind = obj.get("kind")
         body = obj.get("body") if isinstance(obj.get("body"), dict) else {}
         assert isinstance(body, dict)
         if kind == "order":
-            # In doubt or not, the trade server is asked first (the real EA looks for a
-            # deal whose comment carries the id); so an order never runs twice.
+            # In doubt or not, the trade server is asked first (the real EA looks its
+            # journaled effect record up, then its orders by magic number and tag); so an
+            # order never runs twice. effects.log is the trade server; the E record is the
+            # EA's own evidence, written before the D record.
             ticket = self.effects.get(ident)
             if ticket is None:
                 ticket = 100000 + len(self.effects)
                 self.fs.file_append_line("effects.log", f"{ident} {ticket}\n")
                 self.effects[ident] = ticket
+            evidence = json.dumps({"stage": "done", "ticket": ticket}, separators=(",", ":"))
+            crc = "%08x" % (zlib.crc32(f"{ident} {evidence}".encode()) & 0xFFFFFFFF)
+            self.fs.file_append_line(
+                "state/ea.journal", f"E {time.time():.3f} {ident} {crc} {evidence}\n"
+            )
             return "executed", {"ticket": ticket, "retcode": 10009, "message": "done"}
+        if kind == "fail":
+            raise HandlerError("the handler failed on purpose")
         if kind == "echo":
             return "executed", {"echo": body}
         return "rejected", {"message": f"unknown kind {kind!r}"}
@@ -418,8 +567,17 @@ def main() -> None:
     parser.add_argument("--move", choices=("rename", "copy"), default="rename")
     parser.add_argument("--grace", type=float, default=5.0)
     parser.add_argument("--tick", type=float, default=0.016)
+    parser.add_argument("--connect-delay", type=float, default=0.0)
+    parser.add_argument("--ready-wait", type=float, default=60.0)
     args = parser.parse_args()
-    EA(args.root, move=args.move, grace=args.grace, tick=args.tick).run()
+    EA(
+        args.root,
+        move=args.move,
+        grace=args.grace,
+        tick=args.tick,
+        connect_delay=args.connect_delay,
+        ready_wait=args.ready_wait,
+    ).run()
 
 
 if __name__ == "__main__":

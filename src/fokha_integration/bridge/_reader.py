@@ -101,6 +101,7 @@ class Reader:
         self._done_retention = done_retention
         self._clock = clock
         self._log = log
+        self._skipped_snapshots: set[str] = set()
         self._in_new = str(incoming.new)
         self._in_cur = str(incoming.cur)
         self._not_ready: dict[str, _NotReady] = {}
@@ -395,12 +396,18 @@ class Reader:
         skipped in favour of the previous one; an odd entry (not a file) goes to
         ``bad_dir``. Blocks briefly (lists and reads a file).
         """
+        entries = []
         try:
-            entries = [
-                p[1]
-                for e in os.scandir(folder)
-                if (p := parse_snapshot_name(e.name)) is not None and p[0] == name
-            ]
+            for e in os.scandir(folder):
+                if (p := parse_snapshot_name(e.name)) is not None:
+                    if p[0] == name:
+                        entries.append(p[1])
+                elif e.name.startswith(f"{name}.") and e.name not in self._skipped_snapshots:
+                    # e.g. an unpadded seq from a peer that misread the spec: say so once
+                    self._skipped_snapshots.add(e.name)
+                    self._log.warning(
+                        "file bridge: skipped %s in snap/ (not <name>.<20-digit seq>.fkb)", e.name
+                    )
         except FileNotFoundError:
             return None
         for seq in sorted(entries, reverse=True):
