@@ -29,6 +29,12 @@ from .webhooks import (
 )
 
 if TYPE_CHECKING:
+    from .idempotency import (
+        IdempotencyConfig,
+        StoredResponse,
+        idempotency_middleware,
+        idempotent,
+    )
     from .receiver import (
         WebhookEvent,
         WebhookReceiver,
@@ -38,6 +44,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "IdempotencyConfig": ".idempotency",
+    "StoredResponse": ".idempotency",
+    "idempotency_middleware": ".idempotency",
+    "idempotent": ".idempotency",
     "WebhookEvent": ".receiver",
     "WebhookReceiver": ".receiver",
     "WebhookReceiverConfig": ".receiver",
@@ -47,6 +57,8 @@ _LAZY = {
 
 __all__ = [
     "MIN_SECRET_BYTES",
+    "IdempotencyConfig",
+    "StoredResponse",
     "WebhookEvent",
     "WebhookReceiver",
     "WebhookReceiverConfig",
@@ -54,6 +66,8 @@ __all__ = [
     "WebhookSecret",
     "WebhookVerificationError",
     "generate_webhook_secret",
+    "idempotency_middleware",
+    "idempotent",
     "sign_webhook",
     "verify_webhook",
     "webhook_headers",
