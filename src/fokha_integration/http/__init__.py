@@ -9,8 +9,8 @@
 - :class:`ApiClient`: an outbound client that retries only what is safe to retry.
 - :func:`api_app`: the REST API the Flutter app talks to, with its OpenAPI document.
 
-Everything but the webhook signing functions is imported on first use, so
-``import fokha_integration.http`` does not import aiohttp.
+Everything but the webhook signing functions is imported on first use (the
+aiohttp-based modules load only when one of their names is touched).
 """
 
 from __future__ import annotations
@@ -29,6 +29,16 @@ from .webhooks import (
 )
 
 if TYPE_CHECKING:
+    from ._errors import (
+        ApiConnectionError,
+        ApiDecodeError,
+        ApiError,
+        ApiTimeoutError,
+        HttpStatusError,
+        IdempotencyConflictError,
+        IdempotencyMismatchError,
+    )
+    from .client import ApiClient, ApiClientConfig, ApiHostStats, ApiResponse
     from .idempotency import (
         IdempotencyConfig,
         StoredResponse,
@@ -44,6 +54,17 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "ApiConnectionError": "._errors",
+    "ApiDecodeError": "._errors",
+    "ApiError": "._errors",
+    "ApiTimeoutError": "._errors",
+    "HttpStatusError": "._errors",
+    "IdempotencyConflictError": "._errors",
+    "IdempotencyMismatchError": "._errors",
+    "ApiClient": ".client",
+    "ApiClientConfig": ".client",
+    "ApiHostStats": ".client",
+    "ApiResponse": ".client",
     "IdempotencyConfig": ".idempotency",
     "StoredResponse": ".idempotency",
     "idempotency_middleware": ".idempotency",
@@ -57,7 +78,18 @@ _LAZY = {
 
 __all__ = [
     "MIN_SECRET_BYTES",
+    "ApiClient",
+    "ApiClientConfig",
+    "ApiConnectionError",
+    "ApiDecodeError",
+    "ApiError",
+    "ApiHostStats",
+    "ApiResponse",
+    "ApiTimeoutError",
+    "HttpStatusError",
     "IdempotencyConfig",
+    "IdempotencyConflictError",
+    "IdempotencyMismatchError",
     "StoredResponse",
     "WebhookEvent",
     "WebhookReceiver",
