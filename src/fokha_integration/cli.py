@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -50,6 +51,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_queue_parser(sub)
     # --- end queue -------------------------------------------------------------
+    # --- api (issue 16): fokha api openapi [-o FILE] ----------------------------
+    api = sub.add_parser("api", help="the REST API app").add_subparsers(dest="api_command")
+    openapi = api.add_parser("openapi", help="print or write the OpenAPI 3.1 document")
+    openapi.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+    # --- end api ----------------------------------------------------------------
     return parser
 
 
@@ -89,6 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    # --- api (issue 16) ---------------------------------------------------------
+    if args.command == "api" and args.api_command == "openapi":
+        from .http.openapi import openapi_json
+
+        text = openapi_json(health=True)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            Path(args.output).write_text(text, encoding="utf-8")
+        return 0
+    # --- end api ----------------------------------------------------------------
     parser.print_help()
     return 2
 

@@ -29,6 +29,8 @@ from .webhooks import (
 )
 
 if TYPE_CHECKING:
+    from .app import ApiAppConfig, SnapshotSource, api_app
+    from .openapi import openapi_document
     from ._errors import (
         ApiConnectionError,
         ApiDecodeError,
@@ -54,6 +56,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "ApiAppConfig": ".app",
+    "SnapshotSource": ".app",
+    "api_app": ".app",
+    "openapi_document": ".openapi",
     "ApiConnectionError": "._errors",
     "ApiDecodeError": "._errors",
     "ApiError": "._errors",
@@ -77,7 +83,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "MIN_SECRET_BYTES",
+    "ApiAppConfig",
     "ApiClient",
     "ApiClientConfig",
     "ApiConnectionError",
@@ -90,6 +96,8 @@ __all__ = [
     "IdempotencyConfig",
     "IdempotencyConflictError",
     "IdempotencyMismatchError",
+    "MIN_SECRET_BYTES",
+    "SnapshotSource",
     "StoredResponse",
     "WebhookEvent",
     "WebhookReceiver",
@@ -97,9 +105,11 @@ __all__ = [
     "WebhookReceiverStats",
     "WebhookSecret",
     "WebhookVerificationError",
+    "api_app",
     "generate_webhook_secret",
     "idempotency_middleware",
     "idempotent",
+    "openapi_document",
     "sign_webhook",
     "verify_webhook",
     "webhook_headers",

@@ -38,7 +38,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .._validate import integer, one_of, positive
 from ..clock import SYSTEM_CLOCK, Clock
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
+    "PRINCIPAL_KEY",
     "REPLAYED_HEADER",
     "IdempotencyConfig",
     "StoredResponse",
@@ -70,6 +71,17 @@ MAX_KEY_LENGTH = 255
 """Longest key accepted (Stripe's limit; the draft sets none)."""
 
 _RULE_ATTR = "__fokha_idempotency__"
+
+
+def _make_principal_key() -> Any:
+    from aiohttp import web
+
+    maker = getattr(web, "RequestKey", None)  # aiohttp >= 3.13; a plain str before
+    return maker("fokha_principal", object) if maker is not None else "fokha_principal"
+
+
+PRINCIPAL_KEY: Any = _make_principal_key()
+"""Where an authenticating middleware stores the caller's principal (``.subject``)."""
 # Headers not stored with a response: hop-by-hop, recomputed, or per-response.
 _NOT_STORED = frozenset(
     {"content-length", "transfer-encoding", "connection", "date", "server", "set-cookie"}
@@ -78,6 +90,14 @@ _STORED_MAGIC = b"FKIR1\n"
 
 Rule = Literal["required", "optional", "off"]
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+@overload
+def idempotent(handler: H, *, rule: Rule = "required") -> H: ...
+
+
+@overload
+def idempotent(handler: None = None, *, rule: Rule = "required") -> Callable[[H], H]: ...
 
 
 def idempotent(handler: H | None = None, *, rule: Rule = "required") -> Any:
@@ -234,7 +254,7 @@ def _stored_from(response: web.StreamResponse) -> StoredResponse | None:
 
 def _principal_of(request: web.Request) -> str:
     """The default principal: what the API app's auth stored, else anonymous."""
-    principal = request.get("fokha.principal")
+    principal = request.get(PRINCIPAL_KEY)
     subject = getattr(principal, "subject", None)
     return subject if isinstance(subject, str) else "-"
 
