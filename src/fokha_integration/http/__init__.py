@@ -29,8 +29,6 @@ from .webhooks import (
 )
 
 if TYPE_CHECKING:
-    from .app import ApiAppConfig, SnapshotSource, api_app
-    from .openapi import openapi_document
     from ._errors import (
         ApiConnectionError,
         ApiDecodeError,
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
         IdempotencyConflictError,
         IdempotencyMismatchError,
     )
+    from .app import ApiAppConfig, SnapshotSource, api_app
     from .client import ApiClient, ApiClientConfig, ApiHostStats, ApiResponse
     from .idempotency import (
         IdempotencyConfig,
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
         idempotency_middleware,
         idempotent,
     )
+    from .openapi import openapi_document
     from .receiver import (
         WebhookEvent,
         WebhookReceiver,
@@ -83,6 +83,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "ApiAppConfig",
     "ApiClient",
     "ApiClientConfig",
@@ -96,7 +97,6 @@ __all__ = [
     "IdempotencyConfig",
     "IdempotencyConflictError",
     "IdempotencyMismatchError",
-    "MIN_SECRET_BYTES",
     "SnapshotSource",
     "StoredResponse",
     "WebhookEvent",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock
 from ..errors import OperationTimeoutError, RateLimitedError
@@ -31,8 +31,8 @@ from ._errors import (
     ApiConnectionError,
     ApiTimeoutError,
     HttpStatusError,
-    map_client_errors,
     status_error,
+    translate_client_error,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
 
 _log = logging.getLogger("fokha_integration.http.client")
+
+_timeout_cm: Any = getattr(asyncio, "timeout", None)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 """Methods safe to repeat by definition (RFC 9110 section 9.2.2)."""
@@ -214,6 +216,25 @@ class BreakerMiddleware:
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         breaker = self.breaker(req.url.host or "")
+        token = breaker.fast_token()
+        if token is None:
+            return await self._guarded(breaker, req, handler)
+        try:
+            resp = await handler(req)
+        except BaseException as exc:
+            breaker.fast_failure(token, exc)
+            raise
+        if resp.status >= 500 or resp.status == 429:
+            breaker.fast_failure(token, HttpStatusError(req.method, str(req.url), resp.status))
+        else:
+            breaker.fast_success(token)
+        return resp
+
+    @staticmethod
+    async def _guarded(
+        breaker: CircuitBreaker, req: ClientRequest, handler: Handler
+    ) -> ClientResponse:
+        """The permit path (open, half-open, or timing slow calls)."""
         permit = breaker.acquire()
         try:
             resp = await handler(req)
@@ -269,13 +290,21 @@ class RetryMiddleware:
         if call is not None:
             call.attempts += 1
         timeout = min(self._attempt_timeout, max(0.0, _remaining(self._clock)))
-        url = str(req.url)
-        with map_client_errors(req.method, url, timeout):
-            resp = await asyncio.wait_for(self._send(req, handler), timeout)
+        try:
+            if _timeout_cm is not None:  # Python >= 3.11: no extra task per attempt
+                async with _timeout_cm(timeout):
+                    resp = await self._send(req, handler)
+            else:
+                resp = await asyncio.wait_for(self._send(req, handler), timeout)
+        except Exception as exc:
+            mapped = translate_client_error(exc, req.method, req.url, timeout)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         if resp.status in self._keyed.retry_statuses:
             raise status_error(
                 req.method,
-                url,
+                str(req.url),
                 resp.status,
                 body=await resp.read(),
                 headers=dict(resp.headers),

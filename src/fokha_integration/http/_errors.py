@@ -16,8 +16,8 @@ The client also raises the library's :class:`~fokha_integration.errors.CircuitOp
 (the host's limiter could not give a slot before the deadline) and
 :class:`~fokha_integration.errors.RetryExhaustedError` (the next wait would pass the
 call's deadline; ``last_exception`` says what failed). aiohttp's exceptions are
-translated only in :func:`map_client_errors`; status codes only in
-:func:`status_error`.
+translated only in :func:`translate_client_error` (and its context-manager form
+:func:`map_client_errors`); status codes only in :func:`status_error`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ __all__ = [
     "IdempotencyMismatchError",
     "map_client_errors",
     "status_error",
+    "translate_client_error",
 ]
 
 MAX_ERROR_BODY = 64 * 1024
@@ -143,21 +144,33 @@ def status_error(
     return kind(method, url, status, body=body, headers=headers, retry_after=retry_after)
 
 
-@contextmanager
-def map_client_errors(method: str, url: str, timeout: float) -> Iterator[None]:
-    """Translate aiohttp's and asyncio's exceptions raised in the block (the only place).
+def translate_client_error(
+    exc: BaseException, method: str, url: object, timeout: float
+) -> BaseException:
+    """The library error for an aiohttp/asyncio exception (the only place they are mapped).
 
     Connection-level failures become :class:`ApiConnectionError`, timeouts
-    :class:`ApiTimeoutError`; the original stays as ``__cause__``. Cancellation and
-    the library's own errors pass through.
+    :class:`ApiTimeoutError`; anything else (cancellation, the library's own errors)
+    is returned unchanged. Raise the result ``from exc``.
     """
     import aiohttp
 
+    if isinstance(exc, FokhaError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts derive from it too
+        return ApiTimeoutError(method, str(url), timeout)
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return ApiConnectionError(method, str(url), f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+@contextmanager
+def map_client_errors(method: str, url: object, timeout: float) -> Iterator[None]:
+    """:func:`translate_client_error` for the exceptions raised in the block."""
     try:
         yield
-    except FokhaError:
-        raise
-    except asyncio.TimeoutError as exc:  # aiohttp's timeouts derive from it too
-        raise ApiTimeoutError(method, url, timeout) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise ApiConnectionError(method, url, f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        mapped = translate_client_error(exc, method, url, timeout)
+        if mapped is exc:
+            raise
+        raise mapped from exc

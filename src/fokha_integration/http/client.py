@@ -42,7 +42,7 @@ from ._client_mw import (
     RetryMiddleware,
     TokenProvider,
 )
-from ._errors import ApiDecodeError, map_client_errors, status_error
+from ._errors import ApiDecodeError, status_error, translate_client_error
 from .idempotency import MAX_KEY_LENGTH, parse_idempotency_key
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ class ApiClient:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError("base_url", "must be an http(s) URL", base_url)
         self._base = URL(base_url)
+        self._urls: dict[str, Any] = {}
         self._config = config if config is not None else ApiClientConfig()
         self._clock = clock
         self._hosts: dict[str, HostCounters] = {}
@@ -200,7 +201,7 @@ class ApiClient:
         """
         method = method.upper()
         key = self._key(idempotency_key)
-        send_headers = dict(headers or {})
+        send_headers = dict(headers) if headers else {}
         if key is not None:
             send_headers["Idempotency-Key"] = key
         body: Any = data
@@ -213,23 +214,27 @@ class ApiClient:
         if budget is not None:
             budget = positive("deadline", budget)
         replayable = body is None or isinstance(body, (bytes, str))
-        url = self._base.join(_relative(path))
+        url = self._url(path)
         ends = self._clock.monotonic() + (budget if budget is not None else float("inf"))
         call = CallContext(ends, replayable, budget)
         token = CALL.set(call)
         try:
-            with map_client_errors(method, str(url), self._config.attempt_timeout):
-                async with self._client().request(
-                    method,
-                    url,
-                    data=body,
-                    params=params,
-                    headers=send_headers,
-                    allow_redirects=False,
-                    middlewares=self._middlewares,
-                ) as resp:
-                    payload = await resp.read()
-                    status, resp_headers = resp.status, dict(resp.headers)
+            async with self._client().request(
+                method,
+                url,
+                data=body,
+                params=params,
+                headers=send_headers,
+                allow_redirects=False,
+                middlewares=self._middlewares,
+            ) as resp:
+                payload = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except Exception as exc:
+            mapped = translate_client_error(exc, method, url, self._config.attempt_timeout)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         finally:
             CALL.reset(token)
         if status >= 400:
@@ -243,6 +248,15 @@ class ApiClient:
                 has_key=key is not None,
             )
         return ApiResponse(status, resp_headers, payload, str(url), key, call.attempts)
+
+    def _url(self, path: str) -> Any:
+        """``base_url`` joined with ``path`` (cached: clients call a few paths many times)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._base.join(_relative(path))
+            if len(self._urls) < 1024:
+                self._urls[path] = url
+        return url
 
     @staticmethod
     def _key(value: str | bool | None) -> str | None:
