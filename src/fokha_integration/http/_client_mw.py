@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..clock import Clock
 from ..errors import OperationTimeoutError, RateLimitedError
@@ -38,11 +38,10 @@ from ._errors import (
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
 
-    Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
+Handler = Callable[["ClientRequest"], Awaitable["ClientResponse"]]
+Middleware = Callable[["ClientRequest", Handler], Awaitable["ClientResponse"]]
 
 _log = logging.getLogger("fokha_integration.http.client")
-
-_timeout_cm: Any = getattr(asyncio, "timeout", None)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 """Methods safe to repeat by definition (RFC 9110 section 9.2.2)."""
@@ -50,12 +49,17 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 @dataclass(slots=True)
 class CallContext:
-    """One logical call: when it must end, whether its body may be sent again."""
+    """One logical call: when it must end, whether its body may be sent again.
+
+    ``send`` is aiohttp's own handler for this request (connect and send), which
+    the innermost stage of a :class:`MiddlewareChain` calls.
+    """
 
     deadline: float
     replayable: bool
     budget: float | None = None
     attempts: int = 0
+    send: Handler | None = None
 
 
 CALL: ContextVar[CallContext | None] = ContextVar("fokha_api_call", default=None)
@@ -249,6 +253,37 @@ class BreakerMiddleware:
         return resp
 
 
+class _AttemptTimer:
+    """Cancels the running task after ``seconds``: one timer handle per attempt.
+
+    Cheaper than :func:`asyncio.timeout` or :func:`asyncio.wait_for` (no extra task,
+    no context object); :meth:`expired` tells a cancellation it caused from one
+    that came from outside (which must propagate).
+    """
+
+    __slots__ = ("_fired", "_handle", "_task")
+
+    def __init__(self, seconds: float) -> None:
+        self._task = asyncio.current_task()
+        self._fired = False
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._fired = True
+            self._task.cancel()
+
+    def expired(self) -> bool:
+        """Whether this timer cancelled the task (and take that cancellation back)."""
+        if self._fired and self._task is not None and hasattr(self._task, "uncancel"):
+            self._task.uncancel()  # Python >= 3.11: keep the task's cancel count right
+        return self._fired
+
+    def cancel(self) -> None:
+        """Stop the timer (the attempt ended)."""
+        self._handle.cancel()
+
+
 class RetryMiddleware:
     """Retries what is safe to retry, per a :class:`RetryPolicy`.
 
@@ -290,17 +325,22 @@ class RetryMiddleware:
         if call is not None:
             call.attempts += 1
         timeout = min(self._attempt_timeout, max(0.0, _remaining(self._clock)))
+        timer = _AttemptTimer(timeout)
         try:
-            if _timeout_cm is not None:  # Python >= 3.11: no extra task per attempt
-                async with _timeout_cm(timeout):
-                    resp = await self._send(req, handler)
-            else:
-                resp = await asyncio.wait_for(self._send(req, handler), timeout)
+            resp = await self._send(req, handler)
+        except asyncio.CancelledError:
+            if not timer.expired():
+                raise
+            raise translate_client_error(
+                asyncio.TimeoutError(), req.method, req.url, timeout
+            ) from None
         except Exception as exc:
             mapped = translate_client_error(exc, req.method, req.url, timeout)
             if mapped is exc:
                 raise
             raise mapped from exc
+        finally:
+            timer.cancel()
         if resp.status in self._keyed.retry_statuses:
             raise status_error(
                 req.method,
@@ -330,3 +370,42 @@ class RetryMiddleware:
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         return await self.policy_for(req).call(self._attempt, req, handler)
+
+
+class MiddlewareChain:
+    """Stages (each an aiohttp client middleware) composed once, run as one middleware.
+
+    aiohttp builds a closure per middleware per request; composing the stages once
+    at construction and handing aiohttp a single middleware keeps the chain's cost
+    to one await per stage. The innermost stage calls aiohttp's handler for the
+    current request, taken from the call's :class:`CallContext`.
+    """
+
+    def __init__(self, stages: tuple[Middleware, ...]) -> None:
+        self.stages = stages
+        handler: Handler = self._send
+        for stage in reversed(stages):
+            handler = self._bind(stage, handler)
+        self._chain = handler
+
+    @staticmethod
+    def _bind(stage: Middleware, following: Handler) -> Handler:
+        async def run(req: ClientRequest) -> ClientResponse:
+            return await stage(req, following)
+
+        return run
+
+    @staticmethod
+    async def _send(req: ClientRequest) -> ClientResponse:
+        call = CALL.get()
+        assert call is not None
+        assert call.send is not None
+        return await call.send(req)
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        call = CALL.get()
+        if call is None:  # used outside ApiClient.request: run the stages per request
+            call = CallContext(float("inf"), True)
+            CALL.set(call)
+        call.send = handler
+        return await self._chain(req)

@@ -14,6 +14,8 @@ server says the first one is still running). A POST or PATCH without a key is se
 once, whatever happens. A body that cannot be sent again (a stream) is sent once.
 ``Retry-After`` (seconds or an HTTP-date) sets the next wait; a wait longer than the
 policy's ``max_retry_after`` or ending past the call's deadline stops the retries.
+Timeouts: each attempt (connect, headers and the whole body) takes at most
+``attempt_timeout`` and never more than what is left of the call's deadline.
 Redirects are not followed (a 3xx is returned as it is). Errors: see
 ``fokha_integration.http._errors`` (one tree, translated in one place).
 """
@@ -38,6 +40,7 @@ from ._client_mw import (
     CallContext,
     HostCounters,
     MetricsMiddleware,
+    MiddlewareChain,
     RateLimitMiddleware,
     RetryMiddleware,
     TokenProvider,
@@ -152,6 +155,7 @@ class ApiClient:
         self._urls: dict[str, Any] = {}
         self._config = config if config is not None else ApiClientConfig()
         self._clock = clock
+
         self._hosts: dict[str, HostCounters] = {}
         self._auth = AuthMiddleware(token_provider) if token_provider is not None else None
         self._breakers: BreakerMiddleware | None = None
@@ -165,7 +169,7 @@ class ApiClient:
             self._breakers = BreakerMiddleware(cfg.breaker, clock)
             chain.append(self._breakers)
         chain.append(RetryMiddleware(cfg.retry, cfg.attempt_timeout, clock))
-        self._middlewares = tuple(chain)
+        self._middlewares = (MiddlewareChain(tuple(chain)),)
         self._session = session
         self._own_session = session is None
 
