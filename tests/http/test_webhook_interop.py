@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import standardwebhooks  # the dev extra: a missing package fails, never skips
 
 from fokha_integration.http import (
     WebhookVerificationError,
@@ -16,8 +17,6 @@ from fokha_integration.http import (
     verify_webhook,
     webhook_headers,
 )
-
-standardwebhooks = pytest.importorskip("standardwebhooks")
 
 VECTORS = json.loads(
     (Path(__file__).parents[1] / "vectors" / "standardwebhooks" / "vectors.json").read_text()
