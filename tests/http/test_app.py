@@ -303,3 +303,24 @@ def test_the_committed_document_is_what_the_cli_writes(tmp_path: Any) -> None:
     assert main(["api", "openapi", "-o", str(out)]) == 0
     committed = Path(__file__).parents[2] / "docs" / "protocols" / "http-api.openapi.json"
     assert out.read_text() == committed.read_text(), "regenerate: fokha api openapi -o ..."
+
+
+async def test_health_routes_are_mounted_and_documented() -> None:
+    """With monitor=, /health answers without a token and /openapi.json lists it."""
+    from fokha_integration.health import HealthMonitor
+
+    queue = SignalQueue(sinks=[])
+    monitor = HealthMonitor([])
+    app = api_app(queue=queue, authenticator=TokenAuthenticator(SECRET), monitor=monitor)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        status, _, _ = await _call("GET", f"http://127.0.0.1:{port}/health", None)
+        assert status == 200
+        status, _, doc = await _call("GET", f"http://127.0.0.1:{port}/openapi.json", None)
+        assert status == 200 and "/health" in doc["paths"]
+    finally:
+        await runner.cleanup()
+        await queue.close()
