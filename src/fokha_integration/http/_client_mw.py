@@ -327,7 +327,12 @@ class RetryMiddleware:
         timeout = min(self._attempt_timeout, max(0.0, _remaining(self._clock)))
         timer = _AttemptTimer(timeout)
         try:
-            resp = await self._send(req, handler)
+            resp = await handler(req)
+            try:
+                await resp.read()  # the whole body inside the attempt: a reset is retryable
+            except BaseException:
+                resp.release()
+                raise
         except asyncio.CancelledError:
             if not timer.expired():
                 raise
@@ -351,15 +356,6 @@ class RetryMiddleware:
                 retry_after=self._retry_after(resp),
                 has_key="Idempotency-Key" in req.headers,
             )
-        return resp
-
-    async def _send(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        resp = await handler(req)
-        try:
-            await resp.read()
-        except BaseException:
-            resp.release()
-            raise
         return resp
 
     def _retry_after(self, resp: ClientResponse) -> float | None:

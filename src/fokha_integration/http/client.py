@@ -26,7 +26,7 @@ import json as jsonlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .._validate import integer, optional_number, positive
 from ..clock import SYSTEM_CLOCK, Clock
@@ -90,9 +90,12 @@ class ApiClientConfig:
         integer("max_response_bytes", self.max_response_bytes, minimum=1)
 
 
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
-    """A complete answer: status, headers, body, and how the call went."""
+class ApiResponse(NamedTuple):
+    """A complete answer: status, headers, body, and how the call went (immutable).
+
+    A named tuple rather than a frozen dataclass: one is built per call (the same
+    choice as ``PublishResult`` and ``ClaimResult``); treat it as a record.
+    """
 
     status: int
     headers: Mapping[str, str]
@@ -214,9 +217,7 @@ class ApiClient:
                 raise ValidationError("data", "give json= or data=, not both", None)
             body = jsonlib.dumps(json, separators=(",", ":")).encode("utf-8")
             send_headers.setdefault("Content-Type", "application/json")
-        budget = self._config.retry.deadline if deadline is None else deadline
-        if budget is not None:
-            budget = positive("deadline", budget)
+        budget = self._config.retry.deadline if deadline is None else positive("deadline", deadline)
         replayable = body is None or isinstance(body, (bytes, str))
         url = self._url(path)
         ends = self._clock.monotonic() + (budget if budget is not None else float("inf"))
