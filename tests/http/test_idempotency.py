@@ -21,6 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fokha_integration.dedup import DedupCache, MemoryDedupBackend, SQLiteDedupBackend
 from fokha_integration.http.idempotency import (
@@ -252,11 +254,27 @@ def test_key_parsing(raw: str, key: str | None) -> None:
     assert parse_idempotency_key(raw) == key
 
 
-def test_stored_responses_round_trip() -> None:
-    """A stored response decodes to the same status, headers and body; garbage to None."""
-    stored = StoredResponse(201, (("Content-Type", "application/json"),), b'{"a":1}\n\x00')
+_TOKEN = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-", min_size=1)
+_VALUE = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+@given(
+    status=st.integers(min_value=100, max_value=599),
+    headers=st.lists(st.tuples(_TOKEN, _VALUE), max_size=6),
+    body=st.binary(max_size=200),
+)
+def test_stored_responses_round_trip(
+    status: int, headers: list[tuple[str, str]], body: bytes
+) -> None:
+    """Any status, headers and body decode to exactly what was stored."""
+    stored = StoredResponse(status, tuple(headers), body)
     assert StoredResponse.decode(stored.encode()) == stored
-    assert StoredResponse.decode(b"garbage") is None
+
+
+@pytest.mark.parametrize("data", [b"garbage", b"FKIR2\n", b"FKIR2\nabc\n\n", b"FKIR2\n200\nX\n\n"])
+def test_garbage_is_not_a_stored_response(data: bytes) -> None:
+    """Anything that is not an encoded response decodes to None."""
+    assert StoredResponse.decode(data) is None
 
 
 def _wait_for_line(path: Path, line: str) -> None:

@@ -33,7 +33,6 @@ twice). Stored responses are bounded by the cache's ``max_result_bytes``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -86,7 +85,7 @@ PRINCIPAL_KEY: Any = _make_principal_key()
 _NOT_STORED = frozenset(
     {"content-length", "transfer-encoding", "connection", "date", "server", "set-cookie"}
 )
-_STORED_MAGIC = b"FKIR1\n"
+_STORED_MAGIC = b"FKIR2\n"
 
 Rule = Literal["required", "optional", "off"]
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
@@ -205,25 +204,30 @@ class StoredResponse:
     body: bytes
 
     def encode(self) -> bytes:
-        """The stored form: a magic line, a JSON head line, then the body bytes."""
-        head = json.dumps({"s": self.status, "h": self.headers}, separators=(",", ":"))
-        return _STORED_MAGIC + head.encode("utf-8") + b"\n" + self.body
+        """The stored form: a magic line, the status, one ``name\\0value`` line per
+        header, an empty line, then the body bytes (HTTP forbids NUL and newlines in
+        header names and values, so the lines cannot be confused)."""
+        head = "".join(f"{name}\0{value}\n" for name, value in self.headers)
+        return b"%s%d\n%s\n%s" % (_STORED_MAGIC, self.status, head.encode("utf-8"), self.body)
 
     @classmethod
     def decode(cls, data: bytes) -> StoredResponse | None:
         """Parse :meth:`encode`'s output; ``None`` when it is not one."""
         if not data.startswith(_STORED_MAGIC):
             return None
-        head, sep, body = data[len(_STORED_MAGIC) :].partition(b"\n")
+        head, sep, body = data[len(_STORED_MAGIC) :].partition(b"\n\n")
         if not sep:
             return None
-        try:
-            doc = json.loads(head)
-            headers = tuple((str(k), str(v)) for k, v in doc["h"])
-            status = int(doc["s"])
-        except (ValueError, KeyError, TypeError):
+        status_line, *lines = head.decode("utf-8", "replace").split("\n")
+        if not (status_line.isascii() and status_line.isdigit()):
             return None
-        return cls(status, headers, body)
+        headers = []
+        for line in lines:
+            name, nul, value = line.partition("\0")
+            if not nul:
+                return None
+            headers.append((name, value))
+        return cls(int(status_line), tuple(headers), body)
 
     def to_response(self) -> web.Response:
         """An aiohttp response replaying this one, marked ``Idempotent-Replayed: true``."""
