@@ -271,3 +271,15 @@ async def test_json_into_models_and_typed_decode_errors(server: FaultServer) -> 
         assert response.json()["ok"] is True
         with pytest.raises(ApiDecodeError):
             response.model(Envelope)
+
+
+async def test_a_body_over_max_response_bytes_is_refused(server: FaultServer) -> None:
+    """A response larger than max_response_bytes: ApiDecodeError, not retried."""
+    from fokha_integration.http._errors import ApiDecodeError
+
+    config = ApiClientConfig(max_response_bytes=20)
+    async with ApiClient(server.url, config=config) as client:
+        assert (await client.get("/status/200")).body == b"ok"
+        with pytest.raises(ApiDecodeError):
+            await client.get("/status/503")  # the problem+json body is ~60 bytes
+    assert server.count("/status/503") == 1

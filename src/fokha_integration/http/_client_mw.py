@@ -29,6 +29,7 @@ from ..resilience import (
 )
 from ._errors import (
     ApiConnectionError,
+    ApiDecodeError,
     ApiTimeoutError,
     HttpStatusError,
     status_error,
@@ -296,7 +297,14 @@ class RetryMiddleware:
     past the deadline raises :class:`~fokha_integration.errors.RetryExhaustedError`.
     """
 
-    def __init__(self, policy: RetryPolicy, attempt_timeout: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        attempt_timeout: float,
+        clock: Clock,
+        max_body: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._max_body = max_body
         self._policy = dataclasses.replace(
             policy, retry_on=(ApiConnectionError, ApiTimeoutError), clock=clock
         )
@@ -329,7 +337,12 @@ class RetryMiddleware:
         try:
             resp = await handler(req)
             try:
-                await resp.read()  # the whole body inside the attempt: a reset is retryable
+                declared = resp.content_length
+                if declared is not None and declared > self._max_body:
+                    raise ApiDecodeError(req.method, str(req.url), f"body of {declared} bytes")
+                body = await resp.read()  # the whole body inside the attempt: a reset is retryable
+                if len(body) > self._max_body:
+                    raise ApiDecodeError(req.method, str(req.url), f"body of {len(body)} bytes")
             except BaseException:
                 resp.release()
                 raise

@@ -68,7 +68,10 @@ class ApiClientConfig:
     whole call's time budget, ``max_retry_after``). ``attempt_timeout``: seconds
     one attempt may take, headers and body. ``rate``/``burst``: requests per second
     per host (``None``: no limit). ``breaker``: per-host breaker settings (``None``:
-    no breaker). ``max_response_bytes``: largest body read.
+    no breaker). ``max_response_bytes``: largest response body accepted
+    (:class:`ApiDecodeError` beyond it, never retried; a declared ``Content-Length``
+    over it is refused before the body is read). ``user_agent``: a
+    ``User-Agent`` for every request (``None``: aiohttp's).
     """
 
     retry: RetryPolicy = _DEFAULT_RETRY
@@ -77,7 +80,7 @@ class ApiClientConfig:
     burst: float | None = None
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
     max_response_bytes: int = 16 * 1024 * 1024
-    user_agent: str = "fokha-integration"
+    user_agent: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retry, RetryPolicy):
@@ -171,7 +174,7 @@ class ApiClient:
         if cfg.breaker is not None:
             self._breakers = BreakerMiddleware(cfg.breaker, clock)
             chain.append(self._breakers)
-        chain.append(RetryMiddleware(cfg.retry, cfg.attempt_timeout, clock))
+        chain.append(RetryMiddleware(cfg.retry, cfg.attempt_timeout, clock, cfg.max_response_bytes))
         self._middlewares = (MiddlewareChain(tuple(chain)),)
         self._session = session
         self._own_session = session is None
@@ -182,7 +185,9 @@ class ApiClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
-                headers={"User-Agent": self._config.user_agent},
+                headers=(
+                    {"User-Agent": self._config.user_agent} if self._config.user_agent else None
+                ),
             )
             self._own_session = True
         return self._session
@@ -229,7 +234,7 @@ class ApiClient:
                 url,
                 data=body,
                 params=params,
-                headers=send_headers,
+                headers=send_headers or None,
                 allow_redirects=False,
                 middlewares=self._middlewares,
             ) as resp:
