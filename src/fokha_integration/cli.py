@@ -56,6 +56,12 @@ def _build_parser() -> argparse.ArgumentParser:
     openapi = api.add_parser("openapi", help="print or write the OpenAPI 3.1 document")
     openapi.add_argument("-o", "--output", default=None, help="write here instead of stdout")
     # --- end api ----------------------------------------------------------------
+    from .dart._cli import add_parser as add_dart_parser
+
+    add_dart_parser(sub)
+    from .serve._cli import add_parsers as add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 
@@ -106,6 +112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(args.output).write_text(text, encoding="utf-8")
         return 0
     # --- end api ----------------------------------------------------------------
+    if args.command == "dart":
+        from .dart._cli import run as run_dart
+
+        return run_dart(args)
+    if args.command == "serve":
+        from .serve._cli import run_serve
+
+        return run_serve(args)
+    if args.command == "init":
+        from .serve._cli import run_init
+
+        return run_init(args)
     parser.print_help()
     return 2
 
