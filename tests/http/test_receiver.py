@@ -219,3 +219,40 @@ def test_bad_settings_are_refused(field: str, value: object) -> None:
     with pytest.raises(ConfigError) as info:
         WebhookReceiverConfig(**{field: value})  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+async def test_two_receivers_sharing_an_sqlite_cache_handle_once(tmp_path: object) -> None:
+    """Two receivers (as two processes would) on one SQLite replay cache: one handler run."""
+    from pathlib import Path
+
+    from fokha_integration.dedup import DedupCache, SQLiteDedupBackend
+
+    db = Path(str(tmp_path)) / "ids.db"
+    handled: list[str] = []
+
+    async def handler(request: web.Request, event: WebhookEvent) -> None:
+        handled.append(event.id)
+
+    runners, urls, caches = [], [], []
+    for _ in range(2):
+        cache = DedupCache(SQLiteDedupBackend(db))
+        caches.append(cache)
+        receiver = webhook_receiver(handler, secret=NEW, cache=cache)
+        app = web.Application()
+        app.router.add_post("/hook", receiver.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{port}/hook")
+    try:
+        headers = webhook_headers("shared-1", b"{}", NEW)
+        statuses = [(await _post(url, b"{}", headers))[0] for url in urls + urls]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        for cache in caches:
+            await cache.aclose()
+    assert statuses == [200, 200, 200, 200]
+    assert handled == ["shared-1"]
