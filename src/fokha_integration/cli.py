@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -28,6 +29,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "ws": (".ws._cli", "add_parser", "WebSocket streaming: serve, token, tail"),
     "bridge": (".bridge._cli", "add_bridge_parser", "operate a file-bridge folder (MT5 EA link)"),
     "queue": (".queue._cli", "add_parser", "inspect an outbox store; list and replay dead letters"),
+    "api": (".http._cli", "add_parser", "the REST API app: print or write its OpenAPI document"),
     "dart": (".dart._cli", "add_parser", "generate and check the Dart package for Flutter apps"),
     # one function adds both "serve" and "init"
     "serve": (".serve._cli", "add_parsers", "run the integration hub from a config file"),
@@ -103,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    if args.command == "api":
+        from .http._cli import run as run_api
+
+        return run_api(args)
     if args.command == "dart":
         from .dart._cli import run as run_dart
 

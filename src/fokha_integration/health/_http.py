@@ -12,7 +12,9 @@ which answers 503 until every critical check has a result. An unknown group is 4
 
 With ``token=`` set, only requests with ``Authorization: Bearer <token>`` see the
 ``checks`` details and ``/metrics``; others get the status alone (and 401 on
-``/metrics``). The token is compared in constant time.
+``/metrics``). The token is compared in constant time; an empty ``token`` is
+refused (:class:`~fokha_integration.errors.ConfigError`), and a header that is not
+valid UTF-8 counts as no credentials (never a 500).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _http_status(status: HealthStatus, group: str | None) -> int:
 class _Handlers:
     def __init__(self, monitor: HealthMonitor, token: str | None, service_id: str | None) -> None:
         self.monitor = monitor
-        self.token = token.encode() if token is not None else None
+        # An empty token would let "Authorization: Bearer " in: refuse it up front.
+        self.token = _validate.string("token", token).encode() if token is not None else None
         self.service_id = service_id
 
     def authorised(self, request: web.Request) -> bool:
@@ -102,9 +105,13 @@ class _Handlers:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        # aiohttp decodes header bytes that are not UTF-8 as surrogates; encode them back
-        # the same way so a hostile header is simply wrong, never a 500.
-        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token)
+        try:
+            # aiohttp hands undecodable header bytes over as lone surrogates: a hostile
+            # header is simply wrong, never a 500.
+            presented = given.strip().encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return bool(presented) and hmac.compare_digest(presented, self.token)
 
     def respond(self, group: str | None, request: web.Request) -> web.Response:
         from aiohttp import web

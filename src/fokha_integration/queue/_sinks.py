@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
+from yarl import URL
 
+from .._validate import boolean, positive
 from ..errors import ConfigError
 from ..http.webhooks import webhook_headers
 from ..models import Envelope, canonical_json
@@ -100,7 +102,17 @@ class WebhookSink(_BaseSink):
     any other status raises one the queue does not retry. ``timeout`` bounds each
     request. Pass ``session`` to share an :class:`aiohttp.ClientSession`; otherwise
     the sink makes one and :meth:`close` closes it.
+
+    Redirects are not followed: a 3xx answer is a delivery failure the queue does not
+    retry, dead-lettered with the ``Location`` in its detail (a followed 301/302
+    turns the POST into a body-less GET, and a followed 307 would hand the signed
+    body to whatever host the redirect names). ``follow_redirects=True`` follows
+    only a 307 or 308 to the *same origin* (scheme, host and port), keeping the
+    method, body and signature, at most ``MAX_REDIRECTS`` times.
     """
+
+    MAX_REDIRECTS = 3
+    """How many same-origin 307/308 hops ``follow_redirects=True`` takes at most."""
 
     def __init__(
         self,
@@ -113,12 +125,13 @@ class WebhookSink(_BaseSink):
         execution: bool = False,
         session: aiohttp.ClientSession | None = None,
         headers: Mapping[str, str] | None = None,
+        follow_redirects: bool = False,
     ) -> None:
         super().__init__(name, guarantee, execution)
-        if not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError("url", "must be an http(s) URL", url)
-        if timeout <= 0:
-            raise ConfigError("timeout", "must be > 0", timeout)
+        positive("timeout", timeout)
+        self._follow = boolean("follow_redirects", follow_redirects)
         webhook_headers("probe", b"", secret)  # fail early on a malformed secret
         self._url = url
         self._secret = secret
@@ -138,30 +151,64 @@ class WebhookSink(_BaseSink):
         body = envelope.to_json().encode("utf-8")
         headers = {"content-type": "application/json", **self._extra}
         headers.update(webhook_headers(envelope.id, body, self._secret))
-        try:
-            async with self._client().post(
-                self._url, data=body, headers=headers, timeout=self._timeout
-            ) as resp:
-                status = resp.status
-                retry_after_raw = resp.headers.get("Retry-After")
-                if 200 <= status < 300:
-                    return None
-        except asyncio.TimeoutError as exc:
-            raise DeliveryFailedError(f"POST {self._url} timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise DeliveryFailedError(f"POST {self._url} failed: {exc!r}") from exc
+        url = URL(self._url)
+        for _hop in range(self.MAX_REDIRECTS + 1):
+            status, retry_after_raw, location = await self._post(url, body, headers)
+            if 200 <= status < 300:
+                return None
+            if not 300 <= status < 400:
+                break
+            target = _same_origin_target(url, location) if self._follow else None
+            if target is None or status not in (307, 308):
+                where = f" to {location!r}" if location else " without a Location"
+                raise DeliveryFailedError(
+                    f"POST {url} answered {status} (redirect{where}; redirects are not "
+                    "followed with a signed body)",
+                    status=status,
+                )
+            url = target
+        else:
+            raise DeliveryFailedError(
+                f"POST {self._url}: more than {self.MAX_REDIRECTS} redirects", status=status
+            )
         retry_after = (
             parse_retry_after(retry_after_raw, now=time.time()) if retry_after_raw else None
         )
         raise DeliveryFailedError(
-            f"POST {self._url} answered {status}", status=status, retry_after=retry_after
+            f"POST {url} answered {status}", status=status, retry_after=retry_after
         )
+
+    async def _post(
+        self, url: URL, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, str | None, str | None]:
+        """One POST without following redirects: status, Retry-After and Location."""
+        try:
+            async with self._client().post(
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as resp:
+                return resp.status, resp.headers.get("Retry-After"), resp.headers.get("Location")
+        except asyncio.TimeoutError as exc:
+            raise DeliveryFailedError(f"POST {url} timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryFailedError(f"POST {url} failed: {exc!r}") from exc
 
     async def close(self) -> None:
         """Close the HTTP session if the sink made it."""
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _same_origin_target(url: URL, location: str | None) -> URL | None:
+    """Where a redirect from ``url`` to ``location`` leads, if it stays on ``url``'s origin."""
+    if not location:
+        return None
+    try:
+        target = url.join(URL(location))
+        same = target.is_absolute() and target.origin() == url.origin()
+    except ValueError:
+        return None
+    return target if same else None
 
 
 @runtime_checkable

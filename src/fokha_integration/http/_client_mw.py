@@ -1,0 +1,420 @@
+"""The aiohttp client middlewares behind :class:`~fokha_integration.http.ApiClient`.
+
+The chain, outermost first: metrics → auth (single-flight refresh on 401) →
+per-host rate limiter → per-host circuit breaker → retry. What a middleware needs
+to know about the logical call (its deadline, whether its body can be replayed)
+travels in a context variable set by the client for the duration of one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..clock import Clock
+from ..errors import OperationTimeoutError, RateLimitedError
+from ..resilience import (
+    BreakerConfig,
+    CircuitBreaker,
+    Outcome,
+    RateLimiter,
+    RetryPolicy,
+    parse_retry_after,
+)
+from ._errors import (
+    ApiConnectionError,
+    ApiDecodeError,
+    ApiTimeoutError,
+    HttpStatusError,
+    status_error,
+    translate_client_error,
+)
+
+if TYPE_CHECKING:
+    from aiohttp import ClientRequest, ClientResponse
+
+Handler = Callable[["ClientRequest"], Awaitable["ClientResponse"]]
+Middleware = Callable[["ClientRequest", Handler], Awaitable["ClientResponse"]]
+
+_log = logging.getLogger("fokha_integration.http.client")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+"""Methods safe to repeat by definition (RFC 9110 section 9.2.2)."""
+
+
+@dataclass(slots=True)
+class CallContext:
+    """One logical call: when it must end, whether its body may be sent again.
+
+    ``send`` is aiohttp's own handler for this request (connect and send), which
+    the innermost stage of a :class:`MiddlewareChain` calls.
+    """
+
+    deadline: float
+    replayable: bool
+    budget: float | None = None
+    attempts: int = 0
+    send: Handler | None = None
+
+
+CALL: ContextVar[CallContext | None] = ContextVar("fokha_api_call", default=None)
+
+
+def _remaining(clock: Clock) -> float:
+    call = CALL.get()
+    if call is None:
+        return float("inf")
+    return call.deadline - clock.monotonic()
+
+
+@dataclass(slots=True)
+class HostCounters:
+    """Mutable per-host counters (the client snapshots them in ``stats()``)."""
+
+    requests: int = 0
+    attempts: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latency_total: float = 0.0
+    latency_max: float = 0.0
+
+
+class MetricsMiddleware:
+    """Counts calls, statuses, errors and latency per host."""
+
+    def __init__(self, hosts: dict[str, HostCounters]) -> None:
+        self._hosts = hosts
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        counters = self._hosts.setdefault(req.url.host or "", HostCounters())
+        counters.requests += 1
+        start = time.perf_counter()
+        try:
+            resp = await handler(req)
+        except BaseException:
+            counters.errors += 1
+            raise
+        finally:
+            call = CALL.get()
+            if call is not None:
+                counters.attempts += call.attempts
+            took = time.perf_counter() - start
+            counters.latency_total += took
+            counters.latency_max = max(counters.latency_max, took)
+        counters.statuses[resp.status] = counters.statuses.get(resp.status, 0) + 1
+        return resp
+
+
+TokenProvider = Callable[[], Awaitable[str]]
+"""``async () -> str``: a fresh bearer token (called at first use and after a 401)."""
+
+
+class AuthMiddleware:
+    """Adds ``Authorization: Bearer``; on a 401 refreshes the token once for everybody.
+
+    Single flight: concurrent 401s share one refresh, and a 401 for a request sent
+    with an older token just retries with the current one.
+    """
+
+    def __init__(self, provider: TokenProvider) -> None:
+        self._provider = provider
+        self._token: str | None = None
+        self._generation = 0
+        self._refreshing: asyncio.Future[None] | None = None
+        self.refreshes = 0
+
+    async def _refresh(self, seen_generation: int) -> None:
+        if self._generation != seen_generation and self._token is not None:
+            return  # somebody already refreshed since this request was sent
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._fetch())
+        refreshing = self._refreshing
+        try:
+            await asyncio.shield(refreshing)
+        finally:
+            if self._refreshing is refreshing and refreshing.done():
+                self._refreshing = None
+
+    async def _fetch(self) -> None:
+        token = await self._provider()
+        self.refreshes += 1
+        self._token = token
+        self._generation += 1
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        if self._token is None:
+            await self._refresh(self._generation)
+        generation = self._generation
+        req.headers["Authorization"] = f"Bearer {self._token}"
+        resp = await handler(req)
+        if resp.status != 401:
+            return resp
+        resp.release()
+        await self._refresh(generation)
+        req.headers["Authorization"] = f"Bearer {self._token}"
+        return await handler(req)
+
+
+class RateLimitMiddleware:
+    """A token bucket per host; waits within the call's deadline or raises RateLimitedError."""
+
+    def __init__(self, rate: float, burst: float | None, clock: Clock) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def limiter(self, host: str) -> RateLimiter:
+        """The host's limiter (made on first use)."""
+        found = self._limiters.get(host)
+        if found is None:
+            found = RateLimiter(self._rate, self._burst, clock=self._clock)
+            self._limiters[host] = found
+        return found
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        remaining = _remaining(self._clock)
+        limiter = self.limiter(req.url.host or "")
+        try:
+            await limiter.acquire(timeout=None if remaining == float("inf") else remaining)
+        except OperationTimeoutError:
+            raise RateLimitedError(
+                f"rate limit for {req.url.host}: no slot before the deadline"
+            ) from None
+        return await handler(req)
+
+
+def _breaker_outcome(exc: BaseException) -> Outcome:
+    """Transport failures and 5xx/429 count against a host; 4xx answers do not."""
+    if isinstance(exc, HttpStatusError):
+        return Outcome.FAILURE if exc.status >= 500 or exc.status == 429 else Outcome.IGNORE
+    if isinstance(exc, (ApiConnectionError, ApiTimeoutError)):
+        return Outcome.FAILURE
+    if isinstance(exc.__cause__, (ApiConnectionError, ApiTimeoutError, HttpStatusError)):
+        return _breaker_outcome(exc.__cause__)  # RetryExhaustedError: what the last try hit
+    return Outcome.IGNORE
+
+
+class BreakerMiddleware:
+    """A circuit breaker per host around the (retried) call."""
+
+    def __init__(self, config: BreakerConfig, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, host: str) -> CircuitBreaker:
+        """The host's breaker (made on first use)."""
+        found = self.breakers.get(host)
+        if found is None:
+            found = CircuitBreaker(
+                f"http:{host}", config=self._config, classifier=_breaker_outcome, clock=self._clock
+            )
+            self.breakers[host] = found
+        return found
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        breaker = self.breaker(req.url.host or "")
+        token = breaker.fast_token()
+        if token is None:
+            return await self._guarded(breaker, req, handler)
+        try:
+            resp = await handler(req)
+        except BaseException as exc:
+            breaker.fast_failure(token, exc)
+            raise
+        if resp.status >= 500 or resp.status == 429:
+            breaker.fast_failure(token, HttpStatusError(req.method, str(req.url), resp.status))
+        else:
+            breaker.fast_success(token)
+        return resp
+
+    @staticmethod
+    async def _guarded(
+        breaker: CircuitBreaker, req: ClientRequest, handler: Handler
+    ) -> ClientResponse:
+        """The permit path (open, half-open, or timing slow calls)."""
+        permit = breaker.acquire()
+        try:
+            resp = await handler(req)
+        except BaseException as exc:
+            breaker.release(permit, exc)
+            raise
+        failed = resp.status >= 500 or resp.status == 429
+        breaker.release(
+            permit,
+            HttpStatusError(req.method, str(req.url), resp.status) if failed else None,
+        )
+        return resp
+
+
+class _AttemptTimer:
+    """Cancels the running task after ``seconds``: one timer handle per attempt.
+
+    Cheaper than :func:`asyncio.timeout` or :func:`asyncio.wait_for` (no extra task,
+    no context object); :meth:`expired` tells a cancellation it caused from one
+    that came from outside (which must propagate).
+    """
+
+    __slots__ = ("_fired", "_handle", "_task")
+
+    def __init__(self, seconds: float) -> None:
+        self._task = asyncio.current_task()
+        self._fired = False
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._fired = True
+            self._task.cancel()
+
+    def expired(self) -> bool:
+        """Whether this timer cancelled the task (and take that cancellation back)."""
+        if self._fired and self._task is not None and hasattr(self._task, "uncancel"):
+            self._task.uncancel()  # Python >= 3.11: keep the task's cancel count right
+        return self._fired
+
+    def cancel(self) -> None:
+        """Stop the timer (the attempt ended)."""
+        self._handle.cancel()
+
+
+class RetryMiddleware:
+    """Retries what is safe to retry, per a :class:`RetryPolicy`.
+
+    Safe: an idempotent method, or a request with an ``Idempotency-Key``, whose body
+    can be sent again. Each attempt reads the whole body (so a reset mid-body is a
+    failed attempt) within ``attempt_timeout`` and the call's remaining time.
+    Retried: connection errors, timeouts and the policy's statuses (plus 409 when
+    the request carries a key: the server says the first one still runs).
+    ``Retry-After`` (seconds or an HTTP-date) sets the wait; a wait that would end
+    past the deadline raises :class:`~fokha_integration.errors.RetryExhaustedError`.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        attempt_timeout: float,
+        clock: Clock,
+        max_body: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._max_body = max_body
+        self._policy = dataclasses.replace(
+            policy, retry_on=(ApiConnectionError, ApiTimeoutError), clock=clock
+        )
+        self._once_only = dataclasses.replace(self._policy, attempts=1)
+        self._keyed = dataclasses.replace(
+            self._policy, retry_statuses=self._policy.retry_statuses | {409}
+        )
+        self._attempt_timeout = attempt_timeout
+        self._clock = clock
+
+    def policy_for(self, req: ClientRequest) -> RetryPolicy:
+        """The policy for one request: no retries unless it is safe to repeat."""
+        call = CALL.get()
+        replayable = call is None or call.replayable
+        has_key = "Idempotency-Key" in req.headers
+        if not replayable or not (req.method in IDEMPOTENT_METHODS or has_key):
+            return self._once_only
+        policy = self._keyed if has_key else self._policy
+        if call is not None and call.budget != policy.deadline:
+            # This call's own deadline: no wait may end past it.
+            policy = dataclasses.replace(policy, deadline=call.budget)
+        return policy
+
+    async def _attempt(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        call = CALL.get()
+        if call is not None:
+            call.attempts += 1
+        timeout = min(self._attempt_timeout, max(0.0, _remaining(self._clock)))
+        timer = _AttemptTimer(timeout)
+        try:
+            resp = await handler(req)
+            try:
+                declared = resp.content_length
+                if declared is not None and declared > self._max_body:
+                    raise ApiDecodeError(req.method, str(req.url), f"body of {declared} bytes")
+                body = await resp.read()  # the whole body inside the attempt: a reset is retryable
+                if len(body) > self._max_body:
+                    raise ApiDecodeError(req.method, str(req.url), f"body of {len(body)} bytes")
+            except BaseException:
+                resp.release()
+                raise
+        except asyncio.CancelledError:
+            if not timer.expired():
+                raise
+            raise translate_client_error(
+                asyncio.TimeoutError(), req.method, req.url, timeout
+            ) from None
+        except Exception as exc:
+            mapped = translate_client_error(exc, req.method, req.url, timeout)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        finally:
+            timer.cancel()
+        if resp.status in self._keyed.retry_statuses:
+            raise status_error(
+                req.method,
+                str(req.url),
+                resp.status,
+                body=await resp.read(),
+                headers=dict(resp.headers),
+                retry_after=self._retry_after(resp),
+                has_key="Idempotency-Key" in req.headers,
+            )
+        return resp
+
+    def _retry_after(self, resp: ClientResponse) -> float | None:
+        raw = resp.headers.get("Retry-After")
+        if raw is None:
+            return None
+        return parse_retry_after(raw, now=self._clock.time())
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        return await self.policy_for(req).call(self._attempt, req, handler)
+
+
+class MiddlewareChain:
+    """Stages (each an aiohttp client middleware) composed once, run as one middleware.
+
+    aiohttp builds a closure per middleware per request; composing the stages once
+    at construction and handing aiohttp a single middleware keeps the chain's cost
+    to one await per stage. The innermost stage calls aiohttp's handler for the
+    current request, taken from the call's :class:`CallContext`.
+    """
+
+    def __init__(self, stages: tuple[Middleware, ...]) -> None:
+        self.stages = stages
+        handler: Handler = self._send
+        for stage in reversed(stages):
+            handler = self._bind(stage, handler)
+        self._chain = handler
+
+    @staticmethod
+    def _bind(stage: Middleware, following: Handler) -> Handler:
+        async def run(req: ClientRequest) -> ClientResponse:
+            return await stage(req, following)
+
+        return run
+
+    @staticmethod
+    async def _send(req: ClientRequest) -> ClientResponse:
+        call = CALL.get()
+        assert call is not None
+        assert call.send is not None
+        return await call.send(req)
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        call = CALL.get()
+        if call is None:  # used outside ApiClient.request: run the stages per request
+            call = CallContext(float("inf"), True)
+            CALL.set(call)
+        call.send = handler
+        return await self._chain(req)
