@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -173,3 +174,30 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster in ``workdir`` on a free port, started the way the test
+    fixture starts it (``tests.support.PostgresServer``: initdb as the postgres user,
+    trust on 127.0.0.1, ``fsync=off``); never the machine's shared server.
+
+    Raises RuntimeError when the server binaries are missing. Call stop() when done.
+    """
+
+    def __init__(self, workdir: str) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        from tests.support import PostgresServer, postgres_bin_dir
+
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb) not found")
+        self._server = PostgresServer(port=free_port(), workdir=Path(workdir), bin_dir=bin_dir)
+        self._server.init()
+        self._server.start()
+        self._server.psql("CREATE DATABASE bench")
+        self.dsn = self._server.dsn("bench")
+
+    def stop(self) -> None:
+        self._server.stop()
