@@ -201,11 +201,11 @@ async def test_rollback_delivers_nothing_and_commit_delivers_once(postgres_dsn: 
     conn = await asyncpg.connect(postgres_dsn)
     try:
         lost = Signal(symbol="EURUSD", direction=Direction.SELL, volume=0.1)
-        with pytest.raises(RuntimeError):
-            async with conn.transaction():
-                await conn.execute("UPDATE positions SET volume = 1 WHERE symbol = 'EURUSD'")
-                assert await publish_in_transaction(conn, lost) is True
-                raise RuntimeError("the bot changes its mind")
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("UPDATE positions SET volume = 1 WHERE symbol = 'EURUSD'")
+        assert await publish_in_transaction(conn, lost) is True
+        await tx.rollback()  # the bot changes its mind
         kept = Signal(symbol="EURUSD", direction=Direction.BUY, volume=0.1)
         async with conn.transaction():
             await conn.execute("UPDATE positions SET volume = 2 WHERE symbol = 'EURUSD'")
