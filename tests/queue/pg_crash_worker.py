@@ -4,7 +4,8 @@
 
 Delivers to two at-least-once sinks, as ``tests.queue.crash_worker`` does: a
 file-appending sink (one envelope id per line, O_APPEND) and a WebhookSink posting
-to the receiver process. Its leases run out one second after it dies.
+to the receiver process. Its leases run out one second after it dies. It writes
+how many entries it took over from dead owners to FILE_OUT.CONSUMER.taken.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ async def main(argv: list[str]) -> None:
     policy = RetryPolicy(attempts=1000, initial=0.01, max_delay=0.2, deadline=None)
     async with SignalQueue(store=store, sinks=sinks, retry=policy, poll_interval=0.02):
         print("ready", flush=True)
-        await asyncio.get_running_loop().create_future()  # runs until killed
+        stats = f"{file_out}.{consumer}.taken"
+        while True:  # runs until killed
+            await asyncio.sleep(0.1)
+            with open(stats + ".tmp", "w") as f:
+                f.write(str(store.taken_over))
+            os.replace(stats + ".tmp", stats)
 
 
 if __name__ == "__main__":
