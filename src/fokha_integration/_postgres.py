@@ -40,6 +40,7 @@ __all__ = [
     "MIGRATIONS",
     "PostgresPool",
     "check_prefix",
+    "connect",
     "create_pool",
     "migrate",
     "schema_version",
@@ -98,6 +99,13 @@ async def create_pool(dsn: str, limits: PostgresPool) -> Any:
             command_timeout=limits.command_timeout,
             max_inactive_connection_lifetime=limits.max_idle,
         )
+
+
+async def connect(dsn: str, *, timeout: float) -> Any:
+    """One asyncpg connection (for the CLI and tests); ``timeout`` bounds connecting
+    and every statement."""
+    with map_backend_errors("postgres", "connect"):
+        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout)
 
 
 # Each step: (version, what it does, SQL with {p} for the prefix). Never edit a

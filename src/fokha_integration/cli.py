@@ -50,6 +50,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_queue_parser(sub)
     # --- end queue -------------------------------------------------------------
+    # --- db (PostgreSQL tables, issue 18) ---
+    from ._db_cli import add_parser as add_db_parser
+
+    add_db_parser(sub)
+    # --- end db ---
     return parser
 
 
@@ -89,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    # --- db (PostgreSQL tables, issue 18) ---
+    if args.command == "db":
+        from ._db_cli import run as run_db
+
+        return run_db(args)
+    # --- end db ---
     parser.print_help()
     return 2
 
