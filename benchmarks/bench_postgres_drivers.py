@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -187,18 +186,17 @@ async def measure(dsn: str, quick: bool) -> dict[str, float]:
 def main() -> None:
     args = parse_args(__doc__ or "")
     report = Report("postgres_drivers")
-    with tempfile.TemporaryDirectory(prefix="fokha-bench-pg-") as tmp:
-        try:
-            server = PrivatePostgres(tmp)
-        except RuntimeError as exc:
-            report.notes.append(f"skipped: {exc}")
-            report.emit(args.json)
-            return
-        try:
-            log(args, f"private PostgreSQL at {server.dsn}")
-            figures = asyncio.run(measure(server.dsn, args.quick))
-        finally:
-            server.stop()
+    try:
+        server = PrivatePostgres()
+    except RuntimeError as exc:
+        report.notes.append(f"skipped: {exc}")
+        report.emit(args.json)
+        return
+    try:
+        log(args, f"private PostgreSQL at {server.dsn}")
+        figures = asyncio.run(measure(server.dsn, args.quick))
+    finally:
+        server.stop()
     for key, value in figures.items():
         report.figure(key, value)
     report.figure(

@@ -20,13 +20,23 @@ docs/postgres.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from . import _validate as v
-from .errors import ConfigError, map_backend_errors
+from .errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    map_backend_errors,
+    translate_backend_error,
+)
 
 try:
     import asyncpg
@@ -38,10 +48,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = [
     "MIGRATIONS",
+    "ConnectionPool",
     "PostgresPool",
     "check_prefix",
     "connect",
-    "create_pool",
     "migrate",
     "schema_version",
 ]
@@ -88,24 +98,175 @@ class PostgresPool:
         v.positive("max_idle", self.max_idle)
 
 
-async def create_pool(dsn: str, limits: PostgresPool) -> Any:
-    """An asyncpg pool with ``limits`` (errors mapped to the library's tree)."""
+async def connect(dsn: str, *, timeout: float, command_timeout: float | None = None) -> Any:
+    """One asyncpg connection; ``timeout`` bounds connecting, ``command_timeout``
+    (default: ``timeout``) every statement."""
     with map_backend_errors("postgres", "connect"):
-        return await asyncpg.create_pool(
+        return await asyncpg.connect(
             dsn,
-            min_size=limits.min_size,
-            max_size=limits.max_size,
-            timeout=limits.connect_timeout,
-            command_timeout=limits.command_timeout,
-            max_inactive_connection_lifetime=limits.max_idle,
+            timeout=timeout,
+            command_timeout=timeout if command_timeout is None else command_timeout,
         )
 
 
-async def connect(dsn: str, *, timeout: float) -> Any:
-    """One asyncpg connection (for the CLI and tests); ``timeout`` bounds connecting
-    and every statement."""
-    with map_backend_errors("postgres", "connect"):
-        return await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout)
+class ConnectionPool:
+    """A bounded pool of asyncpg connections, the backends' own.
+
+    Why not ``asyncpg.Pool``: its release runs in a task of its own (``shield``) and
+    resets the session, and its acquire with a timeout in another (``wait_for``);
+    on a claim, one round trip, that overhead halved the claims per second
+    (benchmarks/bench_dedup.py). Here a free connection is handed out and taken back
+    without a task or a query. Bounds: at most ``max_size`` connections, ``min_size``
+    opened by :meth:`open`; waiting for one is bounded by ``acquire_timeout``,
+    opening one by ``connect_timeout``, each statement by ``command_timeout``; a
+    connection idle longer than ``max_idle`` is closed when next seen. A connection
+    is dropped (not reused) when the block using it raised anything but a server
+    error, or left a transaction open.
+    """
+
+    def __init__(self, dsn: str, limits: PostgresPool) -> None:
+        self._dsn = dsn
+        self.limits = limits
+        self._free: deque[tuple[Any, float]] = deque()  # (connection, released at)
+        # Waiters get a connection, or None: "a slot is free, open one yourself".
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._size = 0  # connections open or being opened, free or lent
+        self._closed = False
+
+    async def open(self) -> None:
+        """Open ``min_size`` connections (at least one: fails fast when unreachable)."""
+        conns = [await self._connect() for _ in range(max(1, self.limits.min_size))]
+        for conn in conns:
+            self.release(conn)
+
+    async def _connect(self) -> Any:
+        self._size += 1
+        try:
+            return await connect(
+                self._dsn,
+                timeout=self.limits.connect_timeout,
+                command_timeout=self.limits.command_timeout,
+            )
+        except BaseException:
+            self._size -= 1
+            self._wake_one(None)
+            raise
+
+    async def acquire(self) -> Any:
+        """A connection, waiting at most ``acquire_timeout`` for one to be free."""
+        if self._closed:
+            raise ClosedError("the PostgreSQL connection pool is closed")
+        now = time.monotonic()
+        while self._free:
+            conn, since = self._free.pop()  # the most recently used one
+            if not conn.is_closed() and now - since < self.limits.max_idle:
+                return conn
+            self._drop(conn)
+        if self._size < self.limits.max_size:
+            return await self._connect()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            conn = await asyncio.wait_for(fut, self.limits.acquire_timeout)
+        except asyncio.TimeoutError:
+            raise BackendUnavailableError(
+                "postgres",
+                f"no free connection within {self.limits.acquire_timeout:g}s"
+                f" (max_size={self.limits.max_size})",
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+        return conn if conn is not None else await self._connect()
+
+    def release(self, conn: Any, *, reuse: bool = True) -> None:
+        """Take ``conn`` back (``reuse=False``: close it instead)."""
+        if not reuse or self._closed or conn.is_closed() or conn.is_in_transaction():
+            self._drop(conn)
+        elif not self._wake_one(conn):
+            self._free.append((conn, time.monotonic()))
+
+    def _wake_one(self, conn: Any) -> bool:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return True
+        return False
+
+    def _drop(self, conn: Any) -> None:
+        self._size -= 1
+        conn.terminate()
+        self._wake_one(None)
+
+    def lease(self) -> _Lease:
+        """``async with pool.lease() as conn:`` one connection for one block."""
+        return _Lease(self)
+
+    async def fetchrow(self, what: str, sql: str, *args: Any) -> Any:
+        """``sql``'s first row on a pooled connection; errors mapped (``what`` names it)."""
+        conn = await self._lend(what)
+        try:
+            row = await conn.fetchrow(sql, *args)
+        except BaseException as exc:
+            self._failed(conn, exc, what)
+            raise
+        self.release(conn)
+        return row
+
+    async def fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
+        """``sql``'s rows on a pooled connection; errors mapped (``what`` names it)."""
+        conn = await self._lend(what)
+        try:
+            rows: list[Any] = await conn.fetch(sql, *args)
+        except BaseException as exc:
+            self._failed(conn, exc, what)
+            raise
+        self.release(conn)
+        return rows
+
+    async def _lend(self, what: str) -> Any:
+        with map_backend_errors("postgres", what):
+            return await self.acquire()
+
+    def _failed(self, conn: Any, exc: BaseException, what: str) -> None:
+        # A server error leaves the connection usable; anything else (a cancellation
+        # mid-statement, a lost link, a timeout) may not: it is not reused.
+        self.release(conn, reuse=isinstance(exc, asyncpg.PostgresError))
+        mapped = translate_backend_error("postgres", exc, what)
+        if mapped is not exc:
+            raise mapped from exc
+
+    async def close(self) -> None:
+        """Close the free connections; lent ones are closed when given back."""
+        self._closed = True
+        while self._free:
+            conn, _ = self._free.pop()
+            self._size -= 1
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=self.limits.connect_timeout)
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(ClosedError("the PostgreSQL connection pool is closed"))
+        self._waiters.clear()
+
+
+class _Lease:
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._conn: Any = None
+
+    async def __aenter__(self) -> Any:
+        self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def __aexit__(self, kind: object, exc: object, tb: object) -> None:
+        conn, self._conn = self._conn, None
+        # As in ConnectionPool._failed: only a server error leaves it reusable.
+        reuse = exc is None or isinstance(exc, asyncpg.PostgresError)
+        self._pool.release(conn, reuse=reuse)
 
 
 # Each step: (version, what it does, SQL with {p} for the prefix). Never edit a

@@ -82,4 +82,4 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="sweep_interval"):
         PostgresDedupBackend("postgresql://x/y", sweep_interval=float("nan"))
     with pytest.raises(ConfigError, match="dsn"):
-        PostgresDedupBackend()
+        PostgresDedupBackend("")

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _validate as v
-from .._postgres import PostgresPool, check_prefix, create_pool, migrate
+from .._postgres import ConnectionPool, PostgresPool, check_prefix, migrate
 from ..clock import Clock
-from ..errors import ClosedError, map_backend_errors
+from ..errors import ClosedError
 from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult
 
 __all__ = ["PostgresDedupBackend"]
@@ -41,7 +41,9 @@ _log = logging.getLogger("fokha_integration.dedup.postgres")
 _CLAIMED, _LEASED, _DONE = 0, 1, 2
 
 # "now": the caller's clock when given ($n::float8), else the server's.
-_NOW = "coalesce({}::float8, extract(epoch FROM clock_timestamp()))"
+# statement_timestamp() is one value for the whole statement, so it may be written
+# twice in one VALUES row (a VALUES row is cheaper than a subquery for "now").
+_NOW = "coalesce({}::float8, extract(epoch FROM statement_timestamp()))"
 
 
 def _claim_sql(p: str) -> str:
@@ -54,7 +56,7 @@ def _claim_sql(p: str) -> str:
     )
     return f"""
 INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
-SELECT $1, $2, n.now, n.now + $3, $4, $5, $6 FROM (SELECT {_NOW.format("$7")} AS now) n
+VALUES ($1, $2, {_NOW.format("$7")}, {_NOW.format("$7")} + $3, $4, $5, $6)
 ON CONFLICT (type, key) DO UPDATE SET
     first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
     result = CASE WHEN {expired} THEN NULL ELSE d.result END,
@@ -87,7 +89,7 @@ def _commit_sql(p: str) -> str:
     expired = "d.expires_at <= excluded.first_seen"
     return f"""
 INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token, result)
-SELECT $1, $2, n.now, n.now + $3, 2, NULL, $4, $5 FROM (SELECT {_NOW.format("$6")} AS now) n
+VALUES ($1, $2, {_NOW.format("$6")}, {_NOW.format("$6")} + $3, 2, NULL, $4, $5)
 ON CONFLICT (type, key) DO UPDATE SET
     first_seen  = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
     fingerprint = CASE WHEN {expired} THEN NULL ELSE d.fingerprint END,
@@ -103,10 +105,10 @@ RETURNING 1
 class PostgresDedupBackend:
     """Dedup entries in a PostgreSQL table (see the module docstring).
 
-    ``dsn`` is a libpq URL (``postgresql://user@host:5432/db``), or pass ``pool``, an
-    asyncpg pool you own (then ``limits`` is unused and :meth:`aclose` leaves it
-    open). ``prefix`` starts every table name (default ``fokha_``). ``migrate``
-    creates or upgrades the tables on first use (else run ``fokha db migrate``).
+    ``dsn`` is a libpq URL (``postgresql://user@host:5432/db``); ``limits`` bounds
+    the connection pool the backend opens on first use. ``prefix`` starts every
+    table name (default ``fokha_``). ``migrate`` creates or upgrades the tables on
+    first use (else run ``fokha db migrate``).
     ``sweep_interval`` is the pause between background deletions of expired rows
     (``None``: no background sweep; :meth:`sweep` still works), ``sweep_batch`` the
     rows each deleting statement takes. ``clock``: see the module docstring.
@@ -116,9 +118,8 @@ class PostgresDedupBackend:
 
     def __init__(
         self,
-        dsn: str | None = None,
+        dsn: str,
         *,
-        pool: Any = None,
         limits: PostgresPool | None = None,
         prefix: str = "fokha_",
         migrate: bool = True,
@@ -127,15 +128,8 @@ class PostgresDedupBackend:
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        if (dsn is None) == (pool is None):
-            from ..errors import ConfigError
-
-            raise ConfigError("dsn", "give exactly one of dsn and pool", dsn)
-        if dsn is not None:
-            v.string("dsn", dsn)
-        self._dsn = dsn
-        self._pool = pool
-        self._own_pool = pool is None
+        self._dsn = v.string("dsn", dsn)
+        self._pool: ConnectionPool | None = None
         self._limits = limits if limits is not None else PostgresPool()
         self._p = check_prefix(prefix)
         self._migrate = v.boolean("migrate", migrate)
@@ -168,16 +162,15 @@ class PostgresDedupBackend:
     def _token(self) -> str:
         return f"{self._token_prefix}{next(self._seq):x}"
 
-    async def _open(self) -> Any:
+    async def _open(self) -> ConnectionPool:
         if self._closed:
             raise ClosedError("the PostgreSQL dedup backend is closed")
-        if self._ready:
-            return self._pool
         async with self._ready_lock:
             if not self._ready:
                 if self._pool is None:
-                    assert self._dsn is not None
-                    self._pool = await create_pool(self._dsn, self._limits)
+                    pool = ConnectionPool(self._dsn, self._limits)
+                    await pool.open()
+                    self._pool = pool
                 if self._migrate:
                     async with self._acquire() as conn:
                         await migrate(conn, self._p)
@@ -186,23 +179,24 @@ class PostgresDedupBackend:
                         self._sweep_loop(), name="fokha-dedup-postgres-sweep"
                     )
                 self._ready = True
+        assert self._pool is not None
         return self._pool
 
     def _acquire(self) -> Any:
-        return self._pool.acquire(timeout=self._limits.acquire_timeout)
+        assert self._pool is not None
+        return self._pool.lease()
 
     async def _fetchrow(self, what: str, sql: str, *args: Any) -> Any:
-        await self._open()
-        with map_backend_errors("postgres", what):
-            async with self._acquire() as conn:
-                return await conn.fetchrow(sql, *args)
+        pool = self._pool if self._ready else None
+        if pool is None:
+            pool = await self._open()
+        return await pool.fetchrow(what, sql, *args)
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
-        await self._open()
-        with map_backend_errors("postgres", what):
-            async with self._acquire() as conn:
-                rows: list[Any] = await conn.fetch(sql, *args)
-                return rows
+        pool = self._pool if self._ready else None
+        if pool is None:
+            pool = await self._open()
+        return await pool.fetch(what, sql, *args)
 
     async def _sweep_loop(self) -> None:
         assert self._sweep_interval is not None
@@ -364,17 +358,17 @@ class PostgresDedupBackend:
                 return total
 
     async def aclose(self) -> None:
-        """Stop the sweep and close the pool (unless it was passed in)."""
+        """Stop the sweep and close the connections."""
         if self._closed:
             return
         self._closed = True
+        self._ready = False
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if self._own_pool and self._pool is not None:
-            with map_backend_errors("postgres", "close"):
-                await self._pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def __repr__(self) -> str:
         return f"PostgresDedupBackend(prefix={self._p!r})"

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _validate as v
-from .._postgres import PostgresPool, check_prefix, create_pool, migrate
+from .._postgres import ConnectionPool, PostgresPool, check_prefix, connect, migrate
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, ValidationError, map_backend_errors
 from ..models import Envelope, Model
@@ -228,8 +228,7 @@ async def publish_in_transaction(
 class PostgresOutboxStore:
     """An :class:`~fokha_integration.queue.OutboxStore` on PostgreSQL (module docstring).
 
-    ``dsn`` is a libpq URL, or pass ``pool``, an asyncpg pool you own (left open by
-    :meth:`close`). ``limits`` bounds the pool this store opens. ``prefix`` starts
+    ``dsn`` is a libpq URL; ``limits`` bounds the connection pool the store opens. ``prefix`` starts
     every table name; ``migrate`` creates/upgrades the tables on :meth:`open`.
     ``order_key`` must be the queue's (default: the queue's default). ``config``:
     see :class:`PostgresOutboxConfig`.
@@ -237,9 +236,8 @@ class PostgresOutboxStore:
 
     def __init__(
         self,
-        dsn: str | None = None,
+        dsn: str,
         *,
-        pool: Any = None,
         limits: PostgresPool | None = None,
         prefix: str = "fokha_",
         migrate: bool = True,
@@ -247,13 +245,8 @@ class PostgresOutboxStore:
         order_key: Callable[[Envelope], str] = default_order_key,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if (dsn is None) == (pool is None):
-            raise ConfigError("dsn", "give exactly one of dsn and pool", dsn)
-        if dsn is not None:
-            v.string("dsn", dsn)
-        self._dsn = dsn
-        self._given_pool = pool
-        self._pool: Any = pool
+        self._dsn = v.string("dsn", dsn)
+        self._pool: ConnectionPool | None = None
         self._limits = limits if limits is not None else PostgresPool()
         self._p = check_prefix(prefix)
         self._migrate = v.boolean("migrate", migrate)
@@ -287,9 +280,9 @@ class PostgresOutboxStore:
     # -- plumbing -------------------------------------------------------------
 
     def _acquire(self) -> Any:
-        if not self._open:
+        if not self._open or self._pool is None:
             raise ClosedError("the PostgreSQL outbox store is not open")
-        return self._pool.acquire(timeout=self._limits.acquire_timeout)
+        return self._pool.lease()
 
     async def _fetchrow(self, what: str, sql: str, *args: Any) -> Any:
         with map_backend_errors("postgres", what):
@@ -318,9 +311,9 @@ class PostgresOutboxStore:
         """Connect (migrating when asked), register ``sinks``, start the lease keeper."""
         names = [v.string("sinks", name, max_length=200) for name in sinks]
         if not self._open:
-            if self._pool is None:
-                assert self._dsn is not None
-                self._pool = await create_pool(self._dsn, self._limits)
+            pool = ConnectionPool(self._dsn, self._limits)
+            await pool.open()
+            self._pool = pool
             self._open = True
             if self._migrate:
                 with map_backend_errors("postgres", "migrate"):
@@ -378,10 +371,9 @@ class PostgresOutboxStore:
         for fut in self._waiters:
             if not fut.done():
                 fut.set_result(None)
-        if self._given_pool is None and self._pool is not None:
+        if self._pool is not None:
             pool, self._pool = self._pool, None
-            with map_backend_errors("postgres", "close"):
-                await pool.close()
+            await pool.close()
 
     async def _renew(self) -> None:
         await self._execute(
@@ -413,14 +405,14 @@ class PostgresOutboxStore:
 
     async def _listen(self) -> None:
         try:
-            with map_backend_errors("postgres", "listen"):
-                conn = await self._pool.acquire(timeout=self._limits.acquire_timeout)
-                try:
+            conn = await connect(self._dsn, timeout=self._limits.connect_timeout)
+            try:
+                with map_backend_errors("postgres", "listen"):
                     await conn.add_listener(self._channel, self._notified)
-                    conn.add_termination_listener(self._lost)
-                except BaseException:
-                    await self._pool.release(conn)
-                    raise
+                conn.add_termination_listener(self._lost)
+            except BaseException:
+                conn.terminate()
+                raise
         except Exception:
             logger.warning("outbox %s: LISTEN failed; polling", self._p, exc_info=True)
             return
@@ -431,9 +423,7 @@ class PostgresOutboxStore:
         if conn is None:
             return
         with contextlib.suppress(Exception):
-            await conn.remove_listener(self._channel, self._notified)
-        with contextlib.suppress(Exception):
-            await self._pool.release(conn)
+            await conn.close(timeout=self._limits.connect_timeout)
 
     def _lost(self, conn: Any) -> None:
         # The listening connection died: fall back to polling until _keep listens again.
