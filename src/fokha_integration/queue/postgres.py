@@ -61,6 +61,7 @@ logger = logging.getLogger("fokha_integration.queue.postgres")
 
 _PARSE_CACHE = 8192  # envelopes parsed once for every sink's copy
 _MAX_BATCH = 1024  # appends or acks sent in one statement
+_ACKS_IN_FLIGHT = 4  # acknowledging statements at once (the pool has max_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +281,7 @@ class PostgresOutboxStore:
         self._appends = 0
         self._append_batch: list[tuple[Envelope, asyncio.Future[bool]]] | None = None
         self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
+        self._acking = 0  # acknowledging statements in flight
         self._parsed: OrderedDict[int, Envelope] = OrderedDict()
         self.taken_over = 0
         """Rows this object leased that another owner had held (its lease ran out)."""
@@ -570,7 +572,14 @@ class PostgresOutboxStore:
                 raise ClosedError("the PostgreSQL outbox store is not open")
 
     async def ack(self, entry: OutboxEntry) -> None:
-        """Delete the pending row (acknowledgements of one loop turn share a statement)."""
+        """Delete the pending row.
+
+        Group commit: the acknowledgements of one loop turn share a statement, and
+        at most ``_ACKS_IN_FLIGHT`` such statements run at once; acknowledgements
+        made while they all run wait and go together in the next one (each caller
+        still gets its own answer). Under load the batches grow by themselves, and
+        the pool keeps connections free for fetches and appends.
+        """
         if not self._open:
             raise ClosedError("the PostgreSQL outbox store is not open")
         loop = asyncio.get_running_loop()
@@ -579,14 +588,21 @@ class PostgresOutboxStore:
             self._ack_batch = []
             loop.call_soon(self._flush_acks)
         self._ack_batch.append((entry, fut))
-        if len(self._ack_batch) >= _MAX_BATCH:
-            self._flush_acks()
         await fut
 
     def _flush_acks(self) -> None:
-        batch, self._ack_batch = self._ack_batch or [], None
-        if batch:
-            self._spawn(self._send_acks(batch))
+        if self._acking < _ACKS_IN_FLIGHT and self._ack_batch:
+            self._acking += 1
+            self._spawn(self._ack_pump())
+
+    async def _ack_pump(self) -> None:
+        try:
+            while self._ack_batch:
+                batch = self._ack_batch[:_MAX_BATCH]
+                self._ack_batch = self._ack_batch[_MAX_BATCH:] or None
+                await self._send_acks(batch)
+        finally:
+            self._acking -= 1
 
     async def _send_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
         try:
