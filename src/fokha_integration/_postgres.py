@@ -225,6 +225,16 @@ class ConnectionPool:
         self.release(conn)
         return rows
 
+    async def execute(self, what: str, sql: str, *args: Any) -> None:
+        """Run ``sql`` on a pooled connection; errors mapped (``what`` names it)."""
+        conn = await self._lend(what)
+        try:
+            await conn.execute(sql, *args)
+        except BaseException as exc:
+            self._failed(conn, exc, what)
+            raise
+        self.release(conn)
+
     async def _lend(self, what: str) -> Any:
         with map_backend_errors("postgres", what):
             return await self.acquire()

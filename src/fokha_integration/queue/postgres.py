@@ -236,8 +236,9 @@ async def publish_in_transaction(
 class PostgresOutboxStore:
     """An :class:`~fokha_integration.queue.OutboxStore` on PostgreSQL (module docstring).
 
-    ``dsn`` is a libpq URL; ``limits`` bounds the connection pool the store opens. ``prefix`` starts
-    every table name; ``migrate`` creates/upgrades the tables on :meth:`open`.
+    ``dsn`` is a libpq URL; ``limits`` bounds the connection pool the store opens.
+    ``prefix`` starts every table name; ``migrate`` creates/upgrades the tables on
+    :meth:`open`.
     ``order_key`` must be the queue's (default: the queue's default). ``config``:
     see :class:`PostgresOutboxConfig`.
     """
@@ -288,26 +289,19 @@ class PostgresOutboxStore:
 
     # -- plumbing -------------------------------------------------------------
 
-    def _acquire(self) -> Any:
+    def _pooled(self) -> ConnectionPool:
         if not self._open or self._pool is None:
             raise ClosedError("the PostgreSQL outbox store is not open")
-        return self._pool.lease()
+        return self._pool
 
     async def _fetchrow(self, what: str, sql: str, *args: Any) -> Any:
-        with map_backend_errors("postgres", what):
-            async with self._acquire() as conn:
-                return await conn.fetchrow(sql, *args)
+        return await self._pooled().fetchrow(what, sql, *args)
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
-        with map_backend_errors("postgres", what):
-            async with self._acquire() as conn:
-                rows: list[Any] = await conn.fetch(sql, *args)
-                return rows
+        return await self._pooled().fetch(what, sql, *args)
 
     async def _execute(self, what: str, sql: str, *args: Any) -> None:
-        with map_backend_errors("postgres", what):
-            async with self._acquire() as conn:
-                await conn.execute(sql, *args)
+        await self._pooled().execute(what, sql, *args)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -324,22 +318,12 @@ class PostgresOutboxStore:
             await pool.open()
             self._pool = pool
             self._open = True
-            if self._migrate:
-                with map_backend_errors("postgres", "migrate"):
-                    async with self._acquire() as conn:
-                        await migrate(conn, self._p)
-            await self._renew()
-            # A restarted process with a stable name takes its own rows back at once.
-            await self._execute(
-                "open",
-                f"UPDATE {self._p}outbox_pending SET held = false WHERE owner = $1",
-                self.consumer,
-            )
-            if self._cfg.listen:
-                await self._listen()
-            self._keeper = asyncio.get_running_loop().create_task(
-                self._keep(), name=f"fokha-outbox-postgres-{self.consumer}"
-            )
+            try:
+                await self._start()
+            except BaseException:
+                self._open, self._pool = False, None
+                await pool.close()
+                raise
         if names:
             await self._execute(
                 "open",
@@ -347,6 +331,23 @@ class PostgresOutboxStore:
                 " ON CONFLICT DO NOTHING",
                 names,
             )
+
+    async def _start(self) -> None:
+        if self._migrate:
+            async with self._pooled().lease() as conn:
+                await migrate(conn, self._p)
+        await self._renew()
+        # A restarted process with a stable name takes its own rows back at once.
+        await self._execute(
+            "open",
+            f"UPDATE {self._p}outbox_pending SET held = false WHERE owner = $1",
+            self.consumer,
+        )
+        if self._cfg.listen:
+            await self._listen()
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep(), name=f"fokha-outbox-postgres-{self.consumer}"
+        )
 
     async def registered_sinks(self) -> list[str]:
         """The sink names appends fan out to."""
