@@ -257,7 +257,8 @@ async def test_bot_killed_between_statements_emits_no_signal(postgres_dsn: str, 
         # Wait until the server has noticed and rolled the dead session back.
         deadline = time.monotonic() + timeout(20)
         while await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'"
         ):
             assert time.monotonic() < deadline, "the killed bot's transaction is still open"
             await asyncio.sleep(0.05)  # polling the server's session list, bounded
