@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # Extras the test suite exercises (every optional backend that has tests).
-TEST_EXTRAS := redis,jwt,watch,metrics,dart
+TEST_EXTRAS := redis,jwt,watch,metrics,dart,postgres
 # PEP 735 dependency group with the tools (test, lint, bench anchors, docs); needs pip >= 25.1.
 DEV_GROUP := dev
 

@@ -21,9 +21,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -173,3 +175,42 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster in a temp dir of its own on a free port, started the way
+    the test fixture starts it (``tests.support.PostgresServer``: initdb as the
+    postgres user, trust on 127.0.0.1, ``fsync=off``); never the machine's shared
+    server.
+
+    Raises RuntimeError when the server binaries are missing or it does not start.
+    Call stop() when done (it also removes the temp dir).
+    """
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        from tests.support import PostgresServer, postgres_bin_dir
+
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb) not found")
+        # A folder of its own: as root the cluster runs as the postgres user, who
+        # must be able to reach it (a caller's private temp dir would not do).
+        self._workdir = tempfile.mkdtemp(prefix="fokha-bench-pg-")
+        self._server = PostgresServer(
+            port=free_port(), workdir=Path(self._workdir), bin_dir=bin_dir
+        )
+        try:
+            self._server.init()
+            self._server.start()
+            self._server.psql("CREATE DATABASE bench")
+        except (subprocess.SubprocessError, OSError) as exc:
+            self.stop()
+            raise RuntimeError(f"PostgreSQL did not start: {exc}") from exc
+        self.dsn = self._server.dsn("bench")
+
+    def stop(self) -> None:
+        self._server.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)

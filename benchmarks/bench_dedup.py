@@ -13,9 +13,18 @@ answers are FIRST and half DUPLICATE):
 * ``redis_raw_set_nx_px`` / ``redis_raw_pipelined``: redis-py ``SET NX PX``, one at
   a time and pipelined by 1,000;
 * ``redis_claim`` / ``redis_claim_many``: our Redis backend, the same two ways;
-* ``sqlite_claim`` / ``sqlite_claim_many``: our SQLite backend (WAL, one file).
+* ``sqlite_claim`` / ``sqlite_claim_many``: our SQLite backend (WAL, one file);
+* ``postgres_raw_insert`` / ``postgres_raw_insert_batched``: asyncpg
+  ``INSERT ... ON CONFLICT DO NOTHING``, one at a time and 1,000 rows a statement,
+  into a table of the same shape as ours (same columns, primary key and expiry
+  index: what a hand-written dedup with a TTL needs); ``postgres_raw_insert_bare``
+  the same into a table of (type, key, expires_at) with only the primary key;
+* ``postgres_claim`` / ``postgres_claim_many``: our PostgreSQL backend, the same
+  two ways (the same driver, the same server, alternate rounds).
 
-Redis runs on a private ``redis-server`` this script starts on a free port.
+Redis runs on a private ``redis-server`` this script starts on a free port, and
+PostgreSQL on a private cluster started the way the test fixture starts it
+(``fsync=off``: the figures leave out the disk flush).
 """
 
 from __future__ import annotations
@@ -27,12 +36,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import cachetools
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import PrivateRedis, Report, log, now, parse_args
+from _harness import PrivatePostgres, PrivateRedis, Report, log, now, parse_args
 from fokha_integration.dedup import DedupCache, MemoryDedupBackend, SQLiteDedupBackend
 
 TTL = 300.0
@@ -182,6 +192,102 @@ async def redis_rows(
     return out
 
 
+# -- PostgreSQL ----------------------------------------------------------------
+
+
+async def postgres_rows(
+    dsn: str, keys: list[str], batch_keys: list[str], rounds: int
+) -> dict[str, float]:
+    """Our claim next to a raw ``INSERT ... ON CONFLICT DO NOTHING`` (asyncpg, one
+    connection), alternately, ``rounds`` times; tables emptied before each run."""
+    import asyncpg
+
+    from fokha_integration.dedup.postgres import PostgresDedupBackend
+
+    raw = await asyncpg.connect(dsn)
+    cache = DedupCache(PostgresDedupBackend(dsn, sweep_interval=None))
+    await cache.seen("warm-up")  # creates the pool and the tables
+    await raw.execute("CREATE TABLE IF NOT EXISTS raw_dedup (LIKE fokha_dedup INCLUDING ALL)")
+    await raw.execute(
+        "CREATE TABLE IF NOT EXISTS raw_bare"
+        " (type text, key text, expires_at float8, PRIMARY KEY (type, key))"
+    )
+
+    async def empty() -> None:
+        await raw.execute("TRUNCATE raw_dedup, raw_bare, fokha_dedup")
+
+    columns = "(type, key, first_seen, expires_at, state, token)"
+    insert = f"INSERT INTO raw_dedup {columns} VALUES ('signal', $1, $2, $2, 0, $3)"
+    insert_many = (
+        f"INSERT INTO raw_dedup {columns} SELECT 'signal', k, $2, $2, 0, $3"
+        " FROM unnest($1::text[]) AS k"
+    )
+    insert_bare = "INSERT INTO raw_bare VALUES ('signal', $1, $2)"
+    skip = " ON CONFLICT DO NOTHING"
+
+    async def raw_single() -> float:
+        await empty()
+        started = now()
+        for key in keys:
+            await raw.execute(insert + skip, key, 1e12, "t")
+        return now() - started
+
+    async def raw_bare() -> float:
+        await empty()
+        started = now()
+        for key in keys:
+            await raw.execute(insert_bare + skip, key, 1e12)
+        return now() - started
+
+    async def raw_batched() -> float:
+        await empty()
+        started = now()
+        for i in range(0, len(batch_keys), 1000):
+            await raw.execute(insert_many + skip, batch_keys[i : i + 1000], 1e12, "t")
+        return now() - started
+
+    async def ours_single() -> float:
+        await empty()
+        started = now()
+        for key in keys:
+            await cache.claim(key)
+        return now() - started
+
+    async def ours_many() -> float:
+        await empty()
+        started = now()
+        for i in range(0, len(batch_keys), 1000):
+            await cache.claim_many(batch_keys[i : i + 1000])
+        return now() - started
+
+    runs: list[tuple[str, Callable[[], Awaitable[float]], int]] = [
+        ("postgres_raw_insert", raw_single, len(keys)),
+        ("postgres_claim", ours_single, len(keys)),
+        ("postgres_raw_insert_bare", raw_bare, len(keys)),
+        ("postgres_raw_insert_batched", raw_batched, len(batch_keys)),
+        ("postgres_claim_many", ours_many, len(batch_keys)),
+    ]
+    rows: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    try:
+        await ours_single()  # warm up: prepared statements, pool
+        await raw_single()
+        for _ in range(rounds):
+            for name, run, count in runs:
+                rows[name].append(count / await run())
+    finally:
+        await cache.aclose()
+        await raw.close()
+    out = {name: statistics.median(values) for name, values in rows.items()}
+    for ours, anchor in (
+        ("postgres_claim", "postgres_raw_insert"),
+        ("postgres_claim_many", "postgres_raw_insert_batched"),
+    ):
+        out[f"{ours}_paired_ratio"] = statistics.median(
+            o / a for o, a in zip(rows[ours], rows[anchor], strict=True)
+        )
+    return out
+
+
 async def sqlite_rows(workdir: str, single: list[str], batch_keys: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     async with DedupCache(SQLiteDedupBackend(Path(workdir) / "single.db")) as cache:
@@ -258,6 +364,8 @@ def main() -> None:
         for name, value in sops.items():
             report.figure(f"{name}_ops_per_s", value)
 
+        pops = postgres_section(args, report, quick, rounds)
+
     ratio = report.figure
     many_vs_dict = ratio("memory_claim_many_vs_dict_loop", paired("memory_claim_many", "dict_loop"))
     claim_vs_ttl = ratio("memory_claim_vs_ttlcache", paired("memory_claim", "cachetools_ttlcache"))
@@ -272,7 +380,43 @@ def main() -> None:
         piped = ratio("redis_claim_many_vs_raw_pipelined", rops["redis_claim_many_paired_ratio"])
         report.target("redis claim vs raw SET NX PX", single, 0.8, ">=", "x")
         report.target("redis claim_many vs raw pipelined SET NX PX", piped, 0.8, ">=", "x")
+    if pops:
+        single = ratio("postgres_claim_vs_raw", pops["postgres_claim_paired_ratio"])
+        batched = ratio(
+            "postgres_claim_many_vs_raw_batched", pops["postgres_claim_many_paired_ratio"]
+        )
+        report.target("postgres claim vs raw INSERT ON CONFLICT DO NOTHING", single, 0.8, ">=", "x")
+        report.target("postgres claim_many vs raw batched INSERT", batched, 0.8, ">=", "x")
     report.emit(args.json)
+
+
+def postgres_section(args: Any, report: Report, quick: bool, rounds: int) -> dict[str, float]:
+    """The PostgreSQL rows on a private server (skipped with a note when unavailable)."""
+    try:
+        server = PrivatePostgres()
+    except RuntimeError as exc:
+        log(args, f"postgres rows skipped: {exc}")
+        report.notes.append(f"postgres rows skipped: {exc}")
+        return {}
+    try:
+        log(args, "postgres rows on a private PostgreSQL server")
+        pops = asyncio.run(
+            postgres_rows(
+                server.dsn,
+                stream(1_000 if quick else 5_000, "p_"),
+                stream(10_000 if quick else 100_000, "pb_"),
+                rounds,
+            )
+        )
+    except ImportError as exc:
+        report.notes.append(f"postgres rows skipped: {exc}")
+        return {}
+    finally:
+        server.stop()
+    for name, value in pops.items():
+        if not name.endswith("_paired_ratio"):
+            report.figure(f"{name}_ops_per_s", value)
+    return pops
 
 
 if __name__ == "__main__":

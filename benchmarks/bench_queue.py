@@ -4,7 +4,8 @@ Baseline ("direct"): for each envelope, a dedup claim (key and content fingerpri
 as the queue makes it) and three direct awaits of the
 same three in-process sinks; no outbox, no retry, no breaker. Ours: ``publish()``
 into the queue with each store (memory, SQLite, Redis Streams on a private
-redis-server when the binary is present), three in-process at-least-once sinks,
+redis-server when the binary is present, PostgreSQL on a private cluster when
+its binaries and the ``[postgres]`` extra are present), three in-process at-least-once sinks,
 measured until every sink has every envelope. Publishers run concurrently (64
 tasks), as a producer with several strategies would. Both paths are warmed up, then
 run alternately (five rounds with ``--quick``, seven without); the median
@@ -28,7 +29,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from _harness import PrivateRedis, Report, log, parse_args, percentile
+from _harness import PrivatePostgres, PrivateRedis, Report, log, parse_args, percentile
 from fokha_integration.models import Envelope, canonical_json
 from fokha_integration.queue import (
     CallableSink,
@@ -303,6 +304,8 @@ async def main() -> None:
                 report.figure("redis_raw_signals_per_s", raw)
                 report.figure("redis_vs_raw", r_tput / raw)
 
+    await postgres_rows(args, report, n // 2)
+
     seconds = 3.0 if args.quick else 10.0
     log(args, f"paced: 1,000 signals/s for {seconds:g}s on the memory store")
     p99, p50 = await paced(1000.0, seconds)
@@ -314,6 +317,33 @@ async def main() -> None:
     report.target("memory p99 at 1,000/s", p99 * 1000, 10.0, "<=", "ms")
     report.notes.append(f"baseline p99 (saturated) {base_p99 * 1000:.2f} ms")
     report.emit(args.json)
+
+
+# -- PostgreSQL (issue 18) -----------------------------------------------------
+
+
+async def postgres_rows(args: object, report: Report, n: int) -> None:
+    """The PostgreSQL outbox row: the same three sinks and 64 publishers, on a private
+    server started the way the test fixture starts it (``fsync=off``)."""
+    try:
+        server = PrivatePostgres()
+    except RuntimeError as exc:
+        report.notes.append(f"PostgreSQL row skipped: {exc}")
+        return
+    try:
+        from fokha_integration.queue.postgres import PostgresOutboxStore
+    except ImportError as exc:
+        server.stop()
+        report.notes.append(f"PostgreSQL row skipped: {exc}")
+        return
+    try:
+        log(args, "postgres outbox store")  # type: ignore[arg-type]
+        tput, p99 = await through_queue(n, PostgresOutboxStore(server.dsn))
+    finally:
+        server.stop()
+    report.figure("postgres_signals_per_s", tput)
+    report.figure("postgres_p99_ms_saturated", p99 * 1000)
+    report.target("postgres outbox throughput (3 sinks)", tput, 2000.0, ">=", "signals/s")
 
 
 if __name__ == "__main__":

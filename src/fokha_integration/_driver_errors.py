@@ -17,6 +17,7 @@ is being classified, so a missing optional driver costs nothing.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sqlite3
 from collections.abc import Callable
@@ -97,14 +98,35 @@ def _classify_redis(exc: BaseException) -> Kind | None:
     return _classify_os(exc)
 
 
+# SQLSTATEs that mean "not now": class 08 (connection exception), 53 (insufficient
+# resources: too many connections, disk full, out of memory), 57P (operator
+# intervention: shutdown, crash recovery, cannot connect now), 40001/40P01
+# (serialization failure, deadlock: retry the transaction), 57014 (statement
+# timeout or cancel) and 55P03 (lock_timeout).
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+_PG_UNAVAILABLE_STATES = frozenset({"40001", "40P01", "57014", "55P03"})
+
+
 def _classify_postgres(exc: BaseException) -> Kind | None:
-    # Filled in by the PostgreSQL backends: SQLSTATE classes 08 (connection),
-    # 53 (insufficient resources), 57P (operator intervention) and 40001/40P01
-    # (serialization / deadlock) are "unavailable"; other database errors "error".
+    # The driver is asyncpg (chosen by benchmarks/bench_postgres_drivers.py); a
+    # psycopg error carries its SQLSTATE too (``sqlstate``) and is classed the same.
     state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     if isinstance(state, str) and len(state) == 5:
-        if state.startswith(("08", "53", "57P")) or state in ("40001", "40P01"):
+        if state.startswith(_PG_UNAVAILABLE_CLASSES) or state in _PG_UNAVAILABLE_STATES:
             return "unavailable"
+        return "error"
+    if isinstance(exc, asyncio.TimeoutError):  # asyncpg's timeouts (not TimeoutError on 3.10)
+        return "unavailable"
+    try:
+        from asyncpg import exceptions as pg
+    except ImportError:  # pragma: no cover - the postgres extra is not installed
+        return _classify_os(exc)
+    if isinstance(exc, pg.InterfaceError):
+        # "connection is closed", "pool is closing": the link is gone; anything else
+        # ("another operation is in progress", a bad argument) is a misuse.
+        text = str(exc).lower()
+        return "unavailable" if "closed" in text or "closing" in text else "error"
+    if isinstance(exc, (pg.PostgresError, pg.InternalClientError)):
         return "error"
     return _classify_os(exc)
 

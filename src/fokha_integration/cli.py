@@ -13,7 +13,6 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -30,6 +29,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "bridge": (".bridge._cli", "add_bridge_parser", "operate a file-bridge folder (MT5 EA link)"),
     "queue": (".queue._cli", "add_parser", "inspect an outbox store; list and replay dead letters"),
     "api": (".http._cli", "add_parser", "the REST API app: print or write its OpenAPI document"),
+    "db": ("._db_cli", "add_parser", "create or upgrade the PostgreSQL tables (migrate, status)"),
     "dart": (".dart._cli", "add_parser", "generate and check the Dart package for Flutter apps"),
     # one function adds both "serve" and "init"
     "serve": (".serve._cli", "add_parsers", "run the integration hub from a config file"),
@@ -121,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .serve._cli import run_init
 
         return run_init(args)
+    # --- db (PostgreSQL tables, issue 18) ---
+    if args.command == "db":
+        from ._db_cli import run as run_db
+
+        return run_db(args)
+    # --- end db ---
     parser.print_help()
     return 2
 

@@ -1,12 +1,12 @@
 """A separate process for the cross-process and restart tests (run as a script).
 
-    _worker.py claim  sqlite|redis TARGET NAMESPACE COUNT SEED single|batch
+    _worker.py claim  sqlite|redis|postgres TARGET NAMESPACE COUNT SEED single|batch
         prints "ready", waits for a line on stdin, claims k0..k{COUNT-1} in a shuffled
         order, prints the JSON list of the indices it won (FIRST).
-    _worker.py hold   sqlite|redis TARGET NAMESPACE COUNT
+    _worker.py hold   sqlite|redis|postgres TARGET NAMESPACE COUNT
         claims k0..k{COUNT-1}, prints "claimed", then waits on stdin until killed.
 
-TARGET is the SQLite file or the Redis URL.
+TARGET is the SQLite file, the Redis URL or the PostgreSQL DSN.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from fokha_integration.dedup import ClaimStatus, DedupBackend, DedupCache, SQLit
 def backend(kind: str, target: str, namespace: str) -> DedupBackend:
     if kind == "sqlite":
         return SQLiteDedupBackend(target, busy_timeout=30)
+    if kind == "postgres":
+        from fokha_integration.dedup.postgres import PostgresDedupBackend
+
+        return PostgresDedupBackend(target)
     from fokha_integration.dedup.redis import RedisDedupBackend
 
     return RedisDedupBackend(target, namespace=namespace, socket_timeout=30)

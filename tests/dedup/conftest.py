@@ -63,7 +63,7 @@ class Env:
             await asyncio.sleep(0.02)  # polling the real server's expiry, bounded above
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
     """The same tests over memory, SQLite and Redis."""
     clock = ManualClock()
@@ -74,6 +74,11 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
     elif kind == "sqlite":
         path = tmp_path / "dedup.sqlite3"
         environment = Env(kind, clock, lambda: SQLiteDedupBackend(path, clock=clock))
+    elif kind == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        from fokha_integration.dedup.postgres import PostgresDedupBackend
+
+        environment = Env(kind, clock, lambda: PostgresDedupBackend(dsn, clock=clock))
     else:
         url = request.getfixturevalue("redis_url")
         from fokha_integration.dedup.redis import RedisDedupBackend

@@ -13,7 +13,7 @@ from fokha_integration.queue import MemoryOutboxStore, OutboxStore, SQLiteOutbox
 StoreFactory = Callable[..., OutboxStore]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[str, StoreFactory]]:
@@ -35,6 +35,17 @@ async def store_factory(
 
         def factory(**kw: Any) -> OutboxStore:
             store = SQLiteOutboxStore(path, **kw)
+            made.append(store)
+            return store
+
+    elif kind == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        from fokha_integration.queue.postgres import PostgresOutboxConfig, PostgresOutboxStore
+
+        def factory(**kw: Any) -> OutboxStore:
+            # One consumer name: a new store object is this process restarted.
+            config = PostgresOutboxConfig(consumer="suite", idle_wait=0)
+            store = PostgresOutboxStore(dsn, config=config, **kw)
             made.append(store)
             return store
 

@@ -1,0 +1,374 @@
+"""The PostgreSQL dedup backend: one table shared by every process on every host.
+
+Needs the ``[postgres]`` extra (asyncpg). Each claim is ONE statement and one round
+trip: an ``INSERT ... ON CONFLICT (type, key) DO UPDATE ... RETURNING`` that
+inserts the entry, or takes over an expired one, and returns the row as it now is;
+the claim won when the returned row carries the claim's own random token. A live
+row is "updated" to itself so that ``RETURNING`` always answers (the price is one
+dead tuple per repeated claim, which autovacuum reclaims; see docs/postgres.md).
+Concurrent claims of one key are serialised by the row lock, so exactly one is
+:attr:`~fokha_integration.dedup.ClaimStatus.FIRST`.
+
+Times are Unix seconds stored as ``float8``. By default they come from the
+server's clock (``clock_timestamp()``), so hosts with skewed clocks agree; pass
+``clock=`` to use that clock instead (tests use a manual clock). Expired rows are
+ignored at once and deleted by a background sweep in small batches with
+``FOR UPDATE SKIP LOCKED``: the sweep never waits on a row a claim holds, and a
+claim never waits on the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from .. import _validate as v
+from .._postgres import ConnectionPool, PostgresPool, check_prefix, migrate
+from ..clock import Clock
+from ..errors import ClosedError
+from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult
+
+__all__ = ["PostgresDedupBackend"]
+
+_log = logging.getLogger("fokha_integration.dedup.postgres")
+
+_CLAIMED, _LEASED, _DONE = 0, 1, 2
+
+# "now": the caller's clock when given ($n::float8), else the server's.
+# statement_timestamp() is one value for the whole statement, so it may be written
+# twice in one VALUES row (a VALUES row is cheaper than a subquery for "now").
+_NOW = "coalesce({}::float8, extract(epoch FROM statement_timestamp()))"
+
+
+def _claim_sql(p: str) -> str:
+    # Every SET expression sees the old row (d); a live row is written back as it is,
+    # an expired one takes the new values. excluded.first_seen is this claim's "now".
+    expired = "d.expires_at <= excluded.first_seen"
+    cols = ("expires_at", "state", "fingerprint", "token")
+    sets = ",\n    ".join(
+        f"{c} = CASE WHEN {expired} THEN excluded.{c} ELSE d.{c} END" for c in cols
+    )
+    return f"""
+INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
+VALUES ($1, $2, {_NOW.format("$7")}, {_NOW.format("$7")} + $3, $4, $5, $6)
+ON CONFLICT (type, key) DO UPDATE SET
+    first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
+    result = CASE WHEN {expired} THEN NULL ELSE d.result END,
+    {sets}
+RETURNING first_seen, expires_at, state, fingerprint, token, result
+"""
+
+
+def _claim_many_sql(p: str) -> str:
+    expired = "d.expires_at <= excluded.first_seen"
+    cols = ("expires_at", "state", "fingerprint", "token")
+    sets = ",\n    ".join(
+        f"{c} = CASE WHEN {expired} THEN excluded.{c} ELSE d.{c} END" for c in cols
+    )
+    return f"""
+INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
+SELECT $1, u.key, n.now, n.now + $2, 0, NULL, u.token
+FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(key, token, i),
+    (SELECT {_NOW.format("$5")} AS now) n
+ORDER BY u.i
+ON CONFLICT (type, key) DO UPDATE SET
+    first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
+    result = CASE WHEN {expired} THEN NULL ELSE d.result END,
+    {sets}
+RETURNING key, first_seen, expires_at, state, fingerprint, token, result
+"""
+
+
+def _commit_sql(p: str) -> str:
+    expired = "d.expires_at <= excluded.first_seen"
+    return f"""
+INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token, result)
+VALUES ($1, $2, {_NOW.format("$6")}, {_NOW.format("$6")} + $3, 2, NULL, $4, $5)
+ON CONFLICT (type, key) DO UPDATE SET
+    first_seen  = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
+    fingerprint = CASE WHEN {expired} THEN NULL ELSE d.fingerprint END,
+    token       = CASE WHEN {expired} THEN excluded.token ELSE d.token END,
+    state       = 2,
+    result      = excluded.result,
+    expires_at  = excluded.expires_at
+WHERE {expired} OR $7::text IS NULL OR d.token = $7
+RETURNING 1
+"""
+
+
+class PostgresDedupBackend:
+    """Dedup entries in a PostgreSQL table (see the module docstring).
+
+    ``dsn`` is a libpq URL (``postgresql://user@host:5432/db``); ``limits`` bounds
+    the connection pool the backend opens on first use. ``prefix`` starts every
+    table name (default ``fokha_``). ``migrate`` creates or upgrades the tables on
+    first use (else run ``fokha db migrate``).
+    ``sweep_interval`` is the pause between background deletions of expired rows
+    (``None``: no background sweep; :meth:`sweep` still works), ``sweep_batch`` the
+    rows each deleting statement takes. ``clock``: see the module docstring.
+    """
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        limits: PostgresPool | None = None,
+        prefix: str = "fokha_",
+        migrate: bool = True,
+        sweep_interval: float | None = 30.0,
+        sweep_batch: int = 1000,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._dsn = v.string("dsn", dsn)
+        self._pool: ConnectionPool | None = None
+        self._limits = limits if limits is not None else PostgresPool()
+        self._p = check_prefix(prefix)
+        self._migrate = v.boolean("migrate", migrate)
+        self._sweep_interval = v.optional_number(
+            "sweep_interval", sweep_interval, exclusive_minimum=0.0
+        )
+        self._sweep_batch = v.integer("sweep_batch", sweep_batch, minimum=1, maximum=100_000)
+        self._clock = clock
+        self._log = logger if logger is not None else _log
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._closed = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self._token_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
+        self._seq = itertools.count(1)
+        self._sql_claim = _claim_sql(self._p)
+        self._sql_claim_many = _claim_many_sql(self._p)
+        self._sql_commit = _commit_sql(self._p)
+
+    @property
+    def evictions(self) -> int:
+        """Always 0: rows are never dropped before they expire."""
+        return 0
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _now(self) -> float | None:
+        return None if self._clock is None else self._clock.time()
+
+    def _token(self) -> str:
+        return f"{self._token_prefix}{next(self._seq):x}"
+
+    async def _open(self) -> ConnectionPool:
+        if self._closed:
+            raise ClosedError("the PostgreSQL dedup backend is closed")
+        async with self._ready_lock:
+            if not self._ready:
+                if self._pool is None:
+                    pool = ConnectionPool(self._dsn, self._limits)
+                    await pool.open()
+                    self._pool = pool
+                if self._migrate:
+                    async with self._acquire() as conn:
+                        await migrate(conn, self._p)
+                if self._sweep_interval is not None:
+                    self._sweeper = asyncio.get_running_loop().create_task(
+                        self._sweep_loop(), name="fokha-dedup-postgres-sweep"
+                    )
+                self._ready = True
+        assert self._pool is not None
+        return self._pool
+
+    def _acquire(self) -> Any:
+        assert self._pool is not None
+        return self._pool.lease()
+
+    async def _fetchrow(self, what: str, sql: str, *args: Any) -> Any:
+        pool = self._pool if self._ready else None
+        if pool is None:
+            pool = await self._open()
+        return await pool.fetchrow(what, sql, *args)
+
+    async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
+        pool = self._pool if self._ready else None
+        if pool is None:
+            pool = await self._open()
+        return await pool.fetch(what, sql, *args)
+
+    async def _sweep_loop(self) -> None:
+        assert self._sweep_interval is not None
+        while not self._closed:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                await self.sweep()
+            except ClosedError:
+                return
+            except Exception:
+                self._log.warning("expired-row sweep failed", exc_info=True)
+
+    # -- the claim ------------------------------------------------------------
+
+    @staticmethod
+    def _answer(key: str, row: Any, mine: str, fingerprint: str | None, lease: bool) -> ClaimResult:
+        first_seen, expires_at, state, fp, token, result = (
+            row["first_seen"],
+            row["expires_at"],
+            row["state"],
+            row["fingerprint"],
+            row["token"],
+            row["result"],
+        )
+        if token == mine:
+            return ClaimResult(FIRST, key, first_seen, None, expires_at, mine if lease else None)
+        if fingerprint is not None and fp is not None and fp != fingerprint:
+            status = CONFLICT
+        elif state == _LEASED:
+            status = IN_FLIGHT
+        else:
+            status = DUPLICATE
+        return ClaimResult(status, key, first_seen, result, expires_at)
+
+    async def claim(
+        self, type: str, key: str, ttl: float, fingerprint: str | None, lease: float | None
+    ) -> ClaimResult:
+        """Atomically claim ``key`` (one upsert statement, one round trip)."""
+        token = self._token()
+        row = await self._fetchrow(
+            "claim",
+            self._sql_claim,
+            type,
+            key,
+            float(ttl if lease is None else lease),
+            _CLAIMED if lease is None else _LEASED,
+            fingerprint,
+            token,
+            self._now(),
+        )
+        return self._answer(key, row, token, fingerprint, lease is not None)
+
+    async def claim_many(self, type: str, keys: Sequence[str], ttl: float) -> list[ClaimResult]:
+        """Claim each key in one statement; a key repeated in ``keys`` is DUPLICATE."""
+        if not keys:
+            return []
+        # Sorted: every batch locks its rows in the same order, so two batches with
+        # overlapping keys queue behind each other instead of deadlocking.
+        unique = sorted(set(keys))
+        tokens = [self._token() for _ in unique]
+        rows = await self._fetch(
+            "claim_many", self._sql_claim_many, type, float(ttl), unique, tokens, self._now()
+        )
+        by_key = {row["key"]: row for row in rows}
+        mine = dict(zip(unique, tokens, strict=True))
+        out: list[ClaimResult] = []
+        answered: set[str] = set()
+        for key in keys:
+            answer = self._answer(key, by_key[key], mine[key], None, False)
+            if key in answered and answer.status is FIRST:
+                answer = ClaimResult(DUPLICATE, key, answer.first_seen, None, answer.expires_at)
+            answered.add(key)
+            out.append(answer)
+        return out
+
+    # -- the rest -------------------------------------------------------------
+
+    async def peek(self, type: str, key: str) -> ClaimResult | None:
+        """The live entry as a DUPLICATE or IN_FLIGHT result, or ``None``."""
+        row = await self._fetchrow(
+            "peek",
+            f"SELECT first_seen, expires_at, state, result FROM {self._p}dedup"
+            f" WHERE type = $1 AND key = $2 AND expires_at > {_NOW.format('$3')}",
+            type,
+            key,
+            self._now(),
+        )
+        if row is None:
+            return None
+        status = IN_FLIGHT if row["state"] == _LEASED else DUPLICATE
+        return ClaimResult(status, key, row["first_seen"], row["result"], row["expires_at"])
+
+    async def commit(
+        self, type: str, key: str, result: bytes, ttl: float, token: str | None
+    ) -> bool:
+        """Store ``result`` (see :meth:`DedupBackend.commit`)."""
+        row = await self._fetchrow(
+            "commit",
+            self._sql_commit,
+            type,
+            key,
+            float(ttl),
+            token if token is not None else self._token(),
+            bytes(result),
+            self._now(),
+            token,
+        )
+        return row is not None
+
+    async def release(self, type: str, key: str, token: str | None) -> bool:
+        """Drop a live, not committed entry (``token``, when given, must match)."""
+        row = await self._fetchrow(
+            "release",
+            f"DELETE FROM {self._p}dedup WHERE type = $1 AND key = $2"
+            f" AND expires_at > {_NOW.format('$3')} AND state <> 2"
+            " AND ($4::text IS NULL OR token = $4) RETURNING 1",
+            type,
+            key,
+            self._now(),
+            token,
+        )
+        return row is not None
+
+    async def forget(self, type: str, key: str) -> bool:
+        """Drop the entry whatever its state; whether a live one was dropped."""
+        row = await self._fetchrow(
+            "forget",
+            f"DELETE FROM {self._p}dedup WHERE type = $1 AND key = $2"
+            f" RETURNING expires_at > {_NOW.format('$3')} AS live",
+            type,
+            key,
+            self._now(),
+        )
+        return bool(row is not None and row["live"])
+
+    async def clear(self, type: str | None) -> int:
+        """Drop every entry of ``type`` (or all); how many rows were deleted."""
+        row = await self._fetchrow(
+            "clear",
+            f"WITH d AS (DELETE FROM {self._p}dedup WHERE $1::text IS NULL OR type = $1"
+            " RETURNING 1) SELECT count(*) AS n FROM d",
+            type,
+        )
+        return int(row["n"])
+
+    async def sweep(self) -> int:
+        """Delete expired rows now, in batches that skip rows a claim holds; how many."""
+        total = 0
+        sql = (
+            f"WITH gone AS (DELETE FROM {self._p}dedup WHERE (type, key) IN ("
+            f"SELECT type, key FROM {self._p}dedup WHERE expires_at <= {_NOW.format('$1')}"
+            " LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) SELECT count(*) AS n FROM gone"
+        )
+        while True:
+            row = await self._fetchrow("sweep", sql, self._now(), self._sweep_batch)
+            deleted = int(row["n"])
+            total += deleted
+            if deleted < self._sweep_batch:
+                return total
+
+    async def aclose(self) -> None:
+        """Stop the sweep and close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._pool is not None:
+            await self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresDedupBackend(prefix={self._p!r})"
