@@ -62,7 +62,7 @@ async def pull_all(
     seen: dict[str, Any] = {}
     resets = 0
     while True:
-        _, body = await svc.handle(
+        status, body = await svc.handle(
             "pull",
             json.dumps(
                 {"client_id": client, "collections": ["w"], "cursor": cursor, "limit": limit}
