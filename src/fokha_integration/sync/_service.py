@@ -227,11 +227,14 @@ class SyncService:
         )
         return (head + ",".join(parts) + "]}").encode()
 
-    async def handle(self, route: str, body: bytes) -> tuple[int, bytes]:
+    async def handle(
+        self, route: str, body: bytes, allow: Callable[[str], bool] | None = None
+    ) -> tuple[int, bytes]:
         """One request: ``route`` is ``"pull"`` or ``"push"``; ``(status, json bytes)``.
 
         Every refusal is problem+json naming the offending ``field``; nothing of a
-        refused push is applied.
+        refused push is applied. ``allow(client_id)`` (the auth hook) may refuse
+        the request's client id with 403.
         """
         if len(body) > self.config.max_body_bytes:
             self._n.bad_requests += 1
@@ -241,6 +244,12 @@ class SyncService:
         except (ValueError, RecursionError) as exc:
             self._n.bad_requests += 1
             return problem(400, "bad_json", f"the body is not JSON: {exc}", field="body")
+        if allow is not None and isinstance(decoded, dict):
+            client_id = decoded.get("client_id")
+            if isinstance(client_id, str) and not allow(client_id):
+                return problem(
+                    403, "forbidden", "this token may not act as this client_id", field="client_id"
+                )
         try:
             if route == "pull":
                 return 200, self.encode_page(await self.pull_page(decoded))

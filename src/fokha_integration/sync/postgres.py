@@ -11,7 +11,6 @@ sends ``NOTIFY fokha_sync`` so other server processes can poke their clients
 :func:`~fokha_integration.errors.map_backend_errors` (table ``"postgres"``).
 """
 
-# ruff: noqa: S608  (SQL text is built only from constants: the column list, "?" marks)
 from __future__ import annotations
 
 import json
@@ -34,7 +33,7 @@ from ._store import (
 from ._types import ClientInfo, ConflictEntry, Record, StoreStatus
 
 try:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 except ImportError as exc:  # pragma: no cover - the extra is not installed
     raise ImportError(
         "PostgresSyncStore needs asyncpg: pip install 'fokha-integration[postgres]'"
