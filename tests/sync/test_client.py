@@ -72,7 +72,7 @@ async def test_download_never_overwrites_a_pending_write(
         await server.service.put("w", "x", {"v": "server"})
         await a.put("w", "x", {"v": "local"})
         # Pull only: the outbox is still pending.
-        await a._pull()  # noqa: SLF001 - a pull without a push is the point here
+        await a.pull()
         assert await a.get("w", "x") == {"v": "local"}
         await a.sync()
         assert await a.get("w", "x") == {"v": "local"}

@@ -186,6 +186,16 @@ class SyncClient:
             await self._push()
             await self._pull()
 
+    async def push(self) -> None:
+        """Push the outbox only."""
+        async with self._lock:
+            await self._push()
+
+    async def pull(self) -> None:
+        """Pull until current only (pending local writes stay on top)."""
+        async with self._lock:
+            await self._pull()
+
     async def _post(self, route: str, body: dict[str, Any]) -> tuple[int, Any]:
         status, raw = await self._transport.post(route, dumps(body).encode())
         if status == 503 or status >= 500:
