@@ -74,6 +74,7 @@ class SyncClientStats:
     resets: int
     failures: int
     resent_batches: int
+    duplicates: int
     refused_skew: int
     last_error: str | None
 
@@ -120,7 +121,7 @@ class SyncClient:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._n: dict[str, int] = dict.fromkeys(
-            ("pushes", "pulls", "resets", "failures", "resent"), 0
+            ("pushes", "pulls", "resets", "failures", "resent", "duplicates"), 0
         )
         self._last_error: str | None = None
         self._inflight: int = 0  # highest mutation id sent but not yet answered
@@ -173,6 +174,11 @@ class SyncClient:
         """Every live record of ``collection`` by id, as the app sees it."""
         rows = await self._run(self._db.query, collection)
         return {rid: json.loads(data) for rid, (data, _) in rows.items() if data is not None}
+
+    async def versions(self, collection: str) -> dict[str, str]:
+        """The version of every live record of ``collection`` as the app sees it."""
+        rows = await self._run(self._db.query, collection)
+        return {rid: version for rid, (data, version) in rows.items() if data is not None}
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Mutations the server refused for good, with the reason."""
@@ -235,6 +241,7 @@ class SyncClient:
             self._n["pushes"] += 1
             now = self._now_ms()
             if status == 200:
+                self._n["duplicates"] += sum(r["status"] == "duplicate" for r in answer["results"])
                 rejected = [
                     (r["mutation_id"], r.get("reason", "rejected"))
                     for r in answer["results"]
@@ -353,6 +360,7 @@ class SyncClient:
             resets=n["resets"],
             failures=n["failures"],
             resent_batches=n["resent"],
+            duplicates=n["duplicates"],
             refused_skew=self._clock.refused,
             last_error=self._last_error,
         )

@@ -138,7 +138,12 @@ def _object(body: Any, path: str = "body") -> Mapping[str, Any]:
 def _unknown_keys(body: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
     for key in body:
         if key not in allowed:
-            raise ValidationError(f"{prefix}{key}", "unknown field", None)
+            name = (
+                f"{prefix}{key}"
+                if key.isidentifier()
+                else f"{prefix.rstrip('.')}[{json.dumps(key)}]"
+            )
+            raise ValidationError(name, "unknown field", None)
 
 
 _PUSH_KEYS = frozenset({"client_id", "mutations"})
