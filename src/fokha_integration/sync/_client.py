@@ -180,6 +180,10 @@ class SyncClient:
         rows = await self._run(self._db.query, collection)
         return {rid: version for rid, (data, version) in rows.items() if data is not None}
 
+    async def outbox_head(self) -> int:
+        """The id of the last local mutation ever queued (0 if none)."""
+        return int(await self._run(self._db.meta, "next_mutation_id") or 1) - 1
+
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Mutations the server refused for good, with the reason."""
         return await self._run(self._db.dead_letters)
