@@ -215,3 +215,38 @@ async def test_http_refusals_are_problem_json(tmp_path: Path) -> None:
     finally:
         await srv.stop()
         await svc.close()
+
+
+async def test_client_behind_the_horizon_resets_once(tmp_path: Path) -> None:
+    """A silent client past the horizon gets exactly one reset_required and converges."""
+    now = {"t": 1_700_000_000.0}
+    svc = SyncService(
+        MemorySyncStore(), ["w"], config=SyncConfig(horizon=60.0), wall=lambda: now["t"]
+    )
+    await svc.start()
+    old = SyncClient(
+        tmp_path / "old.db", DirectTransport(svc), ["w"], client_id="old", wall=lambda: now["t"]
+    )
+    live = SyncClient(
+        tmp_path / "live.db", DirectTransport(svc), ["w"], client_id="live", wall=lambda: now["t"]
+    )
+    try:
+        for rid in "abc":
+            await live.put("w", rid, {"r": rid})
+        await live.sync()
+        await old.sync()
+        now["t"] += 1
+        await live.delete("w", "a")
+        await live.sync()
+        await live.sync()  # acknowledges the cursor past the tombstone
+        now["t"] += 120  # "old" falls silent past the horizon
+        await live.sync()
+        assert await svc.compact() == 1
+        assert (await svc.status()).tombstones == 0
+        await old.sync()
+        await old.sync()
+        assert old.stats().resets == 1
+        assert await old.query("w") == await live.query("w") == {"b": {"r": "b"}, "c": {"r": "c"}}
+    finally:
+        await old.close()
+        await live.close()
