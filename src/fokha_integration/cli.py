@@ -50,6 +50,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_queue_parser(sub)
     # --- end queue -------------------------------------------------------------
+    # --- sync (issue 17) ---
+    from .sync._cli import add_parser as _add_sync_parser
+
+    _add_sync_parser(sub)
+    # --- end sync ---
     return parser
 
 
@@ -89,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    # --- sync (issue 17) ---
+    if args.command == "sync":
+        from .sync._cli import run as _run_sync
+
+        return _run_sync(args)
+    # --- end sync ---
     parser.print_help()
     return 2
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import Cursor, Limits, MutationGapError
 from ._hlc import ClockSkewError, HybridClock, Timestamp, parse_version
-from ._service import SyncConfig, SyncService, SyncStats
+from ._service import SyncConfig, SyncMetrics, SyncService, SyncStats
 from ._store import SyncStore
 from ._types import (
     ClientInfo,
@@ -33,7 +33,8 @@ from .memory import MemorySyncStore
 
 if TYPE_CHECKING:
     from ._app import sync_app
-    from ._client import SyncClient, SyncClientStats
+    from ._client import SyncClient, SyncClientConfig, SyncClientStats
+    from ._health import sync_check
     from .sqlite import SQLiteSyncStore
 
 __all__ = [
@@ -52,20 +53,25 @@ __all__ = [
     "SQLiteSyncStore",
     "StoreStatus",
     "SyncClient",
+    "SyncClientConfig",
     "SyncClientStats",
     "SyncConfig",
+    "SyncMetrics",
     "SyncService",
     "SyncStats",
     "SyncStore",
     "Timestamp",
     "parse_version",
     "sync_app",
+    "sync_check",
 ]
 
 _LAZY = {
     "sync_app": "._app",
     "SyncClient": "._client",
     "SyncClientStats": "._client",
+    "SyncClientConfig": "._client",
+    "sync_check": "._health",
     "SQLiteSyncStore": ".sqlite",
 }
 

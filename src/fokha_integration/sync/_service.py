@@ -23,7 +23,7 @@ from ._hlc import HybridClock
 from ._store import RawPage, SyncStore, dumps
 from ._types import Collection, ConflictEntry, MutationResult, Record, StoreStatus
 
-__all__ = ["SyncConfig", "SyncService", "SyncStats"]
+__all__ = ["SyncConfig", "SyncMetrics", "SyncService", "SyncStats"]
 
 _log = logging.getLogger("fokha_integration.sync")
 _BOOL = {True: "true", False: "false"}
@@ -66,6 +66,17 @@ class SyncStats:
     refused_skew: int
     bad_requests: int
     compacted: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMetrics:
+    """What to graph: per-client lag (``high_seq - ack_seq``), store counts, counters."""
+
+    lag: dict[str, int]
+    records: int
+    tombstones: int
+    unresolved_conflicts: int
+    stats: SyncStats
 
 
 @dataclass(slots=True)
@@ -348,6 +359,17 @@ class SyncService:
     async def status(self) -> StoreStatus:
         """Store counts and per-client state (lag = ``high_seq - ack_seq``)."""
         return await self.store.status()
+
+    async def metrics(self) -> SyncMetrics:
+        """Per-client lag, store counts and the counters (reads the store)."""
+        s = await self.store.status()
+        return SyncMetrics(
+            lag={c.client_id: s.high_seq - c.ack_seq for c in s.clients},
+            records=s.records,
+            tombstones=s.tombstones,
+            unresolved_conflicts=s.unresolved_conflicts,
+            stats=self.stats(),
+        )
 
     def stats(self) -> SyncStats:
         """Counters since start."""
