@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from fokha_integration.errors import BackendUnavailableError, ValidationError
 from fokha_integration.sync import Collection, MemorySyncStore, SyncConfig, SyncService
 from fokha_integration.sync._client import SyncClient, SyncClientConfig
 from fokha_integration.ws import TokenAuthenticator
+from tests.support import timeout
 
 from .helpers import DirectTransport, LoopbackServer
 
@@ -161,17 +161,11 @@ async def test_background_loop_rearms_after_failures(
     try:
         await a.put("w", "1", {"n": 1})
         a.start()
-        for _ in range(1000):
-            if a.stats().failures >= 3:
-                break
-            await asyncio.sleep(0.005)
-        assert a.stats().failures >= 3
+        stats = await a.wait_until(lambda s: s.failures >= 3, timeout=timeout(10))
+        assert stats.pending == 1
         transport.partitioned = False
-        for _ in range(2000):
-            if a.stats().pending == 0:
-                break
-            await asyncio.sleep(0.005)
-        assert a.stats().pending == 0
+        a.poke()
+        await a.wait_until(lambda s: s.pending == 0, timeout=timeout(10))
         assert await server.service.get("w", "1") is not None
     finally:
         await a.close()
@@ -250,3 +244,41 @@ async def test_client_behind_the_horizon_resets_once(tmp_path: Path) -> None:
     finally:
         await old.close()
         await live.close()
+
+
+async def test_push_pokes_a_websocket_channel(tmp_path: Path) -> None:
+    """A committed push publishes a data-less notice on sync.poke; a poked client pulls."""
+    from fokha_integration.sync._app import POKE_CHANNEL
+    from fokha_integration.ws import WebSocketClient, WebSocketServer
+
+    ws = WebSocketServer(port=0)
+    await ws.start()
+    svc = SyncService(MemorySyncStore(), ["w"])
+    await svc.start()
+    srv = LoopbackServer(svc, poke=(ws, POKE_CHANNEL))
+    await srv.start()
+    writer = SyncClient(tmp_path / "w.db", srv.url, ["w"], client_id="writer")
+    reader = SyncClient(
+        tmp_path / "r.db",
+        srv.url,
+        ["w"],
+        client_id="reader",
+        config=SyncClientConfig(interval=3600),
+    )
+    try:
+        async with WebSocketClient(ws.url) as sub:
+            await sub.subscribe(POKE_CHANNEL)
+            reader.start()
+            await writer.put("w", "1", {"n": 1})
+            await writer.sync()
+            msg = await sub.next_message(timeout=10)
+            assert msg.data == {"collections": ["w"]}
+            reader.poke()
+            await reader.wait_until(lambda s: s.pulls >= 2, timeout=timeout(10))
+            assert await reader.get("w", "1") == {"n": 1}
+    finally:
+        await writer.close()
+        await reader.close()
+        await srv.stop()
+        await svc.close()
+        await ws.close()

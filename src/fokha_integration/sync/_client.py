@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import _validate
-from ..errors import BackendUnavailableError, ClosedError, ProtocolError, ValidationError
+from ..errors import (
+    BackendUnavailableError,
+    ClosedError,
+    OperationTimeoutError,
+    ProtocolError,
+    ValidationError,
+)
 from ._core import Limits, changes_checksum
 from ._hlc import ClockSkewError, HybridClock, parse_version
 from ._replica import Replica
@@ -118,6 +124,7 @@ class SyncClient:
         )
         self._lock = asyncio.Lock()
         self._poked = asyncio.Event()
+        self._attempted = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._n: dict[str, int] = dict.fromkeys(
@@ -343,6 +350,8 @@ class SyncClient:
                 _log.warning("sync failed (attempt %d): %s", failures, self._last_error)
                 cap = min(self.config.backoff_max, self.config.backoff_base * 2**failures)
                 delay = random.uniform(cap / 2, cap)
+            async with self._attempted:
+                self._attempted.notify_all()
             with_poke = failures == 0
             try:
                 if with_poke:
@@ -351,6 +360,25 @@ class SyncClient:
                     await asyncio.sleep(delay)
             except asyncio.TimeoutError:
                 pass
+
+    async def wait_until(
+        self, predicate: Callable[[SyncClientStats], bool], timeout: float
+    ) -> SyncClientStats:
+        """Wait (re-checking after each background attempt) until ``predicate(stats())``.
+
+        Raises :class:`~fokha_integration.errors.OperationTimeoutError` after ``timeout``.
+        """
+
+        async def wait() -> SyncClientStats:
+            async with self._attempted:
+                while not predicate(stats := self.stats()):
+                    await self._attempted.wait()
+                return stats
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            raise OperationTimeoutError("sync wait_until", timeout) from None
 
     def stats(self) -> SyncClientStats:
         """Counters and queue sizes now."""
