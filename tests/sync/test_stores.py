@@ -202,3 +202,41 @@ async def test_clock_persists_across_restart(
     assert later.version > rec.version
     assert await svc2.get("w", "a") == rec
     await svc2.close()
+
+
+async def test_postgres_notify_reaches_other_processes(
+    tmp_path: Any, request: Any, wall: Wall
+) -> None:
+    """A commit through one PostgreSQL store is announced to a listener on another."""
+    pytest.importorskip("asyncpg")
+    import asyncio
+
+    from .conftest import make_store
+
+    writer_store = make_store("postgres", tmp_path, request)
+    listener_store = make_store("postgres", tmp_path, request)
+    heard: asyncio.Queue[list[str]] = asyncio.Queue()
+    svc = await service(writer_store, wall)
+    await listener_store.open()
+    try:
+        await listener_store.listen(heard.put_nowait)
+        await svc.push({"client_id": "c1", "mutations": [put(1, "a", 1)]})
+        await svc.put("sw", "b", {"n": 1})
+        assert await asyncio.wait_for(heard.get(), 10) == ["w"]
+        assert await asyncio.wait_for(heard.get(), 10) == ["sw"]
+    finally:
+        await listener_store.close()
+        await svc.close()
+
+
+async def test_far_future_version_is_rejected_and_counted(store: Any, wall: Wall) -> None:
+    """A pushed version an hour ahead is rejected (id advances), counted, and moves no clock."""
+    svc = await service(store, wall)
+    future = put(1, "a", 0)
+    future["version"] = f"{int(wall.t * 1000) + 3_600_000:015d}-00000-c1"
+    results, last = await svc.push({"client_id": "c1", "mutations": [future, put(2, "b", 1)]})
+    assert [r.status for r in results] == ["rejected", "applied"]
+    assert last == 2
+    assert svc.stats().refused_skew == 1
+    rec = await svc.put("w", "c", {"n": 1})
+    assert rec.version < future["version"]

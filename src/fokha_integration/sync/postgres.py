@@ -13,6 +13,7 @@ sends ``NOTIFY fokha_sync`` so other server processes can poke their clients
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -97,6 +98,7 @@ class PostgresSyncStore:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listener: Any = None
+        self._listen_tasks: set[asyncio.Future[None]] = set()
         self.epoch = ""
 
     def _require(self) -> asyncpg.Pool:
@@ -129,15 +131,21 @@ class PostgresSyncStore:
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def listen(self, callback: Callable[[str], Awaitable[None] | None]) -> None:
-        """Call ``callback(payload)`` on every push committed by any server process."""
+    async def listen(self, callback: Callable[[list[str]], Awaitable[None] | None]) -> None:
+        """Call ``callback(collections)`` after every commit that changed records, from any
+        server process on this database (LISTEN/NOTIFY); e.g. to poke local clients."""
         with map_backend_errors("postgres", "listen"):
             self._listener = await asyncpg.connect(self._dsn)
+        tasks: set[asyncio.Future[None]] = self._listen_tasks
 
-            def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-                callback(payload)
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            result = callback(list(json.loads(payload)))
+            if result is not None:
+                task = asyncio.ensure_future(result)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
-            await self._listener.add_listener(CHANNEL, on_notify)
+        await self._listener.add_listener(CHANNEL, on_notify)
 
     @staticmethod
     async def _meta(conn: Any, key: str, lock: bool = False) -> str | None:
@@ -167,6 +175,9 @@ class PostgresSyncStore:
                 list(latest.values()),
             )
         await conn.execute("UPDATE sync_meta SET value=$1 WHERE key='seq'", str(seq))
+        if records:  # delivered at commit, to every LISTENing server process
+            collections = sorted({r.collection for r in records})
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(collections))
         await conn.execute(
             "INSERT INTO sync_meta VALUES ('clock', $1) ON CONFLICT (key) DO UPDATE SET value=$1",
             clock,
@@ -221,9 +232,6 @@ class PostgresSyncStore:
                     client_id,
                     plan.last_mutation_id,
                 )
-                if plan.writes:
-                    collections = sorted({r.collection for r in plan.writes})
-                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(collections))
                 return plan
 
     async def pull(
