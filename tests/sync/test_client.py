@@ -282,3 +282,27 @@ async def test_push_pokes_a_websocket_channel(tmp_path: Path) -> None:
         await srv.stop()
         await svc.close()
         await ws.close()
+
+
+async def test_client_halves_batches_a_server_refuses_as_too_big(tmp_path: Path) -> None:
+    """A server with a smaller batch limit answers 400 on 'mutations'; the client splits."""
+    from fokha_integration.sync import Limits
+
+    svc = SyncService(MemorySyncStore(), ["w"], config=SyncConfig(limits=Limits(max_mutations=4)))
+    await svc.start()
+    a = SyncClient(
+        tmp_path / "a.db",
+        DirectTransport(svc),
+        ["w"],
+        client_id="a",
+        config=SyncClientConfig(push_batch=50),
+    )
+    try:
+        for i in range(20):
+            await a.put("w", str(i), {"i": i})
+        await a.sync()
+        assert a.stats().pending == 0
+        assert len(await a.query("w")) == 20
+        assert svc.stats().applied == 20
+    finally:
+        await a.close()

@@ -132,6 +132,7 @@ class SyncClient:
         )
         self._last_error: str | None = None
         self._inflight: int = 0  # highest mutation id sent but not yet answered
+        self._batch = self.config.push_batch
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
@@ -227,7 +228,7 @@ class SyncClient:
     async def _push(self) -> None:
         while True:
             after = int(await self._run(self._db.meta, "pushed_through") or 0)
-            batch = await self._run(self._db.pending, after, self.config.push_batch)
+            batch = await self._run(self._db.pending, after, self._batch)
             if not batch:
                 return
             if batch[0][0] <= self._inflight:
@@ -266,6 +267,13 @@ class SyncClient:
             code = answer.get("code") if isinstance(answer, dict) else None
             if status == 409 and code == "mutation_gap":
                 await self._run(self._db.set_pushed_through, int(answer["expected"]) - 1)
+                continue
+            too_big = code == "body_too_large" or (
+                status == 400 and answer.get("field") == "mutations"
+            )
+            if too_big and len(batch) > 1:
+                # The server takes smaller batches than configured: halve and go on.
+                self._batch = max(1, len(batch) // 2)
                 continue
             poison = _POISON_FIELD.match(str(answer.get("field", ""))) if status == 400 else None
             if poison is not None and int(poison.group(1)) < len(batch):

@@ -51,9 +51,10 @@ class Limits:
 class MutationGapError(ProtocolError):
     """A push skipped mutation ids; nothing of the batch was applied."""
 
-    def __init__(self, expected: int, got: int) -> None:
+    def __init__(self, expected: int, got: int, index: int = 0) -> None:
         self.expected = expected
         self.got = got
+        self.index = index
         super().__init__("mutation_gap", f"expected mutation_id {expected}, got {got}")
 
 
@@ -334,12 +335,12 @@ def plan_push(
     """
     plan = PushPlan(last_mutation_id=last_mutation_id)
     seen: dict[tuple[str, str], Record] = dict(current)
-    for m in mutations:
+    for index, m in enumerate(mutations):
         if m.mutation_id <= plan.last_mutation_id:
             plan.results.append(MutationResult(m.mutation_id, "duplicate"))
             continue
         if m.mutation_id != plan.last_mutation_id + 1:
-            raise MutationGapError(plan.last_mutation_id + 1, m.mutation_id)
+            raise MutationGapError(plan.last_mutation_id + 1, m.mutation_id, index)
         plan.last_mutation_id = m.mutation_id
         coll = collections[m.collection]
         try:

@@ -275,7 +275,7 @@ class SyncService:
                 409,
                 "mutation_gap",
                 exc.detail,
-                field="mutations[0].mutation_id",
+                field=f"mutations[{exc.index}].mutation_id",
                 expected=exc.expected,
             )
         except ValidationError as exc:
