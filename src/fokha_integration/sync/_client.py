@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -118,7 +119,9 @@ class SyncClient:
         self.client_id = self._db.init_meta(
             "client_id", _validate.string("client_id", chosen, max_length=128)
         )
-        node = re.sub(r"[^A-Za-z0-9_.:-]", ".", self.client_id)[:64]
+        # The node id must be unique per client: a readable part plus a hash of the id.
+        digest = hashlib.sha256(self.client_id.encode()).hexdigest()[:8]
+        node = re.sub(r"[^A-Za-z0-9_.:-]", ".", self.client_id)[:55] + "." + digest
         self._clock = HybridClock(
             node, max_offset=self.config.max_offset, wall=wall, last=self._db.meta("clock")
         )

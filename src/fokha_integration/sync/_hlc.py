@@ -69,7 +69,7 @@ def parse_version(text: object, field: str = "version") -> Timestamp:
         raise ValidationError(field, "must be a version string", text)
     match = _VERSION_RE.fullmatch(text)
     if match is None:
-        raise ValidationError(field, "must look like 000001732950000000-00000-node", text)
+        raise ValidationError(field, "must look like 001732950000000-00000-node", text)
     return Timestamp(int(match.group(1)), int(match.group(2)), match.group(3))
 
 

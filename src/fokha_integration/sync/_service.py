@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,14 +36,17 @@ Listener = Callable[[Sequence[str]], "Awaitable[None] | None"]
 class SyncConfig:
     """Server knobs: clock guard, tombstone horizon, request limits."""
 
-    node_id: str = "server"
+    node_id: str | None = None
+    """The server's HLC node id; default ``s-`` + random hex, new per process, so two
+    server processes on one database never mint the same version."""
     max_offset: float = 60.0
     horizon: float = 30 * 86400.0
     limits: Limits = field(default_factory=Limits)
     max_body_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        _validate.string("node_id", self.node_id, max_length=64)
+        if self.node_id is not None:
+            _validate.string("node_id", self.node_id, max_length=64)
         _validate.number("max_offset", self.max_offset, exclusive_minimum=0.0)
         _validate.number("horizon", self.horizon, exclusive_minimum=0.0)
         _validate.integer("max_body_bytes", self.max_body_bytes, minimum=1024)
@@ -148,7 +152,7 @@ class SyncService:
         """Open the store and restore the clock from its last persisted value."""
         await self.store.open()
         self._clock = HybridClock(
-            self.config.node_id,
+            self.config.node_id or f"s-{secrets.token_hex(4)}",
             max_offset=self.config.max_offset,
             wall=self._wall,
             last=await self.store.load_clock(),
