@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -23,6 +24,8 @@ from fokha_integration.sync._client import SyncClient, SyncClientConfig
 from .helpers import DirectTransport
 
 EXAMPLES = int(os.environ.get("FOKHA_SYNC_EXAMPLES", "15"))
+# About 0.15 s an example on the 2-core machine; the full run needs more than the default.
+pytestmark = pytest.mark.timeout(max(120, int(EXAMPLES * 1.5)))
 IDS = st.sampled_from(["a", "b", "c", "d"])
 FAULTS = st.sampled_from([None, None, "drop_request", "drop_response", "duplicate"])
 CLIENTS = 3
