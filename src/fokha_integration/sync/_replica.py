@@ -44,9 +44,13 @@ class Replica:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        # A second connection for counts read from the event loop thread (stats()),
+        # so they never interleave with a transaction on the worker thread.
+        self.reader = sqlite3.connect(path, check_same_thread=False, timeout=10)
 
     def close(self) -> None:
         """Close the file."""
+        self.reader.close()
         self.conn.close()
 
     def _tx(self) -> Any:
@@ -150,8 +154,8 @@ class Replica:
 
     def counts(self) -> tuple[int, int]:
         """``(outbox entries, dead letters)``."""
-        pending = self.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        dead = self.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        pending = self.reader.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        dead = self.reader.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         return int(pending), int(dead)
 
     def dead_letters(self) -> list[dict[str, Any]]:
