@@ -240,3 +240,34 @@ async def test_far_future_version_is_rejected_and_counted(store: Any, wall: Wall
     assert svc.stats().refused_skew == 1
     rec = await svc.put("w", "c", {"n": 1})
     assert rec.version < future["version"]
+
+
+async def test_pull_pages_are_cut_to_the_response_budget(store: Any, wall: Wall) -> None:
+    """Large records page by bytes as well as by count, and every record still arrives."""
+    svc = await service(store, wall, max_response_bytes=1024)
+    big = "x" * 300
+    await svc.push(
+        {"client_id": "w1", "mutations": [put(i + 1, f"r{i}", i + 1, blob=big) for i in range(10)]}
+    )
+    import json
+
+    cursor = None
+    seen: set[str] = set()
+    pages = 0
+    while True:
+        status, body = await svc.handle(
+            "pull",
+            json.dumps(
+                {"client_id": "r", "collections": ["w"], "cursor": cursor, "limit": 100}
+            ).encode(),
+        )
+        assert status == 200
+        assert len(body) < 2048
+        page = json.loads(body)
+        seen.update(c["id"] for c in page["changes"])
+        cursor = page["cursor"]
+        pages += 1
+        if not page["has_more"]:
+            break
+    assert seen == {f"r{i}" for i in range(10)}
+    assert pages >= 4

@@ -43,6 +43,7 @@ class SyncConfig:
     horizon: float = 30 * 86400.0
     limits: Limits = field(default_factory=Limits)
     max_body_bytes: int = 8 * 1024 * 1024
+    max_response_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.node_id is not None:
@@ -50,6 +51,7 @@ class SyncConfig:
         _validate.number("max_offset", self.max_offset, exclusive_minimum=0.0)
         _validate.number("horizon", self.horizon, exclusive_minimum=0.0)
         _validate.integer("max_body_bytes", self.max_body_bytes, minimum=1024)
+        _validate.integer("max_response_bytes", self.max_response_bytes, minimum=1024)
         _validate.integer("limits.max_mutations", self.limits.max_mutations, minimum=1)
         _validate.integer("limits.max_record_bytes", self.limits.max_record_bytes, minimum=64)
         _validate.integer("limits.max_pull_limit", self.limits.max_pull_limit, minimum=1)
@@ -217,6 +219,7 @@ class SyncService:
         page = await self.store.pull(
             req.client_id, req.collections, req.cursor, req.limit, self._now_ms()
         )
+        page = page.truncated(self.config.max_response_bytes)
         self._n.pulls += 1
         if page.reset:
             self._n.resets += 1

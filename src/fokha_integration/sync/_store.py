@@ -54,6 +54,19 @@ class RawPage:
     has_more: bool
     last_mutation_id: int
     reset: bool
+    request: Cursor
+    """The cursor the page was read after (a new client's is the snapshot start)."""
+
+    def truncated(self, budget: int) -> RawPage:
+        """This page cut to the changes whose data fits ``budget`` bytes (at least one)."""
+        used = 0
+        for i, c in enumerate(self.changes):
+            used += len(c.data_json or "") + len(c.id) + 64
+            if used > budget and i > 0:
+                rows = self.changes[:i]
+                cursor = Cursor(self.cursor.epoch, rows[-1].seq, self.request.snapshot)
+                return RawPage(rows, cursor, True, self.last_mutation_id, self.reset, self.request)
+        return self
 
 
 class SyncStore(Protocol):

@@ -97,7 +97,7 @@ class MemorySyncStore:
             new = page_cursor(
                 self.epoch, request, reset, rows, has_more, self._seq, self._generation
             )
-            return RawPage(rows, new, has_more, info.last_mutation_id, reset)
+            return RawPage(rows, new, has_more, info.last_mutation_id, reset, request)
 
     async def write(
         self, records: Sequence[Record], clock: str, resolved: int | None = None

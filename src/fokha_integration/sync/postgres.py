@@ -276,7 +276,7 @@ class PostgresSyncStore:
                     now_ms,
                 )
                 new = page_cursor(self.epoch, request, reset, rows, has_more, high, gen)
-                return RawPage(rows, new, has_more, int(last or 0), reset)
+                return RawPage(rows, new, has_more, int(last or 0), reset, request)
 
     async def write(
         self, records: Sequence[Record], clock: str, resolved: int | None = None

@@ -264,7 +264,7 @@ class SQLiteSyncStore:
             )
             conn.execute("COMMIT")
             new = page_cursor(self.epoch, request, reset, rows, has_more, high, gen)
-            return RawPage(rows, new, has_more, 0 if row is None else int(row[0]), reset)
+            return RawPage(rows, new, has_more, 0 if row is None else int(row[0]), reset, request)
 
         return await self._run("pull", run)
 
