@@ -304,22 +304,23 @@ class SyncClient:
                     str(page.get("code", "refused")), f"pull: HTTP {status}: {page}"
                 )
             changes = page["changes"]
-            records = [
-                Record(c["collection"], c["id"], None, c["version"], c["deleted"]) for c in changes
-            ]
-            if changes_checksum(records) != page["checksum"]:
+            keys = []
+            data: list[str | None] = []
+            for c in changes:
+                keys.append((c["collection"], c["id"], c["version"], c["deleted"]))
+                data.append(None if c["deleted"] else dumps(c["data"]))
+            if changes_checksum(keys) != page["checksum"]:
                 raise ProtocolError("bad_checksum", "a pull page failed its checksum")
             if page["reset_required"]:
                 self._n["resets"] += 1
                 await self._run(self._db.reset, self.collections, page["cursor"])
                 continue
-            if records:
-                top = max(r.version for r in records)
+            if keys:
+                top = max(k[2] for k in keys)
                 try:
                     self._clock.observe(parse_version(top))
                 except ClockSkewError:
                     _log.warning("sync: server version %s is ahead of this clock", top)
-            data = [None if c["deleted"] else dumps(c["data"]) for c in changes]
             final = not page["has_more"]
             await self._run(
                 self._db.apply_page,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -240,12 +240,13 @@ def parse_pull(body: Any, collections: Mapping[str, Collection], limits: Limits)
     return PullRequest(client_id, tuple(dict.fromkeys(names)), cursor, limit)
 
 
-def changes_checksum(changes: Sequence[Record]) -> str:
-    """SHA-256 (hex) over ``collection \\x1f id \\x1f version \\x1f deleted \\n`` per change."""
-    h = hashlib.sha256()
-    for r in changes:
-        h.update(f"{r.collection}\x1f{r.id}\x1f{r.version}\x1f{int(r.deleted)}\n".encode())
-    return h.hexdigest()
+def changes_checksum(changes: Iterable[tuple[str, str, str, bool]]) -> str:
+    """SHA-256 (hex) over ``collection \x1f id \x1f version \x1f deleted \n`` per change.
+
+    ``changes`` are ``(collection, id, version, deleted)`` tuples, in page order.
+    """
+    text = "".join(f"{c}\x1f{i}\x1f{v}\x1f{int(d)}\n" for c, i, v, d in changes)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

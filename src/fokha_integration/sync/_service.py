@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -229,19 +230,20 @@ class SyncService:
     def encode_page(page: RawPage) -> bytes:
         """The pull response body, built without re-encoding stored record data."""
         parts = []
-        records = []
         for c in page.changes:
             data = "null" if c.data_json is None else c.data_json
             parts.append(
-                f'{{"collection":{json.dumps(c.collection)},"id":{json.dumps(c.id)},'
+                f'{{"collection":{_json_str(c.collection)},"id":{_json_str(c.id)},'
                 f'"data":{data},"version":"{c.version}","deleted":{_BOOL[c.deleted]}}}'
             )
-            records.append(Record(c.collection, c.id, None, c.version, c.deleted))
+        checksum = changes_checksum(
+            (c.collection, c.id, c.version, c.deleted) for c in page.changes
+        )
         head = (
             f'{{"cursor":"{page.cursor.encode()}","has_more":{_BOOL[page.has_more]},'
             f'"last_mutation_id":{page.last_mutation_id},'
             f'"reset_required":{_BOOL[page.reset]},'
-            f'"checksum":"{changes_checksum(records)}","changes":['
+            f'"checksum":"{checksum}","changes":['
         )
         return (head + ",".join(parts) + "]}").encode()
 
@@ -394,6 +396,14 @@ class SyncService:
             bad_requests=n.bad_requests,
             compacted=n.compacted,
         )
+
+
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\uffff]*')
+
+
+def _json_str(text: str) -> str:
+    """A JSON string literal; plain ASCII (the usual ids) skips the encoder."""
+    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 def _refuse_constant(name: str) -> Any:

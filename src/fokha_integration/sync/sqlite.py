@@ -61,7 +61,7 @@ _ROW = "seq, collection, id, data, version, deleted"
 
 
 def _change(row: Sequence[Any]) -> RawChange:
-    return RawChange(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+    return RawChange._make(row)
 
 
 def _conflict(row: Sequence[Any]) -> ConflictEntry:
@@ -252,7 +252,7 @@ class SQLiteSyncStore:
                     (request.seq, *collections, limit + 1),
                 ).fetchall()
                 has_more = len(found) > limit
-                rows = [_change(r) for r in found[:limit]]
+                rows = list(map(RawChange._make, found[:limit]))
             row = conn.execute(
                 "SELECT last_mutation_id FROM sync_clients WHERE client_id=?", (client_id,)
             ).fetchone()
