@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ._core import Limits, changes_checksum
 from ._hlc import ClockSkewError, HybridClock, parse_version
-from ._replica import Replica
+from ._replica import OutboxEntry, Replica
 from ._store import dumps
 from ._transport import HttpTransport, Transport
 from ._types import Record
@@ -84,6 +84,18 @@ class SyncClientStats:
     duplicates: int
     refused_skew: int
     last_error: str | None
+
+
+def _push_body(client_id: str, batch: Sequence[OutboxEntry]) -> bytes:
+    """The push body, with each outbox entry's stored data text spliced in (not re-encoded)."""
+    items = []
+    for mid, coll, rid, op, data, version, base in batch:
+        tail = "" if base is None else f',"base_version":{json.dumps(base)}'
+        items.append(
+            f'{{"mutation_id":{mid},"collection":{json.dumps(coll)},"id":{json.dumps(rid)},'
+            f'"op":"{op}","data":{data or "null"},"version":{json.dumps(version)}{tail}}}'
+        )
+    return f'{{"client_id":{json.dumps(client_id)},"mutations":[{",".join(items)}]}}'.encode()
 
 
 class SyncClient:
@@ -218,7 +230,10 @@ class SyncClient:
             await self._pull()
 
     async def _post(self, route: str, body: dict[str, Any]) -> tuple[int, Any]:
-        status, raw = await self._transport.post(route, dumps(body).encode())
+        return await self._post_raw(route, dumps(body).encode())
+
+    async def _post_raw(self, route: str, body: bytes) -> tuple[int, Any]:
+        status, raw = await self._transport.post(route, body)
         if status == 503 or status >= 500:
             raise BackendUnavailableError("sync", f"{route}: HTTP {status}")
         try:
@@ -237,22 +252,7 @@ class SyncClient:
             if batch[0][0] <= self._inflight:
                 self._n["resent"] += 1
             self._inflight = batch[-1][0]
-            mutations = []
-            for mid, coll, rid, op, data, version, base in batch:
-                m: dict[str, Any] = {
-                    "mutation_id": mid,
-                    "collection": coll,
-                    "id": rid,
-                    "op": op,
-                    "data": None if data is None else json.loads(data),
-                    "version": version,
-                }
-                if base is not None:
-                    m["base_version"] = base
-                mutations.append(m)
-            status, answer = await self._post(
-                "push", {"client_id": self.client_id, "mutations": mutations}
-            )
+            status, answer = await self._post_raw("push", _push_body(self.client_id, batch))
             self._n["pushes"] += 1
             now = self._now_ms()
             if status == 200:

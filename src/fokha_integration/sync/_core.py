@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _ID_CHARS = 256
+# The stored encoding (the same as _store.dumps; _store imports this module).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _CLIENT_ID_CHARS = 128
 
 
@@ -188,19 +190,23 @@ def parse_push(
             if not _is_json_object(data):
                 raise ValidationError(f"{p}.data", "must be a JSON object for a put", data)
             _check_json(data, f"{p}.data")
-            size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+            data_json = _ENCODER.encode(data)
+            size = len(data_json.encode())
             if size > limits.max_record_bytes:
                 raise ValidationError(
                     f"{p}.data", f"at most {limits.max_record_bytes} bytes encoded", size
                 )
         elif data is not None:
             raise ValidationError(f"{p}.data", "must be null for a delete", "object")
+        else:
+            data_json = None
         version = m.get("version")
         parse_version(version, f"{p}.version")
         base = m.get("base_version")
         if base is not None:
             parse_version(base, f"{p}.base_version")
-        out.append(Mutation(mid, coll, rid, op, data, version, base))  # type: ignore[arg-type]
+        mutation = Mutation(mid, coll, rid, op, data, version, base, data_json)  # type: ignore[arg-type]
+        out.append(mutation)
     return client_id, out
 
 

@@ -32,6 +32,8 @@ class Record:
     data: dict[str, Any] | None
     version: str
     deleted: bool = False
+    data_json: str | None = field(default=None, compare=False, repr=False)
+    """``data`` already encoded (set by the push parser, so stores need not encode again)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The record as it appears in ``changes`` and ``winner`` on the wire."""
@@ -77,13 +79,13 @@ class Mutation:
     data: dict[str, Any] | None
     version: str
     base_version: str | None = None
+    data_json: str | None = field(default=None, compare=False, repr=False)
 
     def record(self) -> Record:
         """The record this mutation wants to store."""
         deleted = self.op == "delete"
-        return Record(
-            self.collection, self.id, None if deleted else self.data, self.version, deleted
-        )
+        data = None if deleted else self.data
+        return Record(self.collection, self.id, data, self.version, deleted, self.data_json)
 
 
 @dataclass(frozen=True, slots=True)

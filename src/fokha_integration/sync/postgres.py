@@ -164,7 +164,13 @@ class PostgresSyncStore:
         latest: dict[tuple[str, str], tuple[Any, ...]] = {}
         for r in records:
             seq += 1
-            data = None if r.data is None else dumps(r.data)
+            data = (
+                r.data_json
+                if r.data_json is not None
+                else None
+                if r.data is None
+                else dumps(r.data)
+            )
             latest[(r.collection, r.id)] = (r.collection, r.id, data, r.version, r.deleted, seq)
         if latest:
             await conn.executemany(

@@ -167,7 +167,13 @@ class SQLiteSyncStore:
         rows = []
         for r in records:
             seq += 1
-            data = None if r.data is None else dumps(r.data)
+            data = (
+                r.data_json
+                if r.data_json is not None
+                else None
+                if r.data is None
+                else dumps(r.data)
+            )
             rows.append((r.collection, r.id, data, r.version, int(r.deleted), seq))
         # A key written twice in one batch: the later row replaces the earlier one.
         conn.executemany("INSERT OR REPLACE INTO sync_records VALUES (?, ?, ?, ?, ?, ?)", rows)
