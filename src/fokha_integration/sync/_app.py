@@ -24,7 +24,6 @@ from ._service import SyncService, problem
 __all__ = ["POKE_CHANNEL", "default_authorize", "sync_app"]
 
 POKE_CHANNEL = "sync.poke"
-_PRINCIPAL = web.AppKey("fokha_sync_principal", dict)
 _SERVICE = web.AppKey("fokha_sync_service", SyncService)
 
 
