@@ -252,8 +252,10 @@ class SQLiteSyncStore:
             has_more = reset  # a reset page is followed by the snapshot
             if not reset:
                 marks = ",".join("?" * len(collections))
+                # "+collection": walk the seq index, never the primary key plus a sort
+                # (which made every page cost O(records): 35 ms a page at 100,000).
                 found = conn.execute(
-                    f"SELECT {_ROW} FROM sync_records WHERE seq > ? AND collection IN ({marks})"
+                    f"SELECT {_ROW} FROM sync_records WHERE seq > ? AND +collection IN ({marks})"
                     " ORDER BY seq LIMIT ?",
                     (request.seq, *collections, limit + 1),
                 ).fetchall()
