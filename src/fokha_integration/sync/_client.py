@@ -289,8 +289,9 @@ class SyncClient:
             raise ProtocolError(str(code or "refused"), f"push: HTTP {status}: {answer}")
 
     async def _pull(self) -> None:
+        # Read once; afterwards it is the cursor each committed page stored.
+        cursor = await self._run(self._db.meta, "cursor")
         while True:
-            cursor = await self._run(self._db.meta, "cursor")
             body = {
                 "client_id": self.client_id,
                 "collections": list(self.collections),
@@ -314,6 +315,7 @@ class SyncClient:
             if page["reset_required"]:
                 self._n["resets"] += 1
                 await self._run(self._db.reset, self.collections, page["cursor"])
+                cursor = page["cursor"]
                 continue
             if keys:
                 top = max(k[2] for k in keys)
@@ -331,6 +333,7 @@ class SyncClient:
                 int(page["last_mutation_id"]),
                 self._clock.last.encode(),
             )
+            cursor = page["cursor"]
             if final:
                 return
 
