@@ -306,3 +306,30 @@ async def test_client_halves_batches_a_server_refuses_as_too_big(tmp_path: Path)
         assert svc.stats().applied == 20
     finally:
         await a.close()
+
+
+async def test_server_restored_from_backup(tmp_path: Path) -> None:
+    """A server behind its acknowledgements gets held mutations again; else a clear error."""
+    from fokha_integration.errors import ProtocolError
+
+    first = SyncService(MemorySyncStore(), ["w"])
+    await first.start()
+    transport = DirectTransport(first)
+    a = SyncClient(tmp_path / "a.db", transport, ["w"], client_id="a")
+    try:
+        await a.put("w", "1", {"n": 1})
+        await a.push()  # acknowledged, still held until a pull confirms
+        transport.service = restored = SyncService(MemorySyncStore(), ["w"])  # the "backup"
+        await restored.start()
+        await a.put("w", "2", {"n": 2})
+        await a.sync()
+        assert await restored.get("w", "1") is not None
+        assert await restored.get("w", "2") is not None
+        transport.service = empty = SyncService(MemorySyncStore(), ["w"])
+        await empty.start()
+        await a.put("w", "3", {"n": 3})
+        with pytest.raises(ProtocolError) as info:
+            await a.sync()
+        assert info.value.code == "mutation_gap"
+    finally:
+        await a.close()

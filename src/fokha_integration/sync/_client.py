@@ -269,8 +269,19 @@ class SyncClient:
                 continue
             code = answer.get("code") if isinstance(answer, dict) else None
             if status == 409 and code == "mutation_gap":
-                await self._run(self._db.set_pushed_through, int(answer["expected"]) - 1)
-                continue
+                # The server is behind what it acknowledged (e.g. restored from a backup).
+                # Resend from its expected id if the outbox still holds it; otherwise the
+                # writes in between are gone and only a new client_id can start over.
+                expected = int(answer["expected"])
+                held = await self._run(self._db.pending, expected - 1, 1)
+                if held and held[0][0] == expected:
+                    await self._run(self._db.set_pushed_through, expected - 1)
+                    continue
+                raise ProtocolError(
+                    "mutation_gap",
+                    f"the server expects mutation {expected}, which this outbox no longer holds;"
+                    " use a new client_id",
+                )
             too_big = code == "body_too_large" or (
                 status == 400 and answer.get("field") == "mutations"
             )
