@@ -271,3 +271,42 @@ async def test_pull_pages_are_cut_to_the_response_budget(store: Any, wall: Wall)
             break
     assert seen == {f"r{i}" for i in range(10)}
     assert pages >= 4
+
+
+async def test_ack_is_what_the_client_stored(store: Any, wall: Wall) -> None:
+    """A pull with an explicit ack records that (never more than the cursor), not the cursor."""
+    import json
+
+    svc = await service(store, wall)
+    await svc.push({"client_id": "w1", "mutations": [put(i + 1, f"r{i}", i + 1) for i in range(4)]})
+
+    async def pull(cursor: str | None, ack: str | None = None, limit: int = 2) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "client_id": "p",
+            "collections": ["w"],
+            "cursor": cursor,
+            "limit": limit,
+        }
+        if ack is not None:
+            body["ack"] = ack
+        status, raw = await svc.handle("pull", json.dumps(body).encode())
+        assert status == 200, raw
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+    def acked() -> int:
+        return {c.client_id: c.ack_seq for c in status.clients}["p"]
+
+    first = await pull(None)
+    status_code, raw = await svc.handle(
+        "pull",
+        json.dumps(
+            {"client_id": "p", "collections": ["w"], "cursor": first["cursor"], "ack": 5}
+        ).encode(),
+    )
+    assert (status_code, json.loads(raw)["field"]) == (400, "ack")
+    third = await pull(first["cursor"], ack=Cursor(store.epoch, 0).encode())
+    status = await svc.status()
+    assert acked() == 0
+    await pull(third["cursor"], ack=first["cursor"])
+    status = await svc.status()
+    assert acked() == Cursor.decode(first["cursor"]).seq

@@ -299,54 +299,68 @@ class SyncClient:
                 continue
             raise ProtocolError(str(code or "refused"), f"push: HTTP {status}: {answer}")
 
+    async def _fetch(self, cursor: str | None, ack: str | None) -> dict[str, Any]:
+        body = {
+            "client_id": self.client_id,
+            "collections": list(self.collections),
+            "cursor": cursor,
+            "limit": self.config.pull_limit,
+        }
+        if ack is not None and ack != cursor:
+            body["ack"] = ack
+        status, page = await self._post("pull", body)
+        self._n["pulls"] += 1
+        if status != 200:
+            raise ProtocolError(str(page.get("code", "refused")), f"pull: HTTP {status}: {page}")
+        return page  # type: ignore[no-any-return]
+
     async def _pull(self) -> None:
-        # Read once; afterwards it is the cursor each committed page stored.
-        cursor = await self._run(self._db.meta, "cursor")
-        while True:
-            body = {
-                "client_id": self.client_id,
-                "collections": list(self.collections),
-                "cursor": cursor,
-                "limit": self.config.pull_limit,
-            }
-            status, page = await self._post("pull", body)
-            self._n["pulls"] += 1
-            if status != 200:
-                raise ProtocolError(
-                    str(page.get("code", "refused")), f"pull: HTTP {status}: {page}"
-                )
-            changes = page["changes"]
-            keys = []
-            data: list[str | None] = []
-            for c in changes:
-                keys.append((c["collection"], c["id"], c["version"], c["deleted"]))
-                data.append(None if c["deleted"] else dumps(c["data"]))
-            if changes_checksum(keys) != page["checksum"]:
-                raise ProtocolError("bad_checksum", "a pull page failed its checksum")
-            if page["reset_required"]:
-                self._n["resets"] += 1
-                await self._run(self._db.reset, self.collections, page["cursor"])
-                cursor = page["cursor"]
-                continue
-            if keys:
-                top = max(k[2] for k in keys)
-                try:
-                    self._clock.observe(parse_version(top))
-                except ClockSkewError:
-                    _log.warning("sync: server version %s is ahead of this clock", top)
-            final = not page["has_more"]
-            await self._run(
-                self._db.apply_page,
-                changes,
-                data,
-                page["cursor"],
-                final,
-                int(page["last_mutation_id"]),
-                self._clock.last.encode(),
-            )
-            cursor = page["cursor"]
-            if final:
-                return
+        # The next page is requested while this one is applied (the server reads while
+        # the client writes); such a request acknowledges only the stored cursor.
+        stored = await self._run(self._db.meta, "cursor")
+        ahead: asyncio.Task[dict[str, Any]] | None = asyncio.ensure_future(
+            self._fetch(stored, stored)
+        )
+        try:
+            while ahead is not None:
+                page = await ahead
+                ahead = None
+                if page["reset_required"] or page["has_more"]:
+                    ahead = asyncio.ensure_future(self._fetch(page["cursor"], stored))
+                stored = await self._apply(page)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+
+    async def _apply(self, page: dict[str, Any]) -> str:
+        """Check and store one page; the cursor now stored."""
+        changes = page["changes"]
+        keys = []
+        data: list[str | None] = []
+        for c in changes:
+            keys.append((c["collection"], c["id"], c["version"], c["deleted"]))
+            data.append(None if c["deleted"] else dumps(c["data"]))
+        if changes_checksum(keys) != page["checksum"]:
+            raise ProtocolError("bad_checksum", "a pull page failed its checksum")
+        cursor = str(page["cursor"])
+        if page["reset_required"]:
+            self._n["resets"] += 1
+            await self._run(self._db.reset, self.collections, cursor)
+            return cursor
+        if keys:
+            top = max(k[2] for k in keys)
+            try:
+                self._clock.observe(parse_version(top))
+            except ClockSkewError:
+                _log.warning("sync: server version %s is ahead of this clock", top)
+        final = not page["has_more"]
+        await self._run(
+            self._db.apply_page, changes, data, cursor, final,
+            int(page["last_mutation_id"]), self._clock.last.encode(),
+        )  # fmt: skip
+        return cursor
 
     # --- background loop -------------------------------------------------------
 

@@ -153,7 +153,7 @@ _PUSH_KEYS = frozenset({"client_id", "mutations"})
 _MUTATION_KEYS = frozenset(
     {"mutation_id", "collection", "id", "op", "data", "version", "base_version"}
 )
-_PULL_KEYS = frozenset({"client_id", "collections", "cursor", "limit"})
+_PULL_KEYS = frozenset({"client_id", "collections", "cursor", "limit", "ack"})
 
 
 def parse_push(
@@ -218,6 +218,7 @@ class PullRequest:
     collections: tuple[str, ...]
     cursor: Cursor | None
     limit: int
+    ack: Cursor | None = None
 
 
 def parse_pull(body: Any, collections: Mapping[str, Collection], limits: Limits) -> PullRequest:
@@ -239,11 +240,20 @@ def parse_pull(body: Any, collections: Mapping[str, Collection], limits: Limits)
         if not isinstance(raw_cursor, str) or len(raw_cursor) > 128:
             raise ValidationError("cursor", "must be a string or null", raw_cursor)
         cursor = Cursor.decode(raw_cursor)
+    raw_ack = obj.get("ack")
+    ack = None
+    if raw_ack is not None:
+        if not isinstance(raw_ack, str) or len(raw_ack) > 128:
+            raise ValidationError("ack", "must be a string or null", raw_ack)
+        try:
+            ack = Cursor.decode(raw_ack)
+        except ValidationError:
+            raise ValidationError("ack", "not a cursor this server issued", raw_ack) from None
     limit = obj.get("limit", 1000)
     _int(limit, "limit", 1)
     if limit > limits.max_pull_limit:
         raise ValidationError("limit", f"must be <= {limits.max_pull_limit}", limit)
-    return PullRequest(client_id, tuple(dict.fromkeys(names)), cursor, limit)
+    return PullRequest(client_id, tuple(dict.fromkeys(names)), cursor, limit, ack)
 
 
 def changes_checksum(changes: Iterable[tuple[str, str, str, bool]]) -> str:

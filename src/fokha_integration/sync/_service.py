@@ -218,7 +218,7 @@ class SyncService:
         """Read one page for a decoded pull body (recording the client's ack)."""
         req = parse_pull(body, self._collections, self.config.limits)
         page = await self.store.pull(
-            req.client_id, req.collections, req.cursor, req.limit, self._now_ms()
+            req.client_id, req.collections, req.cursor, req.limit, self._now_ms(), req.ack
         )
         page = page.truncated(self.config.max_response_bytes)
         self._n.pulls += 1

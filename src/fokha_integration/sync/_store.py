@@ -11,7 +11,16 @@ from typing import Any, NamedTuple, Protocol
 from ._core import Cursor, PushPlan
 from ._types import ConflictEntry, Record, StoreStatus
 
-__all__ = ["Planner", "RawChange", "RawPage", "SyncStore", "decode_record", "dumps", "new_epoch"]
+__all__ = [
+    "Planner",
+    "RawChange",
+    "RawPage",
+    "SyncStore",
+    "acked_seq",
+    "decode_record",
+    "dumps",
+    "new_epoch",
+]
 
 Planner = Callable[[int, Mapping[tuple[str, str], Record]], PushPlan]
 """``planner(last_mutation_id, current_records) -> PushPlan``; run inside the write transaction."""
@@ -104,8 +113,10 @@ class SyncStore(Protocol):
         cursor: Cursor | None,
         limit: int,
         now_ms: int,
+        ack: Cursor | None = None,
     ) -> RawPage:
-        """Changes after ``cursor`` (or a reset), recording ``cursor`` as the client's ack."""
+        """Changes after ``cursor`` (or a reset), recording ``ack`` (default ``cursor``) as
+        the client's acknowledged position."""
 
     async def write(
         self, records: Sequence[Record], clock: str, resolved: int | None = None
@@ -160,3 +171,16 @@ def page_cursor(
         snapshot = request.snapshot
     seq = rows[-1].seq if has_more else max(high_seq, request.seq if request else 0)
     return Cursor(epoch, seq, snapshot)
+
+
+def acked_seq(request: Cursor, ack: Cursor | None, reset: bool) -> int:
+    """What a pull acknowledges: ``ack`` when the client sent one (a client that asks for
+    the next page before storing this one acknowledges only what it stored), else the
+    request cursor; never beyond the request, nothing on a reset or a foreign cursor."""
+    if reset:
+        return 0
+    if ack is None:
+        return request.seq
+    if ack.epoch != request.epoch:
+        return 0
+    return min(ack.seq, request.seq)

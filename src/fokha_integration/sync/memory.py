@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ._core import Cursor, PushPlan
-from ._store import Planner, RawChange, RawPage, dumps, new_epoch, page_cursor
+from ._store import Planner, RawChange, RawPage, acked_seq, dumps, new_epoch, page_cursor
 from ._types import ClientInfo, ConflictEntry, Record, StoreStatus
 
 __all__ = ["MemorySyncStore"]
@@ -73,6 +73,7 @@ class MemorySyncStore:
         cursor: Cursor | None,
         limit: int,
         now_ms: int,
+        ack: Cursor | None = None,
     ) -> RawPage:
         """Changes after the cursor, in seq order."""
         async with self._lock:
@@ -92,8 +93,8 @@ class MemorySyncStore:
                     r = self._records[key][1]
                     data = None if r.data is None else dumps(r.data)
                     rows.append(RawChange(seq, r.collection, r.id, data, r.version, r.deleted))
-            ack = 0 if reset else request.seq
-            self._clients[client_id] = replace(info, ack_seq=ack, last_seen_ms=now_ms)
+            acked = acked_seq(request, ack, reset)
+            self._clients[client_id] = replace(info, ack_seq=acked, last_seen_ms=now_ms)
             new = page_cursor(
                 self.epoch, request, reset, rows, has_more, self._seq, self._generation
             )

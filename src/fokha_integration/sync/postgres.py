@@ -24,6 +24,7 @@ from ._store import (
     Planner,
     RawChange,
     RawPage,
+    acked_seq,
     decode_record,
     dumps,
     new_epoch,
@@ -247,6 +248,7 @@ class PostgresSyncStore:
         cursor: Cursor | None,
         limit: int,
         now_ms: int,
+        ack: Cursor | None = None,
     ) -> RawPage:
         """One transaction: floor check, page read, ack written."""
         with map_backend_errors("postgres", "pull"):
@@ -278,7 +280,7 @@ class PostgresSyncStore:
                     " ON CONFLICT (client_id) DO UPDATE SET ack_seq=excluded.ack_seq,"
                     " last_seen_ms=excluded.last_seen_ms",
                     client_id,
-                    0 if reset else request.seq,
+                    acked_seq(request, ack, reset),
                     now_ms,
                 )
                 new = page_cursor(self.epoch, request, reset, rows, has_more, high, gen)

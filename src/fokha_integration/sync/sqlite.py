@@ -26,6 +26,7 @@ from ._store import (
     Planner,
     RawChange,
     RawPage,
+    acked_seq,
     decode_record,
     dumps,
     new_epoch,
@@ -238,6 +239,7 @@ class SQLiteSyncStore:
         cursor: Cursor | None,
         limit: int,
         now_ms: int,
+        ack: Cursor | None = None,
     ) -> RawPage:
         """One transaction: floor check, page read, ack written."""
 
@@ -268,7 +270,7 @@ class SQLiteSyncStore:
                 "INSERT INTO sync_clients (client_id, ack_seq, last_seen_ms) VALUES (?, ?, ?)"
                 " ON CONFLICT(client_id) DO UPDATE SET ack_seq=excluded.ack_seq,"
                 " last_seen_ms=excluded.last_seen_ms",
-                (client_id, 0 if reset else request.seq, now_ms),
+                (client_id, acked_seq(request, ack, reset), now_ms),
             )
             conn.execute("COMMIT")
             new = page_cursor(self.epoch, request, reset, rows, has_more, high, gen)
