@@ -30,6 +30,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "queue": (".queue._cli", "add_parser", "inspect an outbox store; list and replay dead letters"),
     "api": (".http._cli", "add_parser", "the REST API app: print or write its OpenAPI document"),
     "db": ("._db_cli", "add_parser", "create or upgrade the PostgreSQL tables (migrate, status)"),
+    "sync": (".sync._cli", "add_parser", "sync service: status, conflicts, resolve, compact"),
     "dart": (".dart._cli", "add_parser", "generate and check the Dart package for Flutter apps"),
     # one function adds both "serve" and "init"
     "serve": (".serve._cli", "add_parsers", "run the integration hub from a config file"),
@@ -127,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_db(args)
     # --- end db ---
+    # --- sync (issue 17) ---
+    if args.command == "sync":
+        from .sync._cli import run as _run_sync
+
+        return _run_sync(args)
+    # --- end sync ---
     parser.print_help()
     return 2
 
