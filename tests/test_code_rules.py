@@ -42,18 +42,13 @@ PENDING_RAISES: dict[str, int] = {
     "ws/_server.py": 5,
     "ws/_auth.py": 2,
     "ws/_protocol.py": 4,
-    "bridge/sync.py": 1,
-    "bridge/_journal.py": 2,
-    "bridge/_frame.py": 1,
 }
 
 # Private attributes read across objects, pending the same refactors.
 PENDING_PRIVATE: dict[str, int] = {
-    "_demo/bridge.py": 1,
     "queue/_queue.py": 1,
     "resilience/_breaker.py": 3,
     "ws/_server.py": 2,
-    "serve/_hub.py": 1,  # aiohttp's site._server for the bound port (runner.addresses is public)
 }
 
 

@@ -71,12 +71,12 @@ class PollConfig:
     backoff: float = 1.5
 
     def __post_init__(self) -> None:
-        busy = check.positive("poll.busy", self.busy)
-        idle = check.positive("poll.idle", self.idle)
+        busy = check.positive("busy", self.busy)
+        idle = check.positive("idle", self.idle)
         if busy > idle:
-            raise ConfigError("poll.busy", "must be > 0 and <= idle", self.busy)
-        check.non_negative("poll.busy_window", self.busy_window)
-        check.number("poll.backoff", self.backoff, minimum=1.0)
+            raise ConfigError("busy", "must be > 0 and <= idle", self.busy)
+        check.non_negative("busy_window", self.busy_window)
+        check.number("backoff", self.backoff, minimum=1.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,10 +345,7 @@ class Hub:
         await site.start()
         self._runner = runner
         self._stack.push_async_callback(self._stop_http)
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.server.http_port
+        self.http_port = int(runner.addresses[0][1])
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Health-gated readiness: wait until every check has run once and none fails.

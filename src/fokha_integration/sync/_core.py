@@ -77,17 +77,18 @@ class Cursor:
     def decode(cls, text: str) -> Cursor:
         """Parse a cursor; :class:`ValidationError` on ``cursor``."""
         parts = text.split(".")
+        bad = ValidationError("cursor", "not a cursor this server issued", text)
+        if len(parts) not in (2, 3) or not parts[0].isalnum() or not parts[1].isdigit():
+            raise bad
+        snap = None
+        if len(parts) == 3:
+            if not parts[2].startswith("s") or not parts[2][1:].isdigit():
+                raise bad
+            snap = int(parts[2][1:])
         try:
-            if len(parts) not in (2, 3) or not parts[0].isalnum() or not parts[1].isdigit():
-                raise ValueError(text)
-            snap = None
-            if len(parts) == 3:
-                if not parts[2].startswith("s") or not parts[2][1:].isdigit():
-                    raise ValueError(text)
-                snap = int(parts[2][1:])
             return cls(parts[0], int(parts[1]), snap)
-        except ValueError:
-            raise ValidationError("cursor", "not a cursor this server issued", text) from None
+        except ValueError:  # digits beyond int's string limit
+            raise bad from None
 
     def needs_reset(self, epoch: str, floor: int, generation: int) -> bool:
         """Whether changes this cursor has not seen were compacted away (or the store changed)."""

@@ -407,4 +407,5 @@ def _json_str(text: str) -> str:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
+    # A ValidationError is a ValueError: json.loads' caller handles it as bad JSON.
+    raise ValidationError("body", f"{name} is not allowed", name)
