@@ -280,7 +280,7 @@ def test_poll_config_refuses_non_finite_and_wrong_typed_settings(setting: str, v
     """PollConfig refuses NaN, infinities and wrong types with ConfigError naming the field."""
     with pytest.raises(ConfigError) as info:
         PollConfig(**{setting: value})
-    assert info.value.field == f"poll.{setting}"
+    assert info.value.field == setting
 
 
 @pytest.mark.parametrize(
