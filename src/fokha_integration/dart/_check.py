@@ -278,11 +278,14 @@ def _check_rest(path: Path, tree: Any) -> list[Problem]:
         if method not in ("POST", "PATCH"):
             continue
         for arg in args[1:]:
-            if arg.type == "named_argument" and _text(arg.children[0]).startswith("idempotencyKey"):
-                if _text(arg.children[-1]).strip() == "null":
-                    problems.append(
-                        _problem(path, arg, f"a {method} operation sends no Idempotency-Key")
-                    )
+            if (
+                arg.type == "named_argument"
+                and _text(arg.children[0]).startswith("idempotencyKey")
+                and _text(arg.children[-1]).strip() == "null"
+            ):
+                problems.append(
+                    _problem(path, arg, f"a {method} operation sends no Idempotency-Key")
+                )
     # Every retry (a call of _pause) must follow a guard that gives up when not retryable.
     for node in _walk(client):
         if (
