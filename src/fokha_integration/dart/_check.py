@@ -267,6 +267,25 @@ def _check_rest(path: Path, tree: Any) -> list[Problem]:
     expected = "hasKey || _rules.idempotentMethods.contains(method.toUpperCase())"
     if may_retry is None or expected not in " ".join(_text(may_retry).split()):
         problems.append(_problem(path, client, f"mayRetry must be exactly `{expected}`"))
+    # Every unsafe operation sends an Idempotency-Key (so its retries are safe too).
+    for node in _walk(client):
+        if node.type != "arguments":
+            continue
+        args = [c for c in node.children if c.type in ("argument", "named_argument")]
+        if not args or args[0].type != "argument":
+            continue
+        method = _string_value(args[0].children[0]).upper()
+        if method not in ("POST", "PATCH"):
+            continue
+        for arg in args[1:]:
+            if (
+                arg.type == "named_argument"
+                and _text(arg.children[0]).startswith("idempotencyKey")
+                and _text(arg.children[-1]).strip() == "null"
+            ):
+                problems.append(
+                    _problem(path, arg, f"a {method} operation sends no Idempotency-Key")
+                )
     # Every retry (a call of _pause) must follow a guard that gives up when not retryable.
     for node in _walk(client):
         if (

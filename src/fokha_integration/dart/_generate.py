@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -364,11 +364,17 @@ def render(
     package: str = "fokha_client",
     models: Sequence[type[Model]] = DEFAULT_MODELS,
     rules: ClientRules = CLIENT_RULES,
+    openapi: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Every file of the Dart package: relative path -> text."""
+    """Every file of the Dart package: relative path -> text.
+
+    ``openapi`` is the REST API's OpenAPI document (default: the one
+    :func:`fokha_integration.http.openapi_document` builds from the API's routes).
+    """
     if not isinstance(package, str) or not _PACKAGE_RE.match(package):
         raise ConfigError("package", "must be a Dart package name ([a-z][a-z0-9_]*)", package)
     from ._fixtures import model_fixtures
+    from ._openapi import operations_context
 
     model_ctx, enum_ctx = _model_context(models)
     context = {
@@ -377,7 +383,9 @@ def render(
         "enums": enum_ctx,
         "rules": _rules_context(rules),
         "model_fixtures": model_fixtures(models),
-        "operations": [],
+        **operations_context(
+            openapi if openapi is not None else _default_openapi(), {cls.__name__ for cls in models}
+        ),
         **_protocol_context(),
     }
     env = _environment()
@@ -385,6 +393,15 @@ def render(
         path.format(package=package): env.get_template(template).render(**context)
         for path, template in _FILES.items()
     }
+
+
+def _default_openapi() -> Mapping[str, Any]:
+    try:
+        from ..http import openapi_document
+    except ImportError:  # the HTTP layer is not in this build: no operations
+        return {}
+    doc: Mapping[str, Any] = openapi_document(health=True)
+    return doc
 
 
 def generate(

@@ -8,6 +8,7 @@ import 'dart:math';
 
 import 'package:http/http.dart' as http;
 
+import 'models.dart';
 
 import 'rules.dart';
 
@@ -208,7 +209,8 @@ final class FokhaApiClient {
     Map<String, String>? query,
     required T Function(Object? json) decode,
   }) async {
-    final url = _base.resolve(path).replace(queryParameters: query);
+    final target = _base.resolve(path);
+    final url = query == null || query.isEmpty ? target : target.replace(queryParameters: query);
     final breaker = _breakers.putIfAbsent(
         url.host, () => _Breaker(_breakerThreshold, _breakerOpenFor));
     final deadline = DateTime.now().add(_totalTimeout);
@@ -293,6 +295,27 @@ final class FokhaApiClient {
   /// Closes the underlying HTTP client.
   void close() => _http.close();
 }
+
+T _as<T>(Object? value) {
+  if (value is T) return value;
+  throw FokhaDecodeError('response', 'expected $T', value);
+}
+
+double _asDouble(Object? value) {
+  if (value is num) return value.toDouble();
+  throw FokhaDecodeError('response', 'expected a number', value);
+}
+
+Map<String, Object?> _asMap(Object? value, String what) {
+  if (value is Map<String, Object?>) return value;
+  throw FokhaDecodeError(what, 'must be a JSON object', value);
+}
+
+List<Object?> _asList(Object? value) {
+  if (value is List<Object?>) return value;
+  throw FokhaDecodeError('response', 'expected a JSON array', value);
+}
+
 
 Map<String, Object?>? _problem(String body) {
   try {
