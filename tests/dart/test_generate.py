@@ -113,6 +113,13 @@ def test_syntax_gate_fails_on_broken_dart(package: Path) -> None:
             "'GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'POST'",
             "idempotentMethods",
         ),
+        (
+            "api_client.dart",
+            "idempotencyKey: idempotencyKey ?? newIdempotencyKey(),\n        query: null,\n"
+            "        decode: (json) => PublishSignalResult",
+            "idempotencyKey: null,\n        query: null,\n        decode: (json) => PublishSignalResult",
+            "sends no Idempotency-Key",
+        ),
         ("websocket_client.dart", "final Object? data;", "final dynamic data;", "dynamic"),
         ("websocket_client.dart", "_emitEvent(message);", "print(message);", "print"),
     ],
@@ -208,3 +215,17 @@ def test_cli_generate_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[st
     )
     assert cli.main(["dart", "check", str(broken)]) == 1
     assert "protocol.dart" in capsys.readouterr().err
+
+
+def test_every_api_operation_has_a_typed_method() -> None:
+    """Each operation of the REST API's OpenAPI document is a method of FokhaApiClient."""
+    from fokha_integration.http import openapi_document
+
+    client = render()["lib/src/api_client.dart"]
+    for path, item in openapi_document(health=True)["paths"].items():
+        for method, op in item.items():
+            if op["operationId"] == "getOpenApi":
+                continue
+            assert f"> {op['operationId']}(" in client, (method, path)
+            if method in ("post", "patch"):
+                assert "idempotencyKey: idempotencyKey ?? newIdempotencyKey()" in client

@@ -199,6 +199,83 @@ final class FokhaApiClient {
       hasKey || _rules.idempotentMethods.contains(method.toUpperCase());
 
 
+  /// Health (application/health+json)
+  Future<ApiResponse<Object?>> getHealth() =>
+      send<Object?>(
+        'GET',
+        '/health',
+        body: null,
+        idempotencyKey: null,
+        query: null,
+        decode: (json) => json,
+      );
+
+  /// The oldest dead letters, with reasons
+  Future<ApiResponse<ListDeadLettersResult>> listDeadLetters({String? sink, int? limit}) =>
+      send<ListDeadLettersResult>(
+        'GET',
+        '/v1/dead-letters',
+        body: null,
+        idempotencyKey: null,
+        query: <String, String>{if (sink != null) 'sink': '$sink', if (limit != null) 'limit': '$limit'},
+        decode: (json) => ListDeadLettersResult.fromJson(_asMap(json, 'ListDeadLettersResult')),
+      );
+
+  /// Send one dead letter again (its envelope id is unchanged)
+  Future<ApiResponse<ReplayDeadLetterResult>> replayDeadLetter({required String id, String? idempotencyKey}) =>
+      send<ReplayDeadLetterResult>(
+        'POST',
+        '/v1/dead-letters/${Uri.encodeComponent(id)}/replay',
+        body: null,
+        idempotencyKey: idempotencyKey ?? newIdempotencyKey(),
+        query: null,
+        decode: (json) => ReplayDeadLetterResult.fromJson(_asMap(json, 'ReplayDeadLetterResult')),
+      );
+
+  /// The EA's latest positions snapshot (through the FileBridge)
+  Future<ApiResponse<GetPositionsResult>> getPositions() =>
+      send<GetPositionsResult>(
+        'GET',
+        '/v1/positions',
+        body: null,
+        idempotencyKey: null,
+        query: null,
+        decode: (json) => GetPositionsResult.fromJson(_asMap(json, 'GetPositionsResult')),
+      );
+
+  /// Recent signals published through this API, newest first, cursor-paged
+  Future<ApiResponse<ListSignalsResult>> listSignals({String? cursor, int? limit}) =>
+      send<ListSignalsResult>(
+        'GET',
+        '/v1/signals',
+        body: null,
+        idempotencyKey: null,
+        query: <String, String>{if (cursor != null) 'cursor': '$cursor', if (limit != null) 'limit': '$limit'},
+        decode: (json) => ListSignalsResult.fromJson(_asMap(json, 'ListSignalsResult')),
+      );
+
+  /// Publish a signal into the queue (Idempotency-Key required)
+  Future<ApiResponse<PublishSignalResult>> publishSignal({required Signal body, String? idempotencyKey}) =>
+      send<PublishSignalResult>(
+        'POST',
+        '/v1/signals',
+        body: body.toJson(),
+        idempotencyKey: idempotencyKey ?? newIdempotencyKey(),
+        query: null,
+        decode: (json) => PublishSignalResult.fromJson(_asMap(json, 'PublishSignalResult')),
+      );
+
+  /// One signal and its state per sink
+  Future<ApiResponse<GetSignalResult>> getSignal({required String id}) =>
+      send<GetSignalResult>(
+        'GET',
+        '/v1/signals/${Uri.encodeComponent(id)}',
+        body: null,
+        idempotencyKey: null,
+        query: null,
+        decode: (json) => GetSignalResult.fromJson(_asMap(json, 'GetSignalResult')),
+      );
+
   /// Sends one logical call: retries only what [mayRetry] allows, on 408/425/429/5xx
   /// and network errors, honouring Retry-After, never past [totalTimeout].
   Future<ApiResponse<T>> send<T>(
@@ -316,6 +393,199 @@ List<Object?> _asList(Object? value) {
   throw FokhaDecodeError('response', 'expected a JSON array', value);
 }
 
+
+/// The `ListDeadLettersResultItemsItem` answer of the API.
+final class ListDeadLettersResultItemsItem {
+  /// The answer.
+  const ListDeadLettersResultItemsItem({
+    required this.deadAt,
+    required this.detail,
+    required this.envelopeId,
+    required this.reason,
+    required this.ref,
+    required this.sink,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory ListDeadLettersResultItemsItem.fromJson(Map<String, Object?> json) => ListDeadLettersResultItemsItem(
+        deadAt: json['dead_at'] == null ? null : _asDouble(json['dead_at']),
+        detail: _as<String>(json['detail']),
+        envelopeId: _as<String>(json['envelope_id']),
+        reason: _as<String>(json['reason']),
+        ref: _as<String>(json['ref']),
+        sink: _as<String>(json['sink']),
+      );
+
+  /// `dead_at`
+  final double? deadAt;
+
+  /// `detail`
+  final String detail;
+
+  /// `envelope_id`
+  final String envelopeId;
+
+  /// `reason`
+  final String reason;
+
+  /// `ref`
+  final String ref;
+
+  /// `sink`
+  final String sink;
+}
+
+/// The `ListDeadLettersResult` answer of the API.
+final class ListDeadLettersResult {
+  /// The answer.
+  const ListDeadLettersResult({
+    required this.items,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory ListDeadLettersResult.fromJson(Map<String, Object?> json) => ListDeadLettersResult(
+        items: _asList(json['items']).map((e) => ListDeadLettersResultItemsItem.fromJson(_asMap(e, 'ListDeadLettersResultItemsItem'))).toList(),
+      );
+
+  /// `items`
+  final List<ListDeadLettersResultItemsItem> items;
+}
+
+/// The `ReplayDeadLetterResult` answer of the API.
+final class ReplayDeadLetterResult {
+  /// The answer.
+  const ReplayDeadLetterResult({
+    required this.replayed,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory ReplayDeadLetterResult.fromJson(Map<String, Object?> json) => ReplayDeadLetterResult(
+        replayed: _as<int>(json['replayed']),
+      );
+
+  /// `replayed`
+  final int replayed;
+}
+
+/// The `GetPositionsResult` answer of the API.
+final class GetPositionsResult {
+  /// The answer.
+  const GetPositionsResult({
+    required this.positions,
+    required this.sentAt,
+    required this.seq,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory GetPositionsResult.fromJson(Map<String, Object?> json) => GetPositionsResult(
+        positions: _asList(json['positions']).map((e) => _asMap(e, 'GetPositionsResultPositionsItem')).toList(),
+        sentAt: _asDouble(json['sent_at']),
+        seq: _as<int>(json['seq']),
+      );
+
+  /// `positions`
+  final List<Map<String, Object?>> positions;
+
+  /// `sent_at`
+  final double sentAt;
+
+  /// `seq`
+  final int seq;
+}
+
+/// The `ListSignalsResult` answer of the API.
+final class ListSignalsResult {
+  /// The answer.
+  const ListSignalsResult({
+    required this.items,
+    required this.nextCursor,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory ListSignalsResult.fromJson(Map<String, Object?> json) => ListSignalsResult(
+        items: _asList(json['items']).map((e) => Signal.fromJson(_asMap(e, 'Signal'))).toList(),
+        nextCursor: json['next_cursor'] == null ? null : _as<String>(json['next_cursor']),
+      );
+
+  /// `items`
+  final List<Signal> items;
+
+  /// `next_cursor`
+  final String? nextCursor;
+}
+
+/// The `PublishSignalResult` answer of the API.
+final class PublishSignalResult {
+  /// The answer.
+  const PublishSignalResult({
+    required this.id,
+    required this.key,
+    required this.status,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory PublishSignalResult.fromJson(Map<String, Object?> json) => PublishSignalResult(
+        id: _as<String>(json['id']),
+        key: _as<String>(json['key']),
+        status: _as<String>(json['status']),
+      );
+
+  /// `id`
+  final String id;
+
+  /// `key`
+  final String key;
+
+  /// `status`
+  final String status;
+}
+
+/// The `GetSignalResultSinksValue` answer of the API.
+final class GetSignalResultSinksValue {
+  /// The answer.
+  const GetSignalResultSinksValue({
+    required this.detail,
+    required this.reason,
+    required this.state,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory GetSignalResultSinksValue.fromJson(Map<String, Object?> json) => GetSignalResultSinksValue(
+        detail: json['detail'] == null ? null : _as<String>(json['detail']),
+        reason: json['reason'] == null ? null : _as<String>(json['reason']),
+        state: _as<String>(json['state']),
+      );
+
+  /// `detail`
+  final String? detail;
+
+  /// `reason`
+  final String? reason;
+
+  /// `state`
+  final String state;
+}
+
+/// The `GetSignalResult` answer of the API.
+final class GetSignalResult {
+  /// The answer.
+  const GetSignalResult({
+    required this.signal,
+    required this.sinks,
+  });
+
+  /// Decodes the JSON answer; throws [FokhaDecodeError].
+  factory GetSignalResult.fromJson(Map<String, Object?> json) => GetSignalResult(
+        signal: Signal.fromJson(_asMap(json['signal'], 'Signal')),
+        sinks: _asMap(json['sinks'], 'GetSignalResultSinks').map((k, e) => MapEntry(k, GetSignalResultSinksValue.fromJson(_asMap(e.value, 'GetSignalResultSinksValue')))),
+      );
+
+  /// `signal`
+  final Signal signal;
+
+  /// `sinks`
+  final Map<String, GetSignalResultSinksValue> sinks;
+}
 
 Map<String, Object?>? _problem(String body) {
   try {
