@@ -117,7 +117,8 @@ def test_syntax_gate_fails_on_broken_dart(package: Path) -> None:
             "api_client.dart",
             "idempotencyKey: idempotencyKey ?? newIdempotencyKey(),\n        query: null,\n"
             "        decode: (json) => PublishSignalResult",
-            "idempotencyKey: null,\n        query: null,\n        decode: (json) => PublishSignalResult",
+            "idempotencyKey: null,\n        query: null,\n"
+            "        decode: (json) => PublishSignalResult",
             "sends no Idempotency-Key",
         ),
         ("websocket_client.dart", "final Object? data;", "final dynamic data;", "dynamic"),
