@@ -32,7 +32,7 @@ from .. import _validate as v
 from .._postgres import ConnectionPool, PostgresPool, check_prefix, migrate
 from ..clock import Clock
 from ..errors import ClosedError
-from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult
+from ._backend import CONFLICT, DUPLICATE, FIRST, IN_FLIGHT, ClaimResult, warn_aclose
 
 __all__ = ["PostgresDedupBackend"]
 
@@ -358,6 +358,11 @@ class PostgresDedupBackend:
                 return total
 
     async def aclose(self) -> None:
+        """Deprecated alias of :meth:`close`."""
+        warn_aclose(self)
+        await self.close()
+
+    async def close(self) -> None:
         """Stop the sweep and close the connections."""
         if self._closed:
             return

@@ -335,7 +335,7 @@ def api_app(
     if idempotency_cache is None:
 
         async def close_cache(app: web.Application) -> None:
-            await cache.aclose()
+            await cache.close()
 
         app.on_cleanup.append(close_cache)
     return app

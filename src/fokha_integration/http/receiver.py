@@ -251,7 +251,7 @@ class WebhookReceiver:
     async def close(self) -> None:
         """Close the replay cache if the receiver made it."""
         if self._own_cache:
-            await self._cache.aclose()
+            await self._cache.close()
 
 
 def webhook_receiver(
