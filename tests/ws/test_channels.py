@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+import logging
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fokha_integration.ws import Mode, Position
 from fokha_integration.ws._channels import ChannelLog, ChannelStore
-from fokha_integration.ws._server import SlowClientPolicy, _Conn, _Counters
+from fokha_integration.ws._fanout import Conn, Counters, Fanout, SlowClientPolicy
 
 
 @given(
@@ -47,10 +47,10 @@ def test_no_since_gives_the_latest_snapshot_and_reset_changes_epoch() -> None:
     """Without since: the latest value; after reset the old epoch no longer recovers."""
     store = ChannelStore(history=5)
     assert store.recover("prices.X", None).messages == ()
-    log = store.log("prices.X", create=True)
+    store.append("prices.X", "1", 0.0, 0.0)
+    store.append("prices.X", "2", 0.0, 0.0)
+    log = store.log("prices.X")
     assert log is not None
-    log.append("1", 0.0, 0.0)
-    log.append("2", 0.0, 0.0)
     rec = store.recover("prices.X", None)
     assert (rec.recovered, [m.data_json for m in rec.messages]) == (None, ["2"])
     old = log.epoch
@@ -60,12 +60,10 @@ def test_no_since_gives_the_latest_snapshot_and_reset_changes_epoch() -> None:
     assert store.recover("prices.X", Position(old, 2)).recovered is False
 
 
-def _conn(queue_size: int, max_pending: int = 10_000) -> _Conn:
-    server = SimpleNamespace(
-        _counters=_Counters(),
-        slow_policy=SlowClientPolicy(queue_size=queue_size, max_pending=max_pending),
-    )
-    return _Conn(server, ws=None, session=None)  # type: ignore[arg-type]
+def _conn(queue_size: int, max_pending: int = 10_000) -> Conn:
+    policy = SlowClientPolicy(queue_size=queue_size, max_pending=max_pending)
+    fanout = Fanout(policy, Counters(), logging.getLogger("test"))
+    return Conn(fanout, ws=None, session=None)  # type: ignore[arg-type]
 
 
 @given(queue_size=st.integers(1, 10), count=st.integers(1, 60), after=st.integers(0, 5))

@@ -19,7 +19,7 @@ from ._auth import (
     TokenAuthenticator,
     token_channels,
 )
-from ._channels import ChannelLog, Message, Recovery
+from ._channels import ChannelLimitError, ChannelLog, HistoryPolicy, Message, Recovery
 from ._client import ChannelMessage, ClientState, StateEvent, WebSocketClient
 from ._protocol import (
     PROTOCOL_VERSION,
@@ -41,11 +41,13 @@ __all__ = [
     "Authenticator",
     "Authorizer",
     "Broker",
+    "ChannelLimitError",
     "ChannelLog",
     "ChannelMessage",
     "ClientState",
     "CloseCode",
     "ErrorCode",
+    "HistoryPolicy",
     "Limits",
     "LocalBroker",
     "Message",

@@ -27,7 +27,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendUnavailableError, ClosedError
-from .._channels import Message, Recovery, make_message, new_epoch, recover_from
+from .._channels import (
+    ChannelLimitError,
+    Message,
+    Recovery,
+    make_message,
+    new_epoch,
+    recover_from,
+)
 from .._protocol import Position
 
 if TYPE_CHECKING:
@@ -133,10 +140,10 @@ class RedisBroker:
         if self._closed or self._script is None:
             raise ClosedError("broker is closed or not started")
         if channel not in self._known and len(self._known) >= self.max_channels:
-            # As LocalBroker: a bound on channels, so clients allowed to publish cannot
-            # grow every node's per-channel state (and Redis keys) without end. Each
-            # node refuses new channels past the bound, so the total stays bounded too.
-            raise OverflowError(f"more than {self.max_channels} channels")
+            # A bound on channels, so clients allowed to publish cannot grow every
+            # node's per-channel state (and Redis keys) without end. Each node refuses
+            # new channels past the bound, so the total stays bounded too.
+            raise ChannelLimitError(channel, self.max_channels)
         args = [new_epoch(), self.history, data_json, repr(ts), self._fanout, channel]
         with _mapped("publish"):
             epoch, seq = await asyncio.wait_for(
