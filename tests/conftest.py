@@ -1,8 +1,9 @@
 """Shared fixtures (see ``tests/support.py`` for the helpers they use).
 
 The ``redis_server`` fixture starts a private ``redis-server`` on a free port for the
-session (never the machine's shared one); without the binary, Redis tests skip with
-a reason locally and fail under ``CI=true``.
+session (never the machine's shared one), and ``postgres_server`` a private
+PostgreSQL cluster in a temp dir; without the binaries, those tests skip with a
+reason locally and fail under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import RedisServer, free_port
+from tests.support import PostgresServer, RedisServer, free_port, postgres_bin_dir
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,29 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server on a free port, for the whole test session."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed; .ci/run should have installed it")
+        pytest.skip("PostgreSQL server binaries (initdb) not found")
+    with tempfile.TemporaryDirectory(prefix="fokha-pg-") as workdir:
+        server = PostgresServer(port=free_port(), workdir=Path(workdir), bin_dir=bin_dir)
+        server.init()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a new, empty database on the private PostgreSQL server."""
+    if postgres_server.proc is None or postgres_server.proc.poll() is not None:
+        postgres_server.start()
+    return postgres_server.create_database()

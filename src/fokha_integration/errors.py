@@ -20,12 +20,17 @@ attributes are for code.
      ├── RetryExhaustedError                       .attempts, .elapsed, .last_exception
      └── ClosedError                               the component was closed
 
-Backend errors (sqlite3, redis-py, OS errors) are translated into this tree in one
-helper per backend, with ``raise ... from exc`` so the original stays attached.
+Backend errors (sqlite3, redis-py, PostgreSQL drivers, OS errors) are translated
+into this tree in one place: :func:`map_backend_errors` (a context manager, after
+httpcore's ``map_exceptions``) and :func:`translate_backend_error`, with one
+classification table per driver in ``fokha_integration._driver_errors``. The
+original stays attached as ``__cause__``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
@@ -41,6 +46,8 @@ __all__ = [
     "RateLimitedError",
     "RetryExhaustedError",
     "ValidationError",
+    "map_backend_errors",
+    "translate_backend_error",
 ]
 
 
@@ -154,3 +161,48 @@ class RetryExhaustedError(FokhaError):
 
 class ClosedError(FokhaError):
     """The component was closed; no more operations are accepted."""
+
+
+def translate_backend_error(backend: str, exc: BaseException, operation: str = "") -> BaseException:
+    """The library error for a driver's exception, or ``exc`` itself if it is not one.
+
+    ``backend`` names the driver's table (``"sqlite"``, ``"redis"``, ``"postgres"``,
+    ``"os"``); the table says whether the error means "cannot be reached right now"
+    (:class:`BackendUnavailableError`: retry later, fail open or closed) or "the
+    request itself failed" (:class:`BackendError`). Library errors and exceptions
+    the table does not know (a bug in our code, ``CancelledError``) pass through
+    unchanged.
+    """
+    if isinstance(exc, FokhaError):
+        return exc
+    from ._driver_errors import classify  # lazily: keeps driver tables off the import path
+
+    kind = classify(backend, exc)
+    if kind is None:
+        return exc
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if operation:
+        detail = f"{operation}: {detail}"
+    if kind == "unavailable":
+        return BackendUnavailableError(backend, detail)
+    return BackendError(backend, detail)
+
+
+@contextmanager
+def map_backend_errors(backend: str, operation: str = "") -> Iterator[None]:
+    """Translate a driver's exceptions raised in the block into the library's tree.
+
+    ::
+
+        with map_backend_errors("redis", "claim"):
+            await client.evalsha(...)
+
+    The translated error is raised ``from`` the original.
+    """
+    try:
+        yield
+    except Exception as exc:
+        mapped = translate_backend_error(backend, exc, operation)
+        if mapped is exc:
+            raise
+        raise mapped from exc

@@ -1,0 +1,123 @@
+"""One classification table per driver: which of its exceptions mean "unavailable".
+
+Used only through :func:`fokha_integration.errors.map_backend_errors` and
+:func:`~fokha_integration.errors.translate_backend_error`. A table answers, for
+one exception of its driver:
+
+- ``"unavailable"``: the backend cannot serve right now (connection refused or
+  lost, timed out, locked, still loading, disk full); a later retry may succeed,
+  and fail-open/fail-closed choices apply;
+- ``"error"``: the driver reached the backend and the request itself failed
+  (a malformed command, a constraint, a corrupt file); retrying will not help;
+- ``None``: not this driver's exception; it passes through untranslated.
+
+Driver packages are imported only inside their table, and only when an exception
+is being classified, so a missing optional driver costs nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from collections.abc import Callable
+from typing import Literal
+
+Kind = Literal["unavailable", "error"]
+
+__all__ = ["Kind", "classify"]
+
+# OS errors that say "not now" rather than "never": the disk is full, the device
+# is busy, the peer is gone, the operation timed out.
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EINTR,
+        errno.ETIMEDOUT,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+    }
+)
+
+# sqlite3 reports most faults as OperationalError with a message; these
+# fragments mean the file is there but cannot be used right now.
+_SQLITE_UNAVAILABLE = (
+    "locked",
+    "busy",
+    "unable to open",
+    "disk i/o",
+    "database or disk is full",
+    "readonly",
+    "read-only",
+)
+
+
+def _classify_os(exc: BaseException) -> Kind | None:
+    if isinstance(exc, TimeoutError):
+        return "unavailable"
+    if isinstance(exc, OSError):
+        return "unavailable" if exc.errno in _TRANSIENT_ERRNOS else "error"
+    return None
+
+
+def _classify_sqlite(exc: BaseException) -> Kind | None:
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "unavailable" if any(f in text for f in _SQLITE_UNAVAILABLE) else "error"
+    if isinstance(exc, sqlite3.Error):
+        return "error"
+    return _classify_os(exc)
+
+
+def _classify_redis(exc: BaseException) -> Kind | None:
+    try:
+        from redis import exceptions as r
+    except ImportError:  # pragma: no cover - the redis extra is not installed
+        return _classify_os(exc)
+    unavailable = (
+        r.ConnectionError,
+        r.TimeoutError,
+        r.BusyLoadingError,
+        r.ClusterDownError,
+        r.TryAgainError,
+        r.MasterDownError,
+    )
+    if isinstance(exc, unavailable):
+        return "unavailable"
+    if isinstance(exc, r.RedisError):
+        return "error"
+    return _classify_os(exc)
+
+
+def _classify_postgres(exc: BaseException) -> Kind | None:
+    # Filled in by the PostgreSQL backends: SQLSTATE classes 08 (connection),
+    # 53 (insufficient resources), 57P (operator intervention) and 40001/40P01
+    # (serialization / deadlock) are "unavailable"; other database errors "error".
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if isinstance(state, str) and len(state) == 5:
+        if state.startswith(("08", "53", "57P")) or state in ("40001", "40P01"):
+            return "unavailable"
+        return "error"
+    return _classify_os(exc)
+
+
+_TABLES: dict[str, Callable[[BaseException], Kind | None]] = {
+    "os": _classify_os,
+    "sqlite": _classify_sqlite,
+    "redis": _classify_redis,
+    "postgres": _classify_postgres,
+}
+
+
+def classify(backend: str, exc: BaseException) -> Kind | None:
+    """What ``exc`` means for ``backend`` (a key of the tables above); see the module docstring."""
+    table = _TABLES.get(backend, _classify_os)
+    return table(exc)
