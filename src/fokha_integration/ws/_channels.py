@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .. import _validate
 from ..errors import ConfigError, FokhaError
 from ._protocol import Position, dumps
 
@@ -74,16 +74,9 @@ class HistoryPolicy:
     max_age: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise ConfigError("history.count", "must be an integer >= 1", self.count)
-        age = self.max_age
-        if age is not None and (
-            isinstance(age, bool)
-            or not isinstance(age, (int, float))
-            or not math.isfinite(age)
-            or age <= 0
-        ):
-            raise ConfigError("history.max_age", "must be a finite number > 0 or None", age)
+        _validate.integer("history.count", self.count, minimum=1)
+        if self.max_age is not None:
+            _validate.positive("history.max_age", self.max_age)
 
 
 def new_epoch() -> str:
@@ -304,17 +297,8 @@ class ChannelStore:
             ):
                 raise ConfigError("history_rules", "must be (pattern, HistoryPolicy) pairs", rule)
         self.rules = tuple(rules)
-        if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
-            raise ConfigError("max_channels", "must be an integer >= 1", max_channels)
-        if (
-            isinstance(channel_idle, bool)
-            or not isinstance(channel_idle, (int, float))
-            or not math.isfinite(channel_idle)
-            or channel_idle < 0
-        ):
-            raise ConfigError("channel_idle", "must be a finite number >= 0", channel_idle)
-        self.max_channels = max_channels
-        self.channel_idle = float(channel_idle)
+        self.max_channels = _validate.integer("max_channels", max_channels, minimum=1)
+        self.channel_idle = _validate.non_negative("channel_idle", channel_idle)
         self.evicted = 0
         # Least recently published first: eviction looks at the head only.
         self._logs: OrderedDict[str, ChannelLog] = OrderedDict()

@@ -34,6 +34,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
+from .. import _validate
 from ..errors import ConfigError
 from ._auth import Principal
 from ._channels import Message, conflated_frame, gap_frame
@@ -42,15 +43,6 @@ from ._protocol import CloseCode, Mode, Position, Session
 __all__ = ["Conn", "Counters", "Fanout", "SlowClientPolicy"]
 
 _ANONYMOUS = Principal("anonymous")
-
-
-def _setting(name: str, value: object, *, integer: bool, minimum: float, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        raise ConfigError(name, "must be an integer" if integer else "must be a number", value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(name, "must be finite", value)
-    if value < minimum or (strict and value == minimum):
-        raise ConfigError(name, f"must be {'>' if strict else '>='} {minimum:g}", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +67,15 @@ class SlowClientPolicy:
     send_buffer: int | None = None
 
     def __post_init__(self) -> None:
-        _setting("high_watermark", self.high_watermark, integer=True, minimum=1, strict=False)
-        _setting("low_watermark", self.low_watermark, integer=True, minimum=0, strict=False)
+        _validate.integer("high_watermark", self.high_watermark, minimum=1)
+        _validate.integer("low_watermark", self.low_watermark, minimum=0)
         if self.low_watermark >= self.high_watermark:
             raise ConfigError("low_watermark", "must be < high_watermark", self.low_watermark)
-        _setting("queue_size", self.queue_size, integer=True, minimum=1, strict=False)
-        _setting("max_pending", self.max_pending, integer=True, minimum=1, strict=False)
-        _setting("grace", self.grace, integer=False, minimum=0, strict=True)
+        _validate.integer("queue_size", self.queue_size, minimum=1)
+        _validate.integer("max_pending", self.max_pending, minimum=1)
+        _validate.positive("grace", self.grace)
         if self.send_buffer is not None:
-            _setting("send_buffer", self.send_buffer, integer=True, minimum=1, strict=False)
+            _validate.integer("send_buffer", self.send_buffer, minimum=1)
 
 
 @dataclass

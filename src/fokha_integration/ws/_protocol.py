@@ -21,14 +21,13 @@ It is not the fan-out (see ``_server.py``) and not the channel history
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, Union
 
-from ..errors import ConfigError
+from .. import _validate
 from .protocol_table import CLOSE_CODES, ERROR_CODES
 from .protocol_table import PROTOCOL_VERSION as _TABLE_VERSION
 
@@ -287,28 +286,12 @@ class Limits:
     max_connections: int = 10_000
 
     def __post_init__(self) -> None:
-        _int_setting("max_frame_bytes", self.max_frame_bytes, 256)
-        _int_setting("max_channels", self.max_channels, 1)
-        _int_setting("burst", self.burst, 1)
-        _int_setting("max_connections", self.max_connections, 1)
-        _positive_setting("rate", self.rate)
-        _positive_setting("hello_timeout", self.hello_timeout)
-
-
-def _int_setting(name: str, value: object, minimum: int) -> None:
-    """Refuse a setting that is not an ``int`` (bools refused) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, "must be an integer", value)
-    if value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}", value)
-
-
-def _positive_setting(name: str, value: object) -> None:
-    """Refuse a setting that is not a finite number > 0 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, "must be a number", value)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(name, "must be a finite number > 0", value)
+        _validate.integer("max_frame_bytes", self.max_frame_bytes, minimum=256)
+        _validate.integer("max_channels", self.max_channels, minimum=1)
+        _validate.integer("burst", self.burst, minimum=1)
+        _validate.integer("max_connections", self.max_connections, minimum=1)
+        _validate.positive("rate", self.rate)
+        _validate.positive("hello_timeout", self.hello_timeout)
 
 
 class TokenBucket:

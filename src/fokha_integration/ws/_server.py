@@ -15,7 +15,6 @@ import contextlib
 import fnmatch
 import inspect
 import logging
-import math
 import socket
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+from .. import _validate
 from .._version import __version__
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ClosedError, ConfigError, ValidationError
@@ -53,15 +53,6 @@ from ._protocol import (
 from .brokers import Broker, LocalBroker
 
 __all__ = ["SlowClientPolicy", "WebSocketMetrics", "WebSocketServer"]
-
-
-def _seconds(name: str, value: object) -> float:
-    """A finite positive number of seconds, or :class:`ConfigError` naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, "must be a number of seconds", value)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(name, "must be a finite number > 0", value)
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,21 +139,20 @@ class WebSocketServer:
         logger: logging.Logger | None = None,
         name: str = f"fokha/{__version__}",
     ) -> None:
-        if not isinstance(host, str) or not host:
-            raise ConfigError("host", "must be a non-empty string", host)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigError("port", "must be an integer in 0..65535", port)
+        _validate.string("host", host)
+        _validate.integer("port", port, minimum=0, maximum=65535)
         if isinstance(conflate, str) or not all(isinstance(p, str) for p in conflate):
             raise ConfigError("conflate", "must be a sequence of channel patterns", conflate)
-        if compression not in (None, "deflate"):
-            raise ConfigError("compression", "must be None or 'deflate'", compression)
+        _validate.one_of("compression", compression, (None, "deflate"))
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigError("limits", "must be a Limits", limits)
         if slow is not None and not isinstance(slow, SlowClientPolicy):
             raise ConfigError("slow", "must be a SlowClientPolicy", slow)
-        heartbeat = _seconds("heartbeat", heartbeat)
-        close_timeout = _seconds("close_timeout", close_timeout)
-        op_timeout = _seconds("op_timeout", op_timeout)
+        _validate.boolean("allow_publish", allow_publish)
+        _validate.string("name", name)
+        heartbeat = _validate.positive("heartbeat", heartbeat)
+        close_timeout = _validate.positive("close_timeout", close_timeout)
+        op_timeout = _validate.positive("op_timeout", op_timeout)
         self.host = host
         self._port = port
         self.broker: Broker = broker if broker is not None else LocalBroker()
