@@ -194,6 +194,10 @@ class WebSocketServer:
             close_timeout=self.close_timeout,
             create_connection=_Connection,
             logger=self.log,
+            # WebSocket-level pings (documented): every 20 s, closed with 1011 when no
+            # pong comes back within 20 s. The protocol's own heartbeat is separate.
+            ping_interval=20.0,
+            ping_timeout=20.0,
         )
         self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeats())
         return self
@@ -442,7 +446,7 @@ class WebSocketServer:
             for cr, rec in zip(req.channels, recoveries, strict=True)
         ]
         await self._apply(conn, session.subscribed(req.id, results))
-        sent = time.time()
+        sent = self.clock.time()
         for cr, rec in zip(req.channels, recoveries, strict=True):
             if rec.recovered is True:
                 self._counters.recovery_hits += 1
