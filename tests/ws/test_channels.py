@@ -108,3 +108,39 @@ def test_pending_latest_channel_conflates_to_one_message(count: int, after: int)
         assert [(f["kind"], f["seq"], f["from"]) for f in frames] == [
             ("conflated", count, after + 1)
         ]
+
+
+def test_age_history_drops_old_messages_but_keeps_the_latest() -> None:
+    """With max_age, messages older than the age are dropped on append and on recover;
+    the latest value survives for snapshots."""
+    from fokha_integration.ws import HistoryPolicy
+
+    log = ChannelLog("signals.a", history=HistoryPolicy(count=1000, max_age=10.0))
+    for i in range(5):
+        log.append(json.dumps(i), float(i), float(i))
+    assert len(log) == 5
+    log.append("5", 20.0, 20.0)  # everything before t=10 is now too old
+    assert len(log) == 1
+    rec = log.recover(Position(log.epoch, 2), now=100.0)
+    assert rec.recovered is False
+    assert [m.seq for m in rec.messages] == [6]
+
+
+def test_bytes_per_retained_message_stay_near_the_documented_figure() -> None:
+    """The documented ~800 bytes per retained ~200-byte message holds (guard: < 1,100)."""
+    import tracemalloc
+
+    from fokha_integration.ws import HistoryPolicy
+
+    payload = json.dumps({"symbol": "EURUSD", "note": "x" * 150}, separators=(",", ":"))
+    n = 20_000
+    log = ChannelLog("signals.trend", history=HistoryPolicy(count=n, max_age=600.0))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            log.append(payload[:-2] + f"{i:02d}" + payload[-2:], i * 0.0005, i * 0.0005)
+        per_message = (tracemalloc.get_traced_memory()[0] - base) / n
+    finally:
+        tracemalloc.stop()
+    assert 300 < per_message < 1100, per_message

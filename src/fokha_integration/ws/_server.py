@@ -248,7 +248,9 @@ class WebSocketServer:
                 if self._conns:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._all_gone.wait(), drain)
-            self._server.close(close_connections=True, code=CloseCode.DRAINING, reason="draining")
+            self._server.close(
+                close_connections=True, code=CloseCode.DRAINING, reason=CloseCode.DRAINING.reason
+            )
             await self._server.wait_closed()
         self._fanout.cancel_tasks()
         await self.broker.close()
@@ -277,11 +279,11 @@ class WebSocketServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         if self._closed:
-            await ws.close(CloseCode.DRAINING, "draining")
+            await ws.close(CloseCode.DRAINING, CloseCode.DRAINING.reason)
             return
         if len(self._conns) >= self.limits.max_connections:
             self._counters.rejected_connections += 1
-            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, CloseCode.TOO_MANY_CONNECTIONS.reason)
             return
         session = Session(
             now=time.monotonic(),
