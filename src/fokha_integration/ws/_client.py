@@ -99,12 +99,61 @@ class _Closed(Exception):
     pass
 
 
-def _backoff_pair(backoff: object) -> tuple[float, float]:
+def _retry_policy(backoff: object, retry: object) -> RetryPolicy:
+    """The reconnect policy from ``retry`` or the ``backoff`` shorthand."""
+    if retry is not None and backoff is not None:
+        raise ConfigError("backoff", "give retry or backoff, not both", backoff)
+    if retry is not None:
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigError("retry", "must be a RetryPolicy", retry)
+        return retry
+    if backoff is None:
+        return RetryPolicy(initial=0.1, max_delay=10.0, deadline=None)
     if not isinstance(backoff, tuple) or len(backoff) != 2:
         raise ConfigError("backoff", "must be a pair (initial, cap) of seconds", backoff)
     initial = _validate.non_negative("backoff.initial", backoff[0])
     cap = _validate.non_negative("backoff.cap", backoff[1])
-    return initial, cap
+    return RetryPolicy(initial=initial, max_delay=cap, deadline=None)
+
+
+def _check_settings(
+    name: object,
+    queue_size: object,
+    request_timeout: object,
+    open_timeout: object,
+    heartbeat_timeout: object,
+    max_size: object,
+) -> None:
+    """Refuse wrong-typed or out-of-range client settings with ConfigError."""
+    _validate.string("name", name, max_length=64)
+    _validate.integer("queue_size", queue_size, minimum=1)
+    _validate.positive("request_timeout", request_timeout)
+    _validate.positive("open_timeout", open_timeout)
+    if heartbeat_timeout is not None:
+        _validate.positive("heartbeat_timeout", heartbeat_timeout)
+    _validate.integer("max_size", max_size, minimum=1024)
+
+
+async def _resolve_token(source: TokenSource) -> str | None:
+    """The token for this connect: the string, or what the (async) callable returns."""
+    if source is None or isinstance(source, str):
+        return source
+    value = source()
+    if isinstance(value, str):
+        return value
+    return await value
+
+
+def _hello_frame(token: str | None, name: str) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "op": "hello",
+        "protocol": 1,
+        "client": {"name": name, "version": __version__},
+    }
+    if token is not None:
+        # Optional string in the spec: absent, never null.
+        frame["token"] = token
+    return frame
 
 
 class WebSocketClient:
@@ -145,20 +194,10 @@ class WebSocketClient:
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls or not all(isinstance(u, str) and u for u in self.urls):
             raise ConfigError("url", "must be a URL or a non-empty list of URLs", url)
-        if retry is not None and backoff is not None:
-            raise ConfigError("backoff", "give retry or backoff, not both", backoff)
-        if retry is None:
-            initial, cap = (0.1, 10.0) if backoff is None else _backoff_pair(backoff)
-            retry = RetryPolicy(initial=initial, max_delay=cap, deadline=None)
-        elif not isinstance(retry, RetryPolicy):
-            raise ConfigError("retry", "must be a RetryPolicy", retry)
-        _validate.string("name", name, max_length=64)
-        _validate.integer("queue_size", queue_size, minimum=1)
-        _validate.positive("request_timeout", request_timeout)
-        _validate.positive("open_timeout", open_timeout)
-        if heartbeat_timeout is not None:
-            _validate.positive("heartbeat_timeout", heartbeat_timeout)
-        _validate.integer("max_size", max_size, minimum=1024)
+        retry = _retry_policy(backoff, retry)
+        _check_settings(
+            name, queue_size, request_timeout, open_timeout, heartbeat_timeout, max_size
+        )
         self.url = self.urls[0]
         self._url_index = 0
         self._token = token
@@ -329,14 +368,6 @@ class WebSocketClient:
             except Exception:
                 self.log.exception("on_state callback failed")
 
-    async def _token_value(self) -> str | None:
-        if self._token is None or isinstance(self._token, str):
-            return self._token
-        value = self._token()
-        if isinstance(value, str):
-            return value
-        return await value
-
     def _delay(self, delays: Iterator[float]) -> float:
         """The next reconnect delay: the policy's sequence, with its jitter."""
         value = next(delays)
@@ -386,7 +417,7 @@ class WebSocketClient:
     async def _session_once(self) -> tuple[int | None, str]:
         """One connection from open to close; returns the close code and reason."""
         try:
-            token = await self._token_value()
+            token = await _resolve_token(self._token)
             self.welcome = {}
             async with connect(
                 self.url,
@@ -398,15 +429,7 @@ class WebSocketClient:
                 self._ws = ws
                 reader = asyncio.get_running_loop().create_task(self._read(ws))
                 try:
-                    hello: dict[str, Any] = {
-                        "op": "hello",
-                        "protocol": 1,
-                        "client": {"name": self._name, "version": __version__},
-                    }
-                    if token is not None:
-                        # Optional string in the spec: absent, never null.
-                        hello["token"] = token
-                    self.welcome = await self._request(hello)
+                    self.welcome = await self._request(_hello_frame(token, self._name))
                     self._connected.set()
                     self._set_state(StateEvent(ClientState.CONNECTED))
                     if self._wanted:

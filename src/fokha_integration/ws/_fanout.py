@@ -149,6 +149,18 @@ class Conn:
         self.last_sent = time.monotonic()
         self.close_code: int | None = None
 
+    def stats(self) -> dict[str, Any]:
+        """Details for ``WebSocketServer.connection_stats`` (a plain dict per connection)."""
+        transport = self.ws.transport
+        return {
+            "id": self.id,
+            "user": self.principal.subject,
+            "channels": sorted(self.modes),
+            "slow": self.slow,
+            "pending": self.pending_count,
+            "write_buffer": transport.get_write_buffer_size() if transport else 0,
+        }
+
     def enqueue(self, msg: Message) -> None:
         """Keep ``msg`` for later (conflated, queued or turned into a gap marker)."""
         mode = self.modes.get(msg.channel)

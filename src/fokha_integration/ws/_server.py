@@ -55,6 +55,32 @@ from .brokers import Broker, LocalBroker
 __all__ = ["SlowClientPolicy", "WebSocketMetrics", "WebSocketServer"]
 
 
+def _check_settings(
+    host: object,
+    port: object,
+    conflate: object,
+    compression: object,
+    limits: object,
+    slow: object,
+    allow_publish: object,
+    name: object,
+) -> None:
+    """Refuse wrong-typed or out-of-range server settings with ConfigError."""
+    _validate.string("host", host)
+    _validate.integer("port", port, minimum=0, maximum=65535)
+    if isinstance(conflate, str) or not isinstance(conflate, (list, tuple)):
+        raise ConfigError("conflate", "must be a sequence of channel patterns", conflate)
+    if not all(isinstance(p, str) for p in conflate):
+        raise ConfigError("conflate", "must be a sequence of channel patterns", conflate)
+    _validate.one_of("compression", compression, (None, "deflate"))
+    if limits is not None and not isinstance(limits, Limits):
+        raise ConfigError("limits", "must be a Limits", limits)
+    if slow is not None and not isinstance(slow, SlowClientPolicy):
+        raise ConfigError("slow", "must be a SlowClientPolicy", slow)
+    _validate.boolean("allow_publish", allow_publish)
+    _validate.string("name", name)
+
+
 @dataclass(frozen=True, slots=True)
 class WebSocketMetrics:
     """A snapshot of the server's counters (``connections``/``subscriptions``/``slow_clients``
@@ -139,17 +165,7 @@ class WebSocketServer:
         logger: logging.Logger | None = None,
         name: str = f"fokha/{__version__}",
     ) -> None:
-        _validate.string("host", host)
-        _validate.integer("port", port, minimum=0, maximum=65535)
-        if isinstance(conflate, str) or not all(isinstance(p, str) for p in conflate):
-            raise ConfigError("conflate", "must be a sequence of channel patterns", conflate)
-        _validate.one_of("compression", compression, (None, "deflate"))
-        if limits is not None and not isinstance(limits, Limits):
-            raise ConfigError("limits", "must be a Limits", limits)
-        if slow is not None and not isinstance(slow, SlowClientPolicy):
-            raise ConfigError("slow", "must be a SlowClientPolicy", slow)
-        _validate.boolean("allow_publish", allow_publish)
-        _validate.string("name", name)
+        _check_settings(host, port, conflate, compression, limits, slow, allow_publish, name)
         heartbeat = _validate.positive("heartbeat", heartbeat)
         close_timeout = _validate.positive("close_timeout", close_timeout)
         op_timeout = _validate.positive("op_timeout", op_timeout)
@@ -551,17 +567,4 @@ class WebSocketServer:
 
     def connection_stats(self) -> list[dict[str, Any]]:
         """Per-connection details (id, user, channels, slow, pending messages, write buffer)."""
-        out = []
-        for conn in self._conns:
-            transport = conn.ws.transport
-            out.append(
-                {
-                    "id": conn.id,
-                    "user": conn.principal.subject,
-                    "channels": sorted(conn.modes),
-                    "slow": conn.slow,
-                    "pending": conn.pending_count,
-                    "write_buffer": transport.get_write_buffer_size() if transport else 0,
-                }
-            )
-        return out
+        return [conn.stats() for conn in self._conns]
