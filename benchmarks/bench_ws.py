@@ -358,7 +358,8 @@ async def bench(args: argparse.Namespace) -> Report:
 # End to end: our WebSocketClient vs raw websockets clients vs python-socketio
 #
 # A client process (this script with --e2e-client KIND) holds n clients of one kind:
-# "ours" (WebSocketClient, messages from ``async for``), "raw" (a websockets
+# "ours" (WebSocketClient with an ``on_message`` callback, the lean path), "iter"
+# (WebSocketClient read with ``async for``; 100 clients only), "raw" (a websockets
 # connection that subscribes and json-parses every frame), "sio" (python-socketio's
 # AsyncClient, an event handler). It prints "DONE k" whenever every client has every
 # message up to k, so the publisher keeps a bounded window in flight (saturation
@@ -398,19 +399,26 @@ async def e2e_client_main(kind: str, config: dict[str, Any]) -> None:
 
     tasks: list[asyncio.Task[Any]] = []
     closers: list[Any] = []
-    if kind == "ours":
-        from fokha_integration.ws import WebSocketClient
+    if kind in ("ours", "iter"):
+        from fokha_integration.ws import ChannelMessage, WebSocketClient
 
         async def consume(client: WebSocketClient) -> None:
             async for msg in client:
                 if msg.kind == "update":
                     got(msg.data)
 
+        def on_message(msg: ChannelMessage) -> None:
+            if msg.kind == "update":
+                got(msg.data)
+
         for _ in range(n):
-            client = WebSocketClient(url, open_timeout=60, request_timeout=60)
+            # "ours": the on_message callback (the lean path); "iter": async for.
+            callback = on_message if kind == "ours" else None
+            client = WebSocketClient(url, open_timeout=60, request_timeout=60, on_message=callback)
             await client.connect()
             await client.subscribe(CHANNEL, mode="all")
-            tasks.append(asyncio.create_task(consume(client)))
+            if callback is None:
+                tasks.append(asyncio.create_task(consume(client)))
             closers.append(client.close)
     elif kind == "raw":
 
@@ -571,10 +579,14 @@ async def bench_e2e(args: argparse.Namespace, report: Report) -> None:
     if not args.quick:
         sizes = [(100, 200, 500, 100.0), (500, 60, 200, 20.0)]
     for n, burst, paced, rate in sizes:
-        rows: dict[str, list[dict[str, Any]]] = {"ours": [], "raw": [], "stack": [], "sio": []}
+        rows: dict[str, list[dict[str, Any]]] = {
+            "ours": [], "iter": [], "raw": [], "stack": [], "sio": []
+        }  # fmt: skip
         for r in range(rounds):
             log(args, f"round {r + 1}: {n} of our clients and {n} raw clients on one server")
             kinds = ["ours", "raw"] if r % 2 == 0 else ["raw", "ours"]
+            if n <= 100:
+                kinds.insert(1, "iter")
             pair = await run_e2e(_OursServer(), kinds, n, burst, paced, rate, window=20)
             for kind, result in zip(kinds, pair, strict=True):
                 rows[kind].append(result)
@@ -584,9 +596,11 @@ async def bench_e2e(args: argparse.Namespace, report: Report) -> None:
             for name, make, kind in order:
                 log(args, f"round {r + 1}: {name}, {n} clients alone")
                 rows[name].append((await run_e2e(make(), [kind], n, burst, paced, rate, 20))[0])
-        for name, label in (("ours", "client"), ("raw", "rawclient"), ("stack", "ours"),
-                            ("sio", "socketio")):  # fmt: skip
+        for name, label in (("ours", "client"), ("iter", "client_iter"), ("raw", "rawclient"),
+                            ("stack", "ours"), ("sio", "socketio")):  # fmt: skip
             rs = rows[name]
+            if not rs:
+                continue
             report.figure(
                 f"e2e_{label}_{n}_deliveries_per_s", round(_median(rs, "deliveries_per_s"))
             )
