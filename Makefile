@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # Extras the test suite exercises (every optional backend that has tests).
-TEST_EXTRAS := dev,redis,jwt,watch
+TEST_EXTRAS := dev,redis,jwt,watch,dart
 
 .PHONY: demo test lint typecheck pytest bench clean venv
 

@@ -50,6 +50,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_queue_parser(sub)
     # --- end queue -------------------------------------------------------------
+    from .dart._cli import add_parser as add_dart_parser
+
+    add_dart_parser(sub)
+    from .serve._cli import add_parsers as add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 
@@ -89,6 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_queue(args))
     # --- end queue -------------------------------------------------------------
+    if args.command == "dart":
+        from .dart._cli import run as run_dart
+
+        return run_dart(args)
+    if args.command == "serve":
+        from .serve._cli import run_serve
+
+        return run_serve(args)
+    if args.command == "init":
+        from .serve._cli import run_init
+
+        return run_init(args)
     parser.print_help()
     return 2
 

@@ -1,0 +1,229 @@
+"""The web console at ``/console``: static page + a small JSON API, both token-protected.
+
+The page is plain HTML, CSS and JavaScript shipped as package data (no build step).
+Every API call carries ``Authorization: Bearer <token>`` (the HMAC tokens the
+WebSocket server checks; the console needs one that may read every channel). The
+token lives in the tab's ``sessionStorage``, never in a cookie, so another site
+cannot make the browser send it: actions are CSRF-safe by construction. Every
+response carries a strict Content-Security-Policy (no inline script, no other
+origin but the hub's own WebSocket port).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..errors import ProtocolError, ValidationError
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+__all__ = ["add_console_routes"]
+
+_STATIC = {
+    "index.html": "text/html",
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+}
+_HUB_KEY: web.AppKey[Hub] = web.AppKey("fokha_hub")
+
+
+def _csp(hub: Hub) -> str:
+    host = hub.config.server.host
+    ws = f"ws://{host}:{hub.ws.port} ws://localhost:{hub.ws.port}"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' {ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    if request.path.startswith("/console"):
+        response.headers["Content-Security-Policy"] = _csp(request.app[_HUB_KEY])
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _problem(status: int, title: str, detail: str = "") -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json"
+    )
+
+
+def _authorised(request: web.Request) -> bool:
+    hub = request.app[_HUB_KEY]
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    try:
+        principal = hub.authenticator.verify(header[7:].strip())
+    except (ProtocolError, ValueError, UnicodeError):
+        return False
+    channels = principal.channels
+    return channels is None or "console" in channels
+
+
+def _guard(handler: Any) -> Any:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not _authorised(request):
+            return _problem(401, "unauthorised", "a console token is required (Bearer)")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guarded
+
+
+async def _static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info.get("name", "index.html")
+    if name not in _STATIC:
+        raise web.HTTPNotFound
+    data = resources.files("fokha_integration.serve").joinpath("static").joinpath(name).read_bytes()
+    return web.Response(body=data, content_type=_STATIC[name])
+
+
+async def _session(request: web.Request) -> web.Response:
+    hub = request.app[_HUB_KEY]
+    channels = sorted({s.channel for s in hub.config.sinks if s.kind == "websocket"})
+    return web.json_response(
+        {"ws_url": hub.ws_url, "channels": channels, "demo": hub.demo, "started": hub.started_at}
+    )
+
+
+async def _overview(request: web.Request) -> web.Response:
+    hub = request.app[_HUB_KEY]
+    report = hub.monitor.report()
+    checks = {
+        view.key: {
+            "status": str(view.status.value),
+            "output": view.result.output if view.result is not None else "",
+            "stale": view.stale,
+        }
+        for _check, view in report.checks
+    }
+    ws = hub.ws.metrics()
+    sinks = {
+        name: {
+            "delivered": m.delivered,
+            "retried": m.retried,
+            "dead_lettered": m.dead_lettered,
+            "pending": m.pending,
+            "lag": round(m.lag, 4),
+            "oldest_pending_age": round(m.oldest_pending_age, 3),
+            "breaker": m.breaker,
+        }
+        for name, m in (await hub.queue.metrics()).items()
+    }
+    ea: dict[str, Any] | None = None
+    if hub.bridge is not None:
+        age = hub.ea_heartbeat_age()
+        alive = hub.bridge.peer_alive(max_age=hub.config.bridge.fail_after)
+        ea = {
+            "alive": alive,
+            "heartbeat_age": None if age is None else round(age, 2),
+            "restarts": hub.bridge.stats.peer_restarts,
+            "instance": hub.bridge.peer_instance,
+        }
+    return web.json_response(
+        {
+            "status": str(report.status.value),
+            "checks": checks,
+            "ea": ea,
+            "websocket": {
+                "connections": ws.connections,
+                "subscriptions": ws.subscriptions,
+                "published": ws.messages_published,
+                "sent": ws.messages_sent,
+                "gaps": ws.gaps,
+            },
+            "sinks": sinks,
+            "samples": [
+                {
+                    "t": s.t,
+                    "messages_per_s": s.messages_per_s,
+                    "delivered_per_s": s.delivered_per_s,
+                    "pending": s.pending,
+                    "oldest_age": s.oldest_age,
+                }
+                for s in hub.samples
+            ],
+            "now": time.time(),
+        }
+    )
+
+
+async def _dead_letters(request: web.Request) -> web.Response:
+    hub = request.app[_HUB_KEY]
+    letters = await hub.queue.dead_letters(limit=200)
+    return web.json_response(
+        [
+            {
+                "ref": d.ref,
+                "sink": d.sink,
+                "reason": d.reason,
+                "envelope": d.envelope.to_dict(),
+                "detail": d.detail,
+                "dead_at": d.dead_at,
+                "attempts": [a.to_dict() for a in d.attempts],
+            }
+            for d in letters
+        ]
+    )
+
+
+async def _replay(request: web.Request) -> web.Response:
+    hub = request.app[_HUB_KEY]
+    try:
+        body = await request.json()
+    except ValueError:
+        return _problem(400, "bad_json", "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return _problem(400, "bad_json", "the body must be a JSON object")
+    sink, refs = body.get("sink"), body.get("refs")
+    if not isinstance(sink, str) or not (
+        isinstance(refs, list) and all(isinstance(r, str) for r in refs) and len(refs) <= 1000
+    ):
+        return _problem(422, "bad_field", "sink: string; refs: list of up to 1000 strings")
+    try:
+        count = await hub.queue.replay_dead_letters(sink, refs)
+    except KeyError:
+        return _problem(404, "unknown_sink", sink)
+    return web.json_response({"replayed": count})
+
+
+async def _publish(request: web.Request) -> web.Response:
+    from ..models import Signal
+
+    hub = request.app[_HUB_KEY]
+    try:
+        body = await request.json()
+        signal = Signal.from_dict(body)
+    except ValidationError as exc:
+        return _problem(422, "bad_field", str(exc))
+    except ValueError:
+        return _problem(400, "bad_json", "the body must be a JSON object")
+    result = await hub.queue.publish(signal)
+    return web.json_response({"status": str(result.status), "id": result.id}, status=201)
+
+
+def add_console_routes(app: web.Application, hub: Hub) -> None:
+    """Mount the console page and its API on ``app`` (``/console``)."""
+    app[_HUB_KEY] = hub
+    app.middlewares.append(_security_headers)
+    app.router.add_get("/console", _static)
+    app.router.add_get("/console/", _static)
+    app.router.add_get("/console/static/{name}", _static)
+    app.router.add_get("/console/api/session", _guard(_session))
+    app.router.add_get("/console/api/overview", _guard(_overview))
+    app.router.add_get("/console/api/dead-letters", _guard(_dead_letters))
+    app.router.add_post("/console/api/dead-letters/replay", _guard(_replay))
+    app.router.add_post("/console/api/signals", _guard(_publish))
