@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -353,15 +354,307 @@ async def bench(args: argparse.Namespace) -> Report:
     return report
 
 
+# ---------------------------------------------------------------------------
+# End to end: our WebSocketClient vs raw websockets clients vs python-socketio
+#
+# A client process (this script with --e2e-client KIND) holds n clients of one kind:
+# "ours" (WebSocketClient with an ``on_message`` callback, the lean path), "iter"
+# (WebSocketClient read with ``async for``; 100 clients only), "raw" (a websockets
+# connection that subscribes and json-parses every frame), "sio" (python-socketio's
+# AsyncClient, an event handler). It prints "DONE k" whenever every client has every
+# message up to k, so the publisher keeps a bounded window in flight (saturation
+# without an open flood), and at the end the CPU seconds it spent per delivery in
+# the saturated phase and the paced publish-to-consume latencies.
+
+
+async def e2e_client_main(kind: str, config: dict[str, Any]) -> None:
+    n, total, burst = config["n"], config["total"], config["burst"]
+    url = config["url"]
+    counts = [0] * (total + 1)
+    done = 0
+    lat: list[float] = []
+    cpu_start = cpu_end = 0.0
+    finished = asyncio.Event()
+    step = max(1, config["window"] // 4)
+
+    def got(data: dict[str, Any]) -> None:
+        nonlocal done, cpu_start, cpu_end
+        k = data["k"]
+        if k > burst:
+            lat.append(time.monotonic() - data["t"])
+        counts[k] += 1
+        if counts[k] != n:
+            return
+        advanced = done
+        while done < total and counts[done + 1] == n:
+            done += 1
+        if done == 1:
+            cpu_start = time.process_time()
+        if advanced < burst <= done:
+            cpu_end = time.process_time()
+        if done // step != advanced // step or done == total:
+            print(f"DONE {done}", flush=True)
+        if done == total:
+            finished.set()
+
+    tasks: list[asyncio.Task[Any]] = []
+    closers: list[Any] = []
+    if kind in ("ours", "iter"):
+        from fokha_integration.ws import ChannelMessage, WebSocketClient
+
+        async def consume(client: WebSocketClient) -> None:
+            async for msg in client:
+                if msg.kind == "update":
+                    got(msg.data)
+
+        def on_message(msg: ChannelMessage) -> None:
+            if msg.kind == "update":
+                got(msg.data)
+
+        for _ in range(n):
+            # "ours": the on_message callback (the lean path); "iter": async for.
+            callback = on_message if kind == "ours" else None
+            client = WebSocketClient(url, open_timeout=60, request_timeout=60, on_message=callback)
+            await client.connect()
+            await client.subscribe(CHANNEL, mode="all")
+            if callback is None:
+                tasks.append(asyncio.create_task(consume(client)))
+            closers.append(client.close)
+    elif kind == "raw":
+
+        async def read(ws: Any) -> None:
+            async for raw in ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "message" and frame.get("kind") == "update":
+                    got(frame["data"])
+
+        for _ in range(n):
+            ws = await _open(url, True)
+            tasks.append(asyncio.create_task(read(ws)))
+            closers.append(ws.close)
+    else:
+        import socketio
+
+        for _ in range(n):
+            sio = socketio.AsyncClient(reconnection=False)
+            sio.on("m", got)
+            await sio.connect(url, transports=["websocket"], wait_timeout=60)
+            closers.append(sio.disconnect)
+    print("READY", flush=True)
+    await asyncio.wait_for(finished.wait(), 300)
+    deliveries = n * burst
+    print(
+        json.dumps(
+            {
+                "cpu_us": (cpu_end - cpu_start) / max(1, deliveries - n) * 1e6,
+                "p50": percentile(lat, 50),
+                "p99": percentile(lat, 99),
+            }
+        ),
+        flush=True,
+    )
+    for t in tasks:
+        t.cancel()
+    for close in closers:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+class _SocketIO:
+    """python-socketio's AsyncServer on aiohttp, emitting to one room."""
+
+    async def start(self) -> str:
+        import socketio
+        from aiohttp import web
+
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", logger=False)
+
+        async def on_connect(sid: str, environ: Any) -> None:
+            await self.sio.enter_room(sid, "bench")
+
+        self.sio.on("connect", on_connect)
+        app = web.Application()
+        self.sio.attach(app)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    async def publish(self, data: dict[str, Any]) -> None:
+        await self.sio.emit("m", data, room="bench")
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+class _OursServer:
+    """Our server for the end-to-end rows."""
+
+    async def start(self) -> str:
+        self.server = WebSocketServer(
+            broker=LocalBroker(history=100), heartbeat=60, limits=Limits(max_connections=5000)
+        )
+        await self.server.start()
+        return self.server.url
+
+    async def publish(self, data: dict[str, Any]) -> None:
+        await self.server.publish(CHANNEL, data)
+
+    async def close(self) -> None:
+        await self.server.close()
+
+
+async def run_e2e(
+    server: Any, kinds: list[str], n: int, burst: int, paced: int, rate: float, window: int
+) -> list[dict[str, Any]]:
+    """One server, one client process per kind (n clients each), a windowed burst then
+    a paced feed; per kind its deliveries/s, client CPU per delivery, p50/p99."""
+    url = await server.start()
+    total = burst + paced
+    config = {"n": n, "total": total, "burst": burst, "url": url, "window": window}
+    procs = []
+    for kind in kinds:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--e2e-client", kind, json.dumps(config),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(proc)
+    done = [0] * len(procs)
+    burst_end = [0.0] * len(procs)
+    results: list[dict[str, Any]] = [{} for _ in procs]
+    progressed = asyncio.Event()
+
+    async def follow(i: int, proc: Any) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode().strip()
+            if text.startswith("DONE "):
+                done[i] = int(text[5:])
+                if done[i] >= burst and not burst_end[i]:
+                    burst_end[i] = time.monotonic()
+                progressed.set()
+            elif text.startswith("{"):
+                results[i] = json.loads(text)
+
+    for proc in procs:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 300)
+        assert line.strip() == b"READY", line
+    followers = [asyncio.create_task(follow(i, p)) for i, p in enumerate(procs)]
+    first = time.monotonic()
+    for k in range(1, burst + 1):
+        while k - min(done) > window:  # bounded in-flight window
+            progressed.clear()
+            await asyncio.wait_for(progressed.wait(), 120)
+        await server.publish({"k": k, "t": time.monotonic(), "pad": "x" * 200})
+    while min(done) < burst:
+        progressed.clear()
+        await asyncio.wait_for(progressed.wait(), 120)
+    start = time.monotonic()
+    for j in range(paced):
+        await asyncio.sleep(max(0.0, start + j / rate - time.monotonic()))
+        await server.publish({"k": burst + 1 + j, "t": time.monotonic(), "pad": "x" * 200})
+    await asyncio.wait_for(asyncio.gather(*followers), 300)
+    for proc in procs:
+        await proc.wait()
+    await server.close()
+    return [
+        {
+            "deliveries_per_s": n * burst / max(1e-9, burst_end[i] - first),
+            "cpu_us": results[i]["cpu_us"],
+            "p50_ms": results[i]["p50"] * 1000,
+            "p99_ms": results[i]["p99"] * 1000,
+        }
+        for i in range(len(procs))
+    ]
+
+
+async def bench_e2e(args: argparse.Namespace, report: Report) -> None:
+    """Our client vs raw clients (same server, same frames) and ours vs python-socketio."""
+    rounds = 2 if args.quick else 3
+    # (clients, saturated burst messages, paced messages, paced rate per second)
+    sizes = [(100, 60, 200, 100.0), (500, 20, 40, 20.0)]
+    if not args.quick:
+        sizes = [(100, 200, 500, 100.0), (500, 60, 200, 20.0)]
+    for n, burst, paced, rate in sizes:
+        rows: dict[str, list[dict[str, Any]]] = {
+            "ours": [], "iter": [], "raw": [], "raw_iter": [], "stack": [], "sio": []
+        }  # fmt: skip
+        for r in range(rounds):
+            log(args, f"round {r + 1}: {n} of our clients and {n} raw clients on one server")
+            kinds = ["ours", "raw"] if r % 2 == 0 else ["raw", "ours"]
+            pair = await run_e2e(_OursServer(), kinds, n, burst, paced, rate, window=20)
+            for kind, result in zip(kinds, pair, strict=True):
+                rows[kind].append(result)
+            if n <= 100:
+                # async for next to raw clients, in a pair of its own (three client
+                # processes at once would saturate the machine and measure that).
+                log(args, f"round {r + 1}: {n} clients with async for and {n} raw clients")
+                kinds = ["iter", "raw"] if r % 2 == 0 else ["raw", "iter"]
+                pair = await run_e2e(_OursServer(), kinds, n, burst, paced, rate, window=20)
+                for kind, result in zip(kinds, pair, strict=True):
+                    rows["raw_iter" if kind == "raw" else kind].append(result)
+            order = [("stack", _OursServer, "ours"), ("sio", _SocketIO, "sio")]
+            if r % 2:
+                order.reverse()
+            for name, make, kind in order:
+                log(args, f"round {r + 1}: {name}, {n} clients alone")
+                rows[name].append((await run_e2e(make(), [kind], n, burst, paced, rate, 20))[0])
+        for name, label in (("ours", "client"), ("iter", "client_iter"), ("raw", "rawclient"),
+                            ("raw_iter", "rawclient_iter"), ("stack", "ours"),
+                            ("sio", "socketio")):  # fmt: skip
+            rs = rows[name]
+            if not rs:
+                continue
+            report.figure(
+                f"e2e_{label}_{n}_deliveries_per_s", round(_median(rs, "deliveries_per_s"))
+            )
+            report.figure(
+                f"e2e_{label}_{n}_client_us_per_delivery", round(_median(rs, "cpu_us"), 2)
+            )
+            report.figure(f"e2e_{label}_{n}_p50_ms", round(_median(rs, "p50_ms"), 3))
+            report.figure(f"e2e_{label}_{n}_p99_ms", round(_median(rs, "p99_ms"), 3))
+        f = report.figures
+        cpu = f[f"e2e_client_{n}_client_us_per_delivery"] / max(
+            1e-9, f[f"e2e_rawclient_{n}_client_us_per_delivery"]
+        )
+        report.target(f"client CPU/delivery ours/raw at {n}", round(cpu, 3), 1.15, "<=", "x")
+        if n == 100:
+            p99 = f[f"e2e_client_{n}_p99_ms"] / max(1e-6, f[f"e2e_rawclient_{n}_p99_ms"])
+            report.target(f"end-to-end p99 ours/raw clients at {n}", round(p99, 3), 1.25, "<=", "x")
+        sat = f[f"e2e_ours_{n}_deliveries_per_s"] / max(
+            1.0, f[f"e2e_socketio_{n}_deliveries_per_s"]
+        )
+        report.target(f"saturated deliveries/s ours/socketio at {n}", round(sat, 3), 2.0, ">=", "x")
+        p99 = f[f"e2e_ours_{n}_p99_ms"] / max(1e-6, f[f"e2e_socketio_{n}_p99_ms"])
+        report.target(f"paced p99 ours/socketio at {n}", round(p99, 3), 0.5, "<=", "x")
+
+
+async def run_all(args: argparse.Namespace) -> Report:
+    """The server rows, then the end-to-end rows (ours, raw clients, python-socketio)."""
+    report = await bench(args) if args.only != "e2e" else Report("bench_ws")
+    if args.only != "server":
+        await bench_e2e(args, report)
+    return report
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--client":
         asyncio.run(client_main(json.loads(sys.argv[2])))
         return
+    if len(sys.argv) > 3 and sys.argv[1] == "--e2e-client":
+        asyncio.run(e2e_client_main(sys.argv[2], json.loads(sys.argv[3])))
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--only", choices=("server", "e2e"), help="run only the server or the end-to-end rows"
+    )
     args = parser.parse_args()
-    asyncio.run(bench(args)).emit(args.json)
+    asyncio.run(run_all(args)).emit(args.json)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,32 @@ def postgres_dsn(postgres_server: PostgresServer) -> str:
     if postgres_server.proc is None or postgres_server.proc.poll() is not None:
         postgres_server.start()
     return postgres_server.create_database()
+
+
+@pytest.fixture(autouse=True)
+def ws_frames_validated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every frame our WebSocket server/client sends is checked against the JSON Schemas
+    (tests/wire_schemas.py); a frame that does not fit fails the test."""
+    try:
+        from tests.wire_schemas import validating_frames
+    except ImportError as exc:  # jsonschema missing (the dev extra)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"jsonschema is needed to validate WebSocket frames: {exc}")
+        yield
+        return
+    with validating_frames(monkeypatch):
+        yield
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many WebSocket frames were validated against the schemas in this run."""
+    import sys
+
+    wire = sys.modules.get("tests.wire_schemas")
+    checked = getattr(wire, "_checker", None)
+    if checked is not None:
+        counts = checked.counts
+        terminalreporter.write_line(
+            f"WebSocket frames validated against the schemas: {counts['server']} sent by the "
+            f"server, {counts['client']} sent by the client"
+        )

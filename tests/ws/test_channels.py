@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+import logging
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fokha_integration.ws import Mode, Position
 from fokha_integration.ws._channels import ChannelLog, ChannelStore
-from fokha_integration.ws._server import SlowClientPolicy, _Conn, _Counters
+from fokha_integration.ws._fanout import Conn, Counters, Fanout, SlowClientPolicy
 
 
 @given(
@@ -47,10 +47,10 @@ def test_no_since_gives_the_latest_snapshot_and_reset_changes_epoch() -> None:
     """Without since: the latest value; after reset the old epoch no longer recovers."""
     store = ChannelStore(history=5)
     assert store.recover("prices.X", None).messages == ()
-    log = store.log("prices.X", create=True)
+    store.append("prices.X", "1", 0.0, 0.0)
+    store.append("prices.X", "2", 0.0, 0.0)
+    log = store.log("prices.X")
     assert log is not None
-    log.append("1", 0.0, 0.0)
-    log.append("2", 0.0, 0.0)
     rec = store.recover("prices.X", None)
     assert (rec.recovered, [m.data_json for m in rec.messages]) == (None, ["2"])
     old = log.epoch
@@ -60,12 +60,10 @@ def test_no_since_gives_the_latest_snapshot_and_reset_changes_epoch() -> None:
     assert store.recover("prices.X", Position(old, 2)).recovered is False
 
 
-def _conn(queue_size: int, max_pending: int = 10_000) -> _Conn:
-    server = SimpleNamespace(
-        _counters=_Counters(),
-        slow_policy=SlowClientPolicy(queue_size=queue_size, max_pending=max_pending),
-    )
-    return _Conn(server, ws=None, session=None)  # type: ignore[arg-type]
+def _conn(queue_size: int, max_pending: int = 10_000) -> Conn:
+    policy = SlowClientPolicy(queue_size=queue_size, max_pending=max_pending)
+    fanout = Fanout(policy, Counters(), logging.getLogger("test"))
+    return Conn(fanout, ws=None, session=None)  # type: ignore[arg-type]
 
 
 @given(queue_size=st.integers(1, 10), count=st.integers(1, 60), after=st.integers(0, 5))
@@ -110,3 +108,39 @@ def test_pending_latest_channel_conflates_to_one_message(count: int, after: int)
         assert [(f["kind"], f["seq"], f["from"]) for f in frames] == [
             ("conflated", count, after + 1)
         ]
+
+
+def test_age_history_drops_old_messages_but_keeps_the_latest() -> None:
+    """With max_age, messages older than the age are dropped on append and on recover;
+    the latest value survives for snapshots."""
+    from fokha_integration.ws import HistoryPolicy
+
+    log = ChannelLog("signals.a", history=HistoryPolicy(count=1000, max_age=10.0))
+    for i in range(5):
+        log.append(json.dumps(i), float(i), float(i))
+    assert len(log) == 5
+    log.append("5", 20.0, 20.0)  # everything before t=10 is now too old
+    assert len(log) == 1
+    rec = log.recover(Position(log.epoch, 2), now=100.0)
+    assert rec.recovered is False
+    assert [m.seq for m in rec.messages] == [6]
+
+
+def test_bytes_per_retained_message_stay_near_the_documented_figure() -> None:
+    """The documented ~800 bytes per retained ~200-byte message holds (guard: < 1,100)."""
+    import tracemalloc
+
+    from fokha_integration.ws import HistoryPolicy
+
+    payload = json.dumps({"symbol": "EURUSD", "note": "x" * 150}, separators=(",", ":"))
+    n = 20_000
+    log = ChannelLog("signals.trend", history=HistoryPolicy(count=n, max_age=600.0))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            log.append(payload[:-2] + f"{i:02d}" + payload[-2:], i * 0.0005, i * 0.0005)
+        per_message = (tracemalloc.get_traced_memory()[0] - base) / n
+    finally:
+        tracemalloc.stop()
+    assert 300 < per_message < 1100, per_message

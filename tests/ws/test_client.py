@@ -127,3 +127,28 @@ async def test_drain_retry_after_delays_the_reconnect() -> None:
     assert reconnecting[0].delay >= 0.4
     await client.close()
     assert client.state is ClientState.CLOSED
+
+
+async def test_on_message_callback_gets_every_message_in_order() -> None:
+    """With on_message, messages arrive in the callback (sync or async), in order, with
+    duplicates dropped, and a callback that raises does not break the connection."""
+    got: list[int] = []
+    done = asyncio.Event()
+
+    async def on_message(msg: Any) -> None:
+        got.append(msg.seq)
+        if msg.seq == 2:
+            raise RuntimeError("an application bug")
+        if len(got) == 5:
+            done.set()
+
+    async with WebSocketServer(broker=LocalBroker()) as srv:
+        client = WebSocketClient(srv.url, on_message=on_message)
+        await client.connect()
+        await client.subscribe("signals.cb", mode="all")
+        for i in range(5):
+            await srv.publish("signals.cb", {"i": i})
+        await asyncio.wait_for(done.wait(), timeout(5))
+        assert got == [1, 2, 3, 4, 5]
+        assert client.positions["signals.cb"].seq == 5
+        await client.close()

@@ -20,7 +20,7 @@ from tests.support import timeout
 from tests.ws.support import SECRET, RawClient
 
 ALLOWED_TYPES = {"error", "pong", "ack", "welcome", "message"}
-ALLOWED_CLOSE = {1009, 4002, 4003, 4500, 4501, 4503}
+ALLOWED_CLOSE = {1009, 4002, 4003, 4500, 4501, 4502, 4503}
 
 
 class Harness:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fokha_integration.ws import Position, WebSocketClient, WebSocketServer
+from fokha_integration.ws import ChannelLimitError, Position, WebSocketClient, WebSocketServer
 from fokha_integration.ws.brokers.redis import RedisBroker
 from tests.support import timeout
 from tests.ws.support import RawClient
@@ -193,7 +193,7 @@ async def test_redis_broker_bounds_the_number_of_channels(redis_url: str) -> Non
     try:
         await srv.publish("prices.a", {"x": 1})
         await srv.publish("prices.b", {"x": 1})
-        with pytest.raises(OverflowError):
+        with pytest.raises(ChannelLimitError):
             await srv.publish("prices.c", {"x": 1})
         assert (await srv.publish("prices.a", {"x": 2})).seq == 2
     finally:

@@ -228,8 +228,9 @@ async def test_oversized_frame_closes_with_1009() -> None:
         assert await c.closed_with() == 1009
 
 
-async def test_idle_heartbeat_carries_latest_positions(auth) -> None:
-    """An idle subscriber gets a heartbeat with its channels' latest positions."""
+async def test_item1_heartbeat_never_carries_null_positions(auth) -> None:
+    """An idle subscriber's heartbeat has its channels' latest positions, and a channel that
+    never had a message is left out instead of null (issue 15 item 1)."""
     async with WebSocketServer(authenticator=auth, heartbeat=0.2) as srv:
         c, _ = await _subscribed(srv.url, auth.issue("u", ttl=60), "signals.s1", "signals.none")
         pos = await srv.publish("signals.s1", {"x": 1})
@@ -238,7 +239,6 @@ async def test_idle_heartbeat_carries_latest_positions(auth) -> None:
             pass
         assert frame["channels"] == {
             "signals.s1": {"epoch": pos.epoch, "seq": 1},
-            "signals.none": None,
         }
         await c.close()
 

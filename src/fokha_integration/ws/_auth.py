@@ -25,12 +25,15 @@ import fnmatch
 import hashlib
 import hmac
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .. import _validate
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ProtocolError
+from ..errors import ConfigError, ProtocolError
 from ._protocol import ErrorCode
 
 __all__ = [
@@ -88,8 +91,22 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url without padding: any character outside the alphabet is refused.
+
+    (``urlsafe_b64decode`` drops non-alphabet characters, which made tokens malleable:
+    ``sig`` and ``s!ig`` decoded to the same bytes.)
+    """
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise binascii.Error("not base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:
+        # Non-canonical trailing bits: another spelling of the same bytes.
+        raise binascii.Error("not canonical base64url")
+    return raw
 
 
 class TokenAuthenticator:
@@ -102,20 +119,27 @@ class TokenAuthenticator:
     def __init__(
         self, secret: bytes | str, *, clock: Clock = SYSTEM_CLOCK, leeway: float = 0.0
     ) -> None:
+        if not isinstance(secret, (str, bytes, bytearray)):
+            raise ConfigError("secret", "must be str or bytes", type(secret).__name__)
         key = secret.encode() if isinstance(secret, str) else bytes(secret)
         if len(key) < 32:
-            raise ValueError("the token secret must be at least 32 bytes")
+            raise ConfigError("secret", "must be at least 32 bytes", f"{len(key)} bytes")
         self._key = key
         self._clock = clock
-        self._leeway = leeway
+        self._leeway = _validate.non_negative("leeway", leeway)
 
     def _sign(self, signing_input: bytes) -> bytes:
         return hmac.new(self._key, signing_input, hashlib.sha256).digest()
 
     def issue(self, subject: str, *, ttl: float, channels: Sequence[str] | None = None) -> str:
         """A token for ``subject`` valid for ``ttl`` seconds, limited to ``channels`` patterns."""
-        if not subject or ttl <= 0:
-            raise ValueError("subject must be non-empty and ttl positive")
+        _validate.string("subject", subject)
+        # A NaN or infinite ttl would make a token that never expires.
+        ttl = _validate.positive("ttl", ttl)
+        if channels is not None and (
+            isinstance(channels, str) or not all(isinstance(c, str) for c in channels)
+        ):
+            raise ConfigError("channels", "must be a sequence of patterns", channels)
         payload: dict[str, Any] = {"sub": subject, "exp": round(self._clock.time() + ttl, 3)}
         if channels is not None:
             payload["ch"] = list(channels)
@@ -148,6 +172,10 @@ class TokenAuthenticator:
             raise AuthError(ErrorCode.AUTH_INVALID, "payload lacks sub/exp")
         if ch is not None and not (isinstance(ch, list) and all(isinstance(c, str) for c in ch)):
             raise AuthError(ErrorCode.AUTH_INVALID, "'ch' must be a list of patterns")
+        if not math.isfinite(exp):
+            # Never issued by us; a forged-but-signed payload with a leaked key or an
+            # older build that let ttl=inf through: refuse rather than never expire.
+            raise AuthError(ErrorCode.AUTH_INVALID, "'exp' must be finite")
         if self._clock.time() > exp + self._leeway:
             raise AuthError(ErrorCode.AUTH_EXPIRED, "token expired")
         return Principal(sub, None if ch is None else tuple(ch), float(exp), payload)

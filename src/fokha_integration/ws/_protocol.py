@@ -21,12 +21,15 @@ It is not the fan-out (see ``_server.py``) and not the channel history
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, Union
+
+from .. import _validate
+from .protocol_table import CLOSE_CODES, ERROR_CODES
+from .protocol_table import PROTOCOL_VERSION as _TABLE_VERSION
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -51,7 +54,7 @@ __all__ = [
     "validate_channel",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = _TABLE_VERSION
 """The protocol version this module speaks (sent in ``welcome``)."""
 
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9_\-:@]+(\.[A-Za-z0-9_\-:@]+)*$")
@@ -67,7 +70,7 @@ def dumps(obj: Any) -> str:
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes the server uses.
+    """WebSocket close codes the server uses (``protocol_table.CLOSE_CODES`` is the table).
 
     4000-4499 mean "reconnect (with backoff, after ``retry_after`` when given)";
     4500-4999 mean "do not reconnect without changing something" (a new token, a
@@ -88,22 +91,29 @@ class CloseCode(IntEnum):
     PROTOCOL_VIOLATION = 4502
     UNSUPPORTED_VERSION = 4503
 
+    @property
+    def reason(self) -> str:
+        """The close reason sent with this code (a stable token; clients switch on the code)."""
+        return _CLOSE_REASONS[int(self)]
 
-_NO_RECONNECT_STANDARD = {1002, 1003, 1007, 1008, 1009, 1010}
+
+_RECONNECT = {spec.code: spec.reconnect for spec in CLOSE_CODES}
+_CLOSE_REASONS = {spec.code: spec.reason for spec in CLOSE_CODES}
 
 
 def is_reconnect_code(code: int | None) -> bool:
     """Whether a client should reconnect after the server closed with ``code``.
 
-    ``None`` (no close frame: the connection dropped) and 1000/1001/1006/1011-1014
-    mean reconnect; 4000-4499 reconnect; 4500-4999 and the standard "your fault"
-    codes (1002, 1003, 1007, 1008, 1009, 1010) do not.
+    ``None`` (no close frame: the connection dropped) means reconnect; a code in
+    ``protocol_table.CLOSE_CODES`` follows its ``reconnect`` column; other codes:
+    4500-4999 do not reconnect, everything else does.
     """
     if code is None:
         return True
-    if 4500 <= code <= 4999:
-        return False
-    return code not in _NO_RECONNECT_STANDARD
+    known = _RECONNECT.get(code)
+    if known is not None:
+        return known
+    return not 4500 <= code <= 4999
 
 
 class ErrorCode(str, Enum):
@@ -114,7 +124,6 @@ class ErrorCode(str, Enum):
     UNKNOWN_OP = "unknown_op"
     BAD_FIELD = "bad_field"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
-    FRAME_TOO_LARGE = "frame_too_large"
     NOT_AUTHENTICATED = "not_authenticated"
     ALREADY_AUTHENTICATED = "already_authenticated"
     UNSUPPORTED_VERSION = "unsupported_version"
@@ -132,7 +141,10 @@ class ErrorCode(str, Enum):
     @property
     def temporary(self) -> bool:
         """Whether retrying the same request later may succeed."""
-        return self in (ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL)
+        return _TEMPORARY[self.value]
+
+
+_TEMPORARY = {spec.code: spec.temporary for spec in ERROR_CODES}
 
 
 class Mode(str, Enum):
@@ -274,14 +286,12 @@ class Limits:
     max_connections: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.max_frame_bytes < 256:
-            raise ValueError("max_frame_bytes must be at least 256")
-        if self.max_channels < 1 or self.burst < 1 or self.max_connections < 1:
-            raise ValueError("max_channels, burst and max_connections must be >= 1")
-        if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError("rate must be a positive number")
-        if not self.hello_timeout > 0:
-            raise ValueError("hello_timeout must be positive")
+        _validate.integer("max_frame_bytes", self.max_frame_bytes, minimum=256)
+        _validate.integer("max_channels", self.max_channels, minimum=1)
+        _validate.integer("burst", self.burst, minimum=1)
+        _validate.integer("max_connections", self.max_connections, minimum=1)
+        _validate.positive("rate", self.rate)
+        _validate.positive("hello_timeout", self.hello_timeout)
 
 
 class TokenBucket:
@@ -375,6 +385,8 @@ def _short_str(frame: Mapping[str, Any], key: str, limit: int, default: str = ""
 
 
 def _channel(value: object) -> str:
+    if not isinstance(value, str):
+        raise _BadRequest(ErrorCode.BAD_FIELD, "a channel name must be a string")
     why = validate_channel(value)
     if why is not None:
         shown = value if isinstance(value, str) and len(value) <= _MAX_CHANNEL_LEN else None
@@ -407,12 +419,12 @@ def _channel_requests(frame: Mapping[str, Any], max_count: int) -> tuple[Channel
     out: dict[str, ChannelRequest] = {}
     for item in raw:
         if isinstance(item, str):
-            name = _channel(item)
+            name = _unique(_channel(item), out)
             out[name] = ChannelRequest(name, None, None)
             continue
         if not isinstance(item, Mapping):
             raise _BadRequest(ErrorCode.BAD_FIELD, "each channel must be a name or an object")
-        name = _channel(item.get("channel"))
+        name = _unique(_channel(item.get("channel")), out)
         mode_raw = item.get("mode")
         mode: Mode | None
         if mode_raw is None:
@@ -425,6 +437,21 @@ def _channel_requests(frame: Mapping[str, Any], max_count: int) -> tuple[Channel
     return tuple(out.values())
 
 
+def _echo_id(frame: Mapping[str, Any]) -> str | int | None:
+    """The id to echo in an error: the frame's id when it is a valid one, else ``None``."""
+    try:
+        return _request_id(frame)
+    except _BadRequest:
+        return None
+
+
+def _unique(name: str, seen: Mapping[str, object]) -> str:
+    # Refused rather than collapsed: the ack lists one entry per requested channel.
+    if name in seen:
+        raise _BadRequest(ErrorCode.BAD_FIELD, "a channel is listed twice", name)
+    return name
+
+
 def _peek_id(text: str | None, limit: int) -> str | int | None:
     """The request id of a frame we refuse anyway (so the client can match the error)."""
     if text is None or len(text) > limit:
@@ -435,10 +462,7 @@ def _peek_id(text: str | None, limit: int) -> str | int | None:
         return None
     if not isinstance(frame, dict):
         return None
-    try:
-        return _request_id(frame)
-    except _BadRequest:
-        return None
+    return _echo_id(frame)
 
 
 # ---------------------------------------------------------------------------
@@ -508,29 +532,23 @@ class Session:
             len(text) * 4 > self.limits.max_frame_bytes
             and len(text.encode("utf-8", "surrogatepass")) > self.limits.max_frame_bytes
         ):
-            return [
-                Send(
-                    error_frame(
-                        None,
-                        ErrorCode.FRAME_TOO_LARGE,
-                        f"frames are limited to {self.limits.max_frame_bytes} bytes",
-                    )
-                )
-            ]
+            # As the WebSocket layer does for a frame over its size limit: 1009, no reply.
+            return self._close(CloseCode.MESSAGE_TOO_BIG)
         try:
             frame = json.loads(text)
         except (ValueError, RecursionError):
             return [Send(error_frame(None, ErrorCode.BAD_JSON, "the frame is not valid JSON"))]
         if not isinstance(frame, dict):
             return [Send(error_frame(None, ErrorCode.BAD_FRAME, "a frame must be a JSON object"))]
-        rid = frame.get("id")
-        echo_id = rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
-        if isinstance(echo_id, str) and len(echo_id) > _MAX_ID_LEN:
-            echo_id = None
         try:
             return self._dispatch(frame, now)
         except _BadRequest as bad:
-            return [Send(error_frame(echo_id, bad.code, bad.message, channel=bad.channel))]
+            reply = Send(error_frame(_echo_id(frame), bad.code, bad.message, channel=bad.channel))
+            if frame.get("op") == "hello" and bad.code is ErrorCode.BAD_FIELD:
+                # A malformed hello is a client bug no retry fixes: close with a 45xx code,
+                # so the client stops instead of reconnecting on the hello timeout forever.
+                return [reply, *self._close(CloseCode.PROTOCOL_VIOLATION)]
+            return [reply]
 
     def receive_bytes(self, data: bytes, now: float) -> list[Action]:
         """Handle one inbound binary frame: refused, the protocol is text only."""
@@ -546,7 +564,7 @@ class Session:
         if self._state.closed or self._state.authenticated or self._state.hello_pending:
             return []
         if now - self._opened_at >= self.limits.hello_timeout:
-            return self._close(CloseCode.HELLO_TIMEOUT, "no hello in time")
+            return self._close(CloseCode.HELLO_TIMEOUT)
         return []
 
     def hello_deadline(self) -> float | None:
@@ -555,29 +573,26 @@ class Session:
             return None
         return self._opened_at + self.limits.hello_timeout
 
-    def _close(self, code: CloseCode, reason: str) -> list[Action]:
+    def _close(self, code: CloseCode) -> list[Action]:
         self._state.closed = True
-        return [Close(int(code), reason)]
+        return [Close(int(code), code.reason)]
 
     def _rate(self, now: float, text: str | None = None) -> list[Action] | None:
         if self._bucket.take(now):
             return None
         rid = _peek_id(text, self.limits.max_frame_bytes)
-        if self._bucket.flooding:
-            return [
-                Send(error_frame(None, ErrorCode.RATE_LIMITED, "flooding: closing")),
-                *self._close(CloseCode.RATE_LIMITED, "inbound rate limit"),
-            ]
-        return [
-            Send(
-                error_frame(
-                    rid,
-                    ErrorCode.RATE_LIMITED,
-                    f"at most {self.limits.rate:g} frames per second",
-                    retry_after=self._bucket.retry_after(),
-                )
+        error = Send(
+            error_frame(
+                rid,
+                ErrorCode.RATE_LIMITED,
+                f"at most {self.limits.rate:g} frames per second",
+                retry_after=self._bucket.retry_after(),
             )
-        ]
+        )
+        if self._bucket.flooding:
+            # The last error before 4002 has the same shape as every other one.
+            return [error, *self._close(CloseCode.RATE_LIMITED)]
+        return [error]
 
     def _dispatch(self, frame: Mapping[str, Any], now: float) -> list[Action]:
         op = frame.get("op")
@@ -607,14 +622,16 @@ class Session:
         if self._state.hello_pending or (self.require_hello and self._state.authenticated):
             raise _BadRequest(ErrorCode.ALREADY_AUTHENTICATED, "hello was already sent")
         version = frame.get("protocol", PROTOCOL_VERSION)
-        if version != PROTOCOL_VERSION or isinstance(version, bool):
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise _BadRequest(ErrorCode.BAD_FIELD, "'protocol' must be an integer")
+        if version != PROTOCOL_VERSION:
             return [
                 Send(
                     error_frame(
                         rid, ErrorCode.UNSUPPORTED_VERSION, f"this server speaks {PROTOCOL_VERSION}"
                     )
                 ),
-                *self._close(CloseCode.UNSUPPORTED_VERSION, "unsupported protocol version"),
+                *self._close(CloseCode.UNSUPPORTED_VERSION),
             ]
         token = frame.get("token")
         if token is not None and (not isinstance(token, str) or len(token) > _MAX_TOKEN_LEN):
@@ -647,7 +664,10 @@ class Session:
         raw = frame.get("channels")
         if not isinstance(raw, list) or not raw or len(raw) > self.limits.max_channels:
             raise _BadRequest(ErrorCode.BAD_FIELD, "'channels' must be a non-empty list of names")
-        names = tuple(dict.fromkeys(_channel(c) for c in raw))
+        seen: dict[str, None] = {}
+        for c in raw:
+            seen[_unique(_channel(c), seen)] = None
+        names = tuple(seen)
         removed = [n for n in names if self._state.channels.pop(n, None) is not None]
         ack = dumps({"type": "ack", "id": rid, "op": "unsubscribe", "channels": list(names)})
         return [UnsubscribeRequest(rid, tuple(removed)), Send(ack)]
@@ -695,7 +715,16 @@ class Session:
         """The authenticator refused: an error frame and a close (4501 expired, else 4500)."""
         self._state.hello_pending = False
         close = CloseCode.TOKEN_EXPIRED if code is ErrorCode.AUTH_EXPIRED else CloseCode.AUTH_FAILED
-        return [Send(error_frame(request_id, code, message)), *self._close(close, code.value)]
+        return [Send(error_frame(request_id, code, message)), *self._close(close)]
+
+    def token_expired(self) -> list[Action]:
+        """A connected client's token ran out: an ``auth_expired`` error (id null), close 4501."""
+        if self._state.closed:
+            return []
+        return [
+            Send(error_frame(None, ErrorCode.AUTH_EXPIRED, "token expired")),
+            *self._close(CloseCode.TOKEN_EXPIRED),
+        ]
 
     def subscribed(self, request_id: str | int, results: Sequence[SubscribeResult]) -> list[Action]:
         """The channels are subscribed: the ``ack`` frame (send it before any message)."""
@@ -745,13 +774,21 @@ class Session:
         return [Send(dumps(ack))]
 
     def heartbeat(self, now_wall: float, positions: Mapping[str, Position | None]) -> Send:
-        """The idle-connection heartbeat: the latest position of each subscribed channel."""
+        """The idle-connection heartbeat: the latest position of each subscribed channel.
+
+        A channel that never had a message has no position and is left out (the
+        values are never ``null``).
+        """
         return Send(
             dumps(
                 {
                     "type": "heartbeat",
                     "time": round(now_wall, 6),
-                    "channels": {ch: _position_dict(p) for ch, p in positions.items()},
+                    "channels": {
+                        ch: {"epoch": p.epoch, "seq": p.seq}
+                        for ch, p in positions.items()
+                        if p is not None
+                    },
                 }
             )
         )

@@ -65,8 +65,6 @@ enum ErrorCode {
   badField('bad_field', temporary: false),
   /// `binary_not_supported`
   binaryNotSupported('binary_not_supported', temporary: false),
-  /// `frame_too_large`
-  frameTooLarge('frame_too_large', temporary: false),
   /// `not_authenticated`
   notAuthenticated('not_authenticated', temporary: false),
   /// `already_authenticated`

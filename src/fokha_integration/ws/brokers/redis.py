@@ -3,11 +3,18 @@
 Per channel, Redis holds
 
 * ``<prefix>:{<channel>}:seq`` - the sequence counter (``INCR``);
-* ``<prefix>:{<channel>}:epoch`` - the epoch, renewed whenever the counter starts
-  over (a flushed or new Redis means a new epoch, so no client ever recovers across
-  a reset silently);
+* ``<prefix>:{<channel>}:epoch`` - the epoch;
+* ``<prefix>:{<channel>}:boot`` - the ``run_id`` of the Redis process that started
+  the epoch;
 * ``<prefix>:{<channel>}:log`` - a Redis Stream of the last ``history`` messages,
   entry id ``<seq>-1``, so recovery is an ``XRANGE`` from ``since + 1``.
+
+A new epoch starts whenever the stream's history can have moved backwards: the
+counter starts over (a flushed or new Redis), the epoch key is missing, the Redis
+process is not the one that started the epoch (it restarted: an RDB snapshot or an
+``appendfsync everysec`` AOF may have brought back an older state, in which sequence
+numbers would silently repeat), or the stream's last id is not the counter's previous
+value. The script reads ``run_id`` itself, so a node never trusts a cached value.
 
 One Lua script numbers, stores and ``PUBLISH``es a message atomically, so the order
 on the pub/sub channel ``<prefix>:fanout`` is the sequence order. Every node
@@ -23,11 +30,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ...errors import BackendUnavailableError, ClosedError
-from .._channels import Message, Recovery, make_message, new_epoch, recover_from
+from ... import _validate
+from ...errors import BackendUnavailableError, ClosedError, map_backend_errors
+from .._channels import (
+    ChannelLimitError,
+    Message,
+    Recovery,
+    make_message,
+    new_epoch,
+    recover_from,
+)
 from .._protocol import Position
 
 if TYPE_CHECKING:
@@ -42,11 +56,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("RedisBroker needs redis-py: pip install 'fokha-integration[redis]'") from exc
 
 _PUBLISH = """
+local boot = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local seq = redis.call('INCR', KEYS[1])
 local epoch = redis.call('GET', KEYS[2])
-if seq == 1 or not epoch then
+local fresh = seq == 1 or not epoch or redis.call('GET', KEYS[4]) ~= boot
+if not fresh then
+  local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  fresh = not last or last[1] ~= (seq - 1) .. '-1'
+end
+if fresh then
   epoch = ARGV[1]
+  seq = 1
+  redis.call('SET', KEYS[1], 1)
   redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[4], boot)
   redis.call('DEL', KEYS[3])
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], seq .. '-1', 'd', ARGV[3], 't', ARGV[4])
@@ -54,15 +77,6 @@ redis.call('PUBLISH', ARGV[5], ARGV[6] .. '\\n' .. epoch .. '\\n' .. seq .. '\\n
   .. '\\n' .. ARGV[3])
 return {epoch, seq}
 """
-
-
-@contextlib.contextmanager
-def _mapped(operation: str) -> Iterator[None]:
-    """Translate redis-py and OS errors into BackendUnavailableError (one place)."""
-    try:
-        yield
-    except (_RedisError, OSError) as exc:
-        raise BackendUnavailableError("redis", f"{operation} failed: {exc}") from exc
 
 
 def _text(value: Any) -> str:
@@ -86,15 +100,11 @@ class RedisBroker:
         max_channels: int = 100_000,
         logger: logging.Logger | None = None,
     ) -> None:
-        if history < 1:
-            raise ValueError("history must be >= 1")
-        if max_channels < 1:
-            raise ValueError("max_channels must be >= 1")
-        self.max_channels = max_channels
-        self.url = url
-        self.prefix = prefix
-        self.history = history
-        self.op_timeout = op_timeout
+        self.max_channels = _validate.integer("max_channels", max_channels, minimum=1)
+        self.url = _validate.string("url", url)
+        self.prefix = _validate.string("prefix", prefix)
+        self.history = _validate.integer("history", history, minimum=1)
+        self.op_timeout = _validate.positive("op_timeout", op_timeout)
         self.log = logger or logging.getLogger("fokha_integration.ws.brokers.redis")
         self._redis: Any = None
         self._script: Any = None
@@ -108,7 +118,7 @@ class RedisBroker:
 
     def _keys(self, channel: str) -> list[str]:
         base = f"{self.prefix}:{{{channel}}}"
-        return [f"{base}:seq", f"{base}:epoch", f"{base}:log"]
+        return [f"{base}:seq", f"{base}:epoch", f"{base}:log", f"{base}:boot"]
 
     @property
     def _fanout(self) -> str:
@@ -133,12 +143,12 @@ class RedisBroker:
         if self._closed or self._script is None:
             raise ClosedError("broker is closed or not started")
         if channel not in self._known and len(self._known) >= self.max_channels:
-            # As LocalBroker: a bound on channels, so clients allowed to publish cannot
-            # grow every node's per-channel state (and Redis keys) without end. Each
-            # node refuses new channels past the bound, so the total stays bounded too.
-            raise OverflowError(f"more than {self.max_channels} channels")
+            # A bound on channels, so clients allowed to publish cannot grow every
+            # node's per-channel state (and Redis keys) without end. Each node refuses
+            # new channels past the bound, so the total stays bounded too.
+            raise ChannelLimitError(channel, self.max_channels)
         args = [new_epoch(), self.history, data_json, repr(ts), self._fanout, channel]
-        with _mapped("publish"):
+        with map_backend_errors("redis", "publish"):
             epoch, seq = await asyncio.wait_for(
                 self._script(keys=self._keys(channel), args=args), self.op_timeout
             )
@@ -148,7 +158,7 @@ class RedisBroker:
     async def _read(
         self, channel: str, first: int, last: str = "+"
     ) -> tuple[str | None, list[Message]]:
-        _, epoch_key, log_key = self._keys(channel)
+        _, epoch_key, log_key, _ = self._keys(channel)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(epoch_key)
             pipe.xrange(log_key, f"{first}-0", last, count=self.history)
@@ -169,8 +179,8 @@ class RedisBroker:
 
     async def recover(self, channel: str, since: Position | None) -> Recovery:
         """Answer from the channel's stream (exact messages or a snapshot)."""
-        _, epoch_key, log_key = self._keys(channel)
-        with _mapped("recover"):
+        _, epoch_key, log_key, _ = self._keys(channel)
+        with map_backend_errors("redis", "recover"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(epoch_key)
                 pipe.xrevrange(log_key, "+", "-", count=1)
