@@ -35,20 +35,12 @@ PENDING_RAISES: dict[str, int] = {
     "queue/_queue.py": 3,
     "queue/_types.py": 2,
     "resilience/_breaker.py": 2,
-    "ws/_client.py": 2,
-    "ws/_channels.py": 1,
-    "ws/brokers/redis.py": 2,
-    "ws/jwt_auth.py": 1,
-    "ws/_server.py": 5,
-    "ws/_auth.py": 2,
-    "ws/_protocol.py": 4,
 }
 
 # Private attributes read across objects, pending the same refactors.
 PENDING_PRIVATE: dict[str, int] = {
     "queue/_queue.py": 1,
     "resilience/_breaker.py": 3,
-    "ws/_server.py": 2,
 }
 
 

@@ -84,8 +84,8 @@ def test_syntax_gate_fails_on_broken_dart(package: Path) -> None:
         ),
         (
             "protocol.dart",
-            "authFailed(4500, reconnect: false)",
-            "authFailed(4500, reconnect: true)",
+            "authFailed(4500, reconnect: false,",
+            "authFailed(4500, reconnect: true,",
             "4500",
         ),
         (
@@ -121,6 +121,7 @@ def test_syntax_gate_fails_on_broken_dart(package: Path) -> None:
             "        decode: (json) => PublishSignalResult",
             "sends no Idempotency-Key",
         ),
+        ("protocol.dart", "reason: 'draining'", "reason: 'drain'", "reason"),
         ("websocket_client.dart", "final Object? data;", "final dynamic data;", "dynamic"),
         ("websocket_client.dart", "_emitEvent(message);", "print(message);", "print"),
     ],

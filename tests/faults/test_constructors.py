@@ -159,12 +159,6 @@ OWNERS = {
     "WebhookSink": "queue",
     "DeliveryResult": "queue",
     "queue.redis_streams.RedisStreamsStore": "queue",
-    "SlowClientPolicy": "ws",
-    "TokenAuthenticator": "ws",
-    "WebSocketClient": "ws",
-    "WebSocketServer": "ws",
-    "ws.brokers.redis.RedisBroker": "ws",
-    "ws.Limits": "ws",
 }
 
 

@@ -207,35 +207,44 @@ def _enum_constants(body: Any) -> dict[str, tuple[list[Any], dict[str, str], Any
 
 
 def _check_protocol(path: Path, tree: Any) -> list[Problem]:
-    from ..ws import PROTOCOL_VERSION, CloseCode, ErrorCode, is_reconnect_code
-    from ._generate import _FRAME_TYPES, _OPS
+    from ..ws import protocol_table as table
 
     problems: list[Problem] = []
     enums = _class_bodies(tree, "enum_declaration")
     classes = _class_bodies(tree)
     errors = _enum_constants(enums.get("ErrorCode", tree))
-    for code in ErrorCode:
-        entry = errors.get(camel(code.value))
+    for code in table.ERROR_CODES:
+        entry = errors.get(camel(code.code))
         temporary = "true" if code.temporary else "false"
-        if entry is None or not entry[0] or _string_value(entry[0][0]) != code.value:
-            problems.append(Problem(str(path), 1, 1, f"ErrorCode {code.value!r} missing or wrong"))
+        if entry is None or not entry[0] or _string_value(entry[0][0]) != code.code:
+            problems.append(Problem(str(path), 1, 1, f"ErrorCode {code.code!r} missing or wrong"))
         elif entry[1].get("temporary") != temporary:
             problems.append(
-                _problem(path, entry[2], f"ErrorCode {code.value}: temporary != {temporary}")
+                _problem(path, entry[2], f"ErrorCode {code.code}: temporary != {temporary}")
             )
     closes = _enum_constants(enums.get("CloseCodes", tree))
-    for close in CloseCode:
+    for close in table.CLOSE_CODES:
         entry = closes.get(camel(close.name))
-        reconnect = "true" if is_reconnect_code(int(close)) else "false"
-        if entry is None or not entry[0] or _text(entry[0][0]) != str(int(close)):
+        reconnect = "true" if close.reconnect else "false"
+        if entry is None or not entry[0] or _text(entry[0][0]) != str(close.code):
             problems.append(
-                Problem(str(path), 1, 1, f"close code {close.name}={int(close)} missing or wrong")
+                Problem(str(path), 1, 1, f"close code {close.name}={close.code} missing or wrong")
             )
         elif entry[1].get("reconnect") != reconnect:
             problems.append(
-                _problem(path, entry[2], f"close code {int(close)}: reconnect != {reconnect}")
+                _problem(path, entry[2], f"close code {close.code}: reconnect != {reconnect}")
             )
-    for cls_name, names in (("Ops", _OPS), ("FrameTypes", _FRAME_TYPES)):
+        elif entry[1].get("reason") != f"'{close.reason}'":
+            problems.append(
+                _problem(path, entry[2], f"close code {close.code}: reason != {close.reason!r}")
+            )
+    ops = [op.op for op in table.CLIENT_OPS]
+    expected_consts = (
+        ("Ops", ops),
+        ("FrameTypes", table.SERVER_FRAME_TYPES),
+        ("MessageKinds", table.MESSAGE_KINDS),
+    )
+    for cls_name, names in expected_consts:
         body = classes.get(cls_name)
         values = (
             {
@@ -250,8 +259,10 @@ def _check_protocol(path: Path, tree: Any) -> list[Problem]:
             if values.get(camel(name)) != name:
                 problems.append(Problem(str(path), 1, 1, f"{cls_name}.{camel(name)} != {name!r}"))
     source = path.read_text(encoding="utf-8")
-    if f"const int protocolVersion = {PROTOCOL_VERSION};" not in source:
-        problems.append(Problem(str(path), 1, 1, f"protocolVersion is not {PROTOCOL_VERSION}"))
+    if f"const int protocolVersion = {table.PROTOCOL_VERSION};" not in source:
+        problems.append(
+            Problem(str(path), 1, 1, f"protocolVersion is not {table.PROTOCOL_VERSION}")
+        )
     if f"RegExp(r'{CHANNEL_PATTERN}')" not in source:
         problems.append(Problem(str(path), 1, 1, "channelPattern differs from the server's rule"))
     return problems

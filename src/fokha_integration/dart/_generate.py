@@ -116,9 +116,6 @@ _DART_TYPES = {
     "object": "Map<String, Object?>",
 }
 
-# The WebSocket protocol's command and frame names (docs/protocols/websocket.md).
-_OPS = ("hello", "subscribe", "unsubscribe", "ping", "publish")
-_FRAME_TYPES = ("welcome", "ack", "message", "heartbeat", "pong", "drain", "error")
 CHANNEL_PATTERN = r"^[A-Za-z0-9_\-:@]+(\.[A-Za-z0-9_\-:@]+)*$"
 """The channel-name rule written into protocol.dart (a test checks it against the server's)."""
 
@@ -268,14 +265,9 @@ def _model_context(
 
 
 def _protocol_context() -> dict[str, Any]:
-    from ..ws import (  # imported here: generating needs the server's tables, nothing else does
-        PROTOCOL_VERSION,
-        CloseCode,
-        ErrorCode,
-        Limits,
-        Mode,
-        is_reconnect_code,
-    )
+    # The protocol's one table (plain data) and the server's limits.
+    from ..ws import Limits, Mode, is_reconnect_code
+    from ..ws import protocol_table as table
 
     if any(is_reconnect_code(c) for c in range(4500, 5000)) or not all(
         is_reconnect_code(c) for c in range(4000, 4500)
@@ -284,15 +276,16 @@ def _protocol_context() -> dict[str, Any]:
     limits = dataclasses.asdict(Limits())
     limits.update(max_channel_length=128, max_id_length=64, max_token_length=4096)
     return {
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": table.PROTOCOL_VERSION,
         "generator_version": __version__,
-        "ops": list(_OPS),
-        "frame_types": list(_FRAME_TYPES),
+        "ops": [op.op for op in table.CLIENT_OPS],
+        "frame_types": list(table.SERVER_FRAME_TYPES),
+        "message_kinds": list(table.MESSAGE_KINDS),
         "modes": [m.value for m in Mode],
-        "error_codes": [{"wire": e.value, "temporary": e.temporary} for e in ErrorCode],
+        "error_codes": [{"wire": e.code, "temporary": e.temporary} for e in table.ERROR_CODES],
         "close_codes": [
-            {"name": c.name, "code": int(c), "reconnect": is_reconnect_code(int(c))}
-            for c in CloseCode
+            {"name": c.name, "code": c.code, "reconnect": c.reconnect, "reason": c.reason}
+            for c in table.CLOSE_CODES
         ],
         "no_reconnect_standard": [c for c in range(1000, 1016) if not is_reconnect_code(c)],
         "permanent_range": (4500, 4999),

@@ -41,7 +41,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from .. import _validate
 from .._version import __version__
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ClosedError, ConfigError, OperationTimeoutError, ProtocolError
+from ..errors import (
+    ClosedError,
+    ConfigError,
+    OperationTimeoutError,
+    ProtocolError,
+    ValidationError,
+)
 from ..resilience import RetryPolicy
 from ._protocol import Mode, Position, dumps, is_reconnect_code, validate_channel
 
@@ -315,7 +321,7 @@ class WebSocketClient:
         for ch in channels:
             why = validate_channel(ch)
             if why is not None:
-                raise ValueError(f"bad channel name {ch!r}: {why}")
+                raise ValidationError("channel", why, ch)
         for ch in channels:
             self._wanted[ch] = m
         if self._ws is not None and self._connected.is_set():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigError
 from ._auth import AuthError, Principal
 from ._protocol import ErrorCode
 
@@ -36,7 +37,7 @@ class JWTAuthenticator:
         leeway: float = 0.0,
     ) -> None:
         if not algorithms or any(a.lower() == "none" for a in algorithms):
-            raise ValueError("give at least one real signing algorithm")
+            raise ConfigError("algorithms", "give at least one real signing algorithm", algorithms)
         self._key = key
         self._algorithms = list(algorithms)
         self._audience = audience

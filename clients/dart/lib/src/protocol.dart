@@ -111,44 +111,80 @@ enum ErrorCode {
   }
 }
 
-/// WebSocket close codes the server uses, with whether a client reconnects.
+/// WebSocket close codes, with whether a client reconnects and the reason token
+/// the server sends (switch on the code; the reason is for logs).
 enum CloseCodes {
   /// 1000: reconnect
-  normal(1000, reconnect: true),
+  normal(1000, reconnect: true, reason: ''),
   /// 1001: reconnect
-  goingAway(1001, reconnect: true),
+  goingAway(1001, reconnect: true, reason: ''),
+  /// 1002: do not reconnect
+  protocolError(1002, reconnect: false, reason: ''),
+  /// 1003: do not reconnect
+  unsupportedData(1003, reconnect: false, reason: ''),
+  /// 1006: reconnect
+  abnormal(1006, reconnect: true, reason: ''),
+  /// 1007: do not reconnect
+  invalidData(1007, reconnect: false, reason: ''),
+  /// 1008: do not reconnect
+  policyViolation(1008, reconnect: false, reason: ''),
   /// 1009: do not reconnect
-  messageTooBig(1009, reconnect: false),
+  messageTooBig(1009, reconnect: false, reason: ''),
+  /// 1010: do not reconnect
+  mandatoryExtension(1010, reconnect: false, reason: ''),
+  /// 1011: reconnect
+  internalError(1011, reconnect: true, reason: ''),
+  /// 1012: reconnect
+  serviceRestart(1012, reconnect: true, reason: ''),
+  /// 1013: reconnect
+  tryAgainLater(1013, reconnect: true, reason: ''),
+  /// 1014: reconnect
+  badGateway(1014, reconnect: true, reason: ''),
   /// 4000: reconnect
-  draining(4000, reconnect: true),
+  draining(4000, reconnect: true, reason: 'draining'),
   /// 4001: reconnect
-  slowConsumer(4001, reconnect: true),
+  slowConsumer(4001, reconnect: true, reason: 'slow_consumer'),
   /// 4002: reconnect
-  rateLimited(4002, reconnect: true),
+  rateLimited(4002, reconnect: true, reason: 'rate_limited'),
   /// 4003: reconnect
-  helloTimeout(4003, reconnect: true),
+  helloTimeout(4003, reconnect: true, reason: 'hello_timeout'),
   /// 4004: reconnect
-  tooManyConnections(4004, reconnect: true),
+  tooManyConnections(4004, reconnect: true, reason: 'too_many_connections'),
   /// 4005: reconnect
-  serverError(4005, reconnect: true),
+  serverError(4005, reconnect: true, reason: 'heartbeat_watchdog'),
   /// 4500: do not reconnect
-  authFailed(4500, reconnect: false),
+  authFailed(4500, reconnect: false, reason: 'auth_failed'),
   /// 4501: do not reconnect
-  tokenExpired(4501, reconnect: false),
+  tokenExpired(4501, reconnect: false, reason: 'token_expired'),
   /// 4502: do not reconnect
-  protocolViolation(4502, reconnect: false),
+  protocolViolation(4502, reconnect: false, reason: 'protocol_violation'),
   /// 4503: do not reconnect
-  unsupportedVersion(4503, reconnect: false),
+  unsupportedVersion(4503, reconnect: false, reason: 'unsupported_version'),
   /// A placeholder for a code not in this table (see [isReconnectCode]).
-  unknown(0, reconnect: true);
+  unknown(0, reconnect: true, reason: '');
 
-  const CloseCodes(this.code, {required this.reconnect});
+  const CloseCodes(this.code, {required this.reconnect, required this.reason});
 
   /// The numeric close code.
   final int code;
 
   /// Whether a client reconnects after it.
   final bool reconnect;
+
+  /// The close reason token sent with it (empty for codes the server never sends).
+  final String reason;
+}
+
+/// Every `kind` of a `message` frame.
+abstract final class MessageKinds {
+  /// `update`
+  static const String update = 'update';
+  /// `snapshot`
+  static const String snapshot = 'snapshot';
+  /// `conflated`
+  static const String conflated = 'conflated';
+  /// `gap`
+  static const String gap = 'gap';
 }
 
 const Set<int> _noReconnectStandard = <int>{1002, 1003, 1007, 1008, 1009, 1010};

@@ -427,7 +427,7 @@ final class FokhaWebSocketClient {
     _watchdog?.cancel();
     _watchdog = Timer(_seconds(seconds), () {
       // No frame for too long: the connection is dead even if TCP has not noticed.
-      unawaited(_socket?.sink.close(CloseCodes.serverError.code, 'heartbeat_timeout'));
+      unawaited(_socket?.sink.close(CloseCodes.serverError.code, CloseCodes.serverError.reason));
     });
   }
 
