@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .. import _validate
+from .._client_rules import CLIENT_RULES
 from .._version import __version__
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import (
@@ -115,7 +116,13 @@ def _retry_policy(backoff: object, retry: object) -> RetryPolicy:
             raise ConfigError("retry", "must be a RetryPolicy", retry)
         return retry
     if backoff is None:
-        return RetryPolicy(initial=0.1, max_delay=10.0, deadline=None)
+        # The shared client rules (the generated Dart client follows the same table).
+        return RetryPolicy(
+            initial=CLIENT_RULES.reconnect_initial,
+            multiplier=CLIENT_RULES.reconnect_multiplier,
+            max_delay=CLIENT_RULES.reconnect_cap,
+            deadline=None,
+        )
     if not isinstance(backoff, tuple) or len(backoff) != 2:
         raise ConfigError("backoff", "must be a pair (initial, cap) of seconds", backoff)
     initial = _validate.non_negative("backoff.initial", backoff[0])
@@ -139,6 +146,46 @@ def _check_settings(
     if heartbeat_timeout is not None:
         _validate.positive("heartbeat_timeout", heartbeat_timeout)
     _validate.integer("max_size", max_size, minimum=1024)
+
+
+def _dead_after(
+    heartbeat_timeout: float | None, welcome: Mapping[str, Any], opening: float
+) -> float:
+    """Seconds without any frame after which the connection counts as dead.
+
+    Before the welcome: the open timeout; after it: the client rules' number of
+    missed heartbeat intervals (3), unless ``heartbeat_timeout`` was given.
+    """
+    if heartbeat_timeout is not None:
+        return heartbeat_timeout
+    hb = welcome.get("heartbeat") if welcome else None
+    if isinstance(hb, (int, float)) and not isinstance(hb, bool) and hb > 0:
+        return CLIENT_RULES.heartbeat_misses * float(hb)
+    return opening
+
+
+class _TokenFlight:
+    """A token source asked once at a time: concurrent callers share one call."""
+
+    def __init__(self, source: TokenSource) -> None:
+        self.source = source
+        self.calls = 0
+        self._flight: asyncio.Future[str | None] | None = None
+
+    async def get(self) -> str | None:
+        if self.source is None or isinstance(self.source, str):
+            return self.source
+        if self._flight is None:
+            self.calls += 1
+            self._flight = asyncio.ensure_future(
+                asyncio.wait_for(_resolve_token(self.source), CLIENT_RULES.token_refresh_timeout)
+            )
+        flight = self._flight
+        try:
+            return await asyncio.shield(flight)
+        finally:
+            if flight.done() and self._flight is flight:
+                self._flight = None
 
 
 async def _resolve_token(source: TokenSource) -> str | None:
@@ -212,7 +259,7 @@ class WebSocketClient:
         )
         self.url = self.urls[0]
         self._url_index = 0
-        self._token = token
+        self._tokens = _TokenFlight(token)
         self._name = name
         self._retry = retry
         self._request_timeout = request_timeout
@@ -248,6 +295,24 @@ class WebSocketClient:
         self.gaps_detected = 0
         self.reconnects = 0
         self._last_frame = 0.0
+        self._connected_at = 0.0
+
+    # -- tokens
+
+    async def refresh_token(self) -> str | None:
+        """A fresh token from the token source: single flight, with a timeout.
+
+        Concurrent callers share one call of the source (``token_refreshes`` counts
+        the calls). A source that fails or takes longer than the client rules'
+        ``token_refresh_timeout`` raises here; a healthy connection is never closed
+        for it (only the next connect needs a token).
+        """
+        return await self._tokens.get()
+
+    @property
+    def token_refreshes(self) -> int:
+        """How often the token source was called."""
+        return self._tokens.calls
 
     # -- lifecycle
 
@@ -395,7 +460,12 @@ class WebSocketClient:
             while not self._stopping.is_set():
                 self._set_state(StateEvent(ClientState.CONNECTING, attempt=attempt))
                 code, reason = await self._session_once()
-                if self._connected.is_set():
+                if (
+                    self._connected.is_set()
+                    and self._clock.monotonic() - self._connected_at >= CLIENT_RULES.healthy_after
+                ):
+                    # Only a connection that stayed up resets the backoff: a server that
+                    # accepts and drops at once must not be hammered at the first delay.
                     attempt = 0
                     delays = self._retry.delays()
                 self._connected.clear()
@@ -408,7 +478,9 @@ class WebSocketClient:
                     break
                 delay = self._delay(delays)
                 if self.retry_after is not None:
-                    delay = max(delay, self.retry_after)
+                    # Never sooner than the drain notice asks, and still spread: every
+                    # client of a draining node got the same retry_after.
+                    delay += self.retry_after
                     self.retry_after = None
                 attempt += 1
                 self.reconnects += 1
@@ -432,7 +504,7 @@ class WebSocketClient:
     async def _session_once(self) -> tuple[int | None, str]:
         """One connection from open to close; returns the close code and reason."""
         try:
-            token = await _resolve_token(self._token)
+            token = await self.refresh_token()
             self.welcome = {}
             async with connect(
                 self.url,
@@ -443,8 +515,12 @@ class WebSocketClient:
             ) as ws:
                 self._ws = ws
                 reader = asyncio.get_running_loop().create_task(self._read(ws))
+                # A request waiting for its reply (hello, the resubscribe) must not sit
+                # out its timeout on a connection that is already gone.
+                reader.add_done_callback(self._fail_requests)
                 try:
                     self.welcome = await self._request(_hello_frame(token, self._name))
+                    self._connected_at = self._clock.monotonic()
                     self._connected.set()
                     self._set_state(StateEvent(ClientState.CONNECTED))
                     if self._wanted:
@@ -475,15 +551,10 @@ class WebSocketClient:
                 return exc.rcvd.code, exc.rcvd.reason
             return None, "connection lost"
 
-    def _watchdog_limit(self) -> float:
-        """Seconds without any frame after which the connection counts as dead."""
-        if self._heartbeat_timeout is not None:
-            return self._heartbeat_timeout
-        # Before the welcome: the open timeout; after it: 3 heartbeat intervals.
-        hb = self.welcome.get("heartbeat") if self.welcome else None
-        if isinstance(hb, (int, float)) and not isinstance(hb, bool) and hb > 0:
-            return 3 * float(hb)
-        return self._open_timeout
+    def _fail_requests(self, _reader: asyncio.Task[None]) -> None:
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(ClosedError("connection lost"))
 
     async def _watchdog(self, ws: ClientConnection) -> None:
         """Close with 4005 when no frame arrived for the watchdog limit.
@@ -492,7 +563,7 @@ class WebSocketClient:
         ``wait_for`` (a new task on Python 3.11) around every ``recv``.
         """
         while True:
-            limit = self._watchdog_limit()
+            limit = _dead_after(self._heartbeat_timeout, self.welcome, self._open_timeout)
             idle = time.monotonic() - self._last_frame
             if idle >= limit:
                 self.log.warning("no frame for %.1fs: reconnecting", limit)

@@ -338,8 +338,10 @@ final class FokhaWebSocketClient {
         break;
       }
       var delay = _random.nextDouble() * _rules.reconnectBound(attempt);
+      // Never sooner than a drain's retry_after, and still spread out: every client
+      // of a draining node got the same retry_after.
       final retryAfter = _retryAfter;
-      if (retryAfter != null && retryAfter > delay) delay = retryAfter;
+      if (retryAfter != null) delay += retryAfter;
       _retryAfter = null;
       attempt += 1;
       final wait = Duration(microseconds: (delay * 1e6).round());
