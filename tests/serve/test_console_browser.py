@@ -6,6 +6,8 @@ Each state is saved as a screenshot under docs/images/ (used by docs/serve.md).
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from fokha_integration.http import generate_webhook_secret
-from fokha_integration.serve._config import ServerSection, SinkSection
+from fokha_integration.serve._config import ServerSection, SinkSection, SyncSection
 from tests.support import free_port, timeout
 
 from .conftest import ARTIFACTS, HubFactory, make_config
@@ -30,8 +32,12 @@ async def _login(browser: Any, hub: Any) -> Any:
 
 
 async def _post_signal(hub: Any, symbol: str = "EURUSD") -> str:
-    url = f"http://127.0.0.1:{hub.http_port}/console/api/signals"
-    headers = {"Authorization": f"Bearer {hub.console_token()}"}
+    """Publish through the REST API, as the Flutter app does (an Idempotency-Key per call)."""
+    url = f"http://127.0.0.1:{hub.http_port}/v1/signals"
+    headers = {
+        "Authorization": f"Bearer {hub.console_token()}",
+        "Idempotency-Key": secrets.token_hex(16),
+    }
     body = {"symbol": symbol, "direction": "BUY", "volume": 0.1}
     async with aiohttp.ClientSession() as s, s.post(url, json=body, headers=headers) as r:
         assert r.status == 201, await r.text()
@@ -159,3 +165,43 @@ async def test_feed_resumes_without_duplicates_after_the_server_restarts(
     await page.wait_for_selector(f'#feed li[data-id="{late}"]', timeout=timeout(5) * 1000)
     ids = await page.eval_on_selector_all("#feed li[data-id]", "els => els.map(e => e.dataset.id)")
     assert sorted(ids) == sorted([*first, late])
+
+
+async def test_sync_conflict_is_shown_and_resolved_from_the_console(
+    browser: Any, hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    """Two clients write one record concurrently: the console lists the conflict; Keep client
+    settles it (the discarded client version becomes the record)."""
+    config = make_config(tmp_path / "state", sync=SyncSection(enabled=True, collections="notes"))
+    hub = await hub_factory(config)
+    now = int(time.time() * 1000)
+    base = f"http://127.0.0.1:{hub.http_port}/sync/v1/push"
+    async with aiohttp.ClientSession() as s:
+        for client, ms, text in (
+            ("alice/phone", now - 1000, "newer"),
+            ("alice/tab", now - 5000, "older"),
+        ):
+            body = {
+                "client_id": client,
+                "mutations": [
+                    {
+                        "mutation_id": 1,
+                        "collection": "notes",
+                        "id": "n1",
+                        "op": "put",
+                        "data": {"text": text},
+                        "version": f"{ms:015d}-00000-{client.replace('/', '.')}",
+                    }
+                ],
+            }
+            headers = {"Authorization": f"Bearer {hub.authenticator.issue('alice', ttl=60)}"}
+            async with s.post(base, json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+    page = await _login(browser, hub)
+    row = "#conflicts tbody tr"
+    await page.wait_for_selector(row, timeout=timeout(10) * 1000)
+    await page.screenshot(path=str(ARTIFACTS / "console-sync.png"))
+    await page.click(f"{row} button.resolve-client")
+    await page.wait_for_selector(row, state="detached", timeout=timeout(10) * 1000)
+    record = await hub.sync.get("notes", "n1")
+    assert record.data == {"text": "older"}

@@ -49,13 +49,21 @@ async def test_api_refuses_missing_and_wrong_tokens(hub_factory: HubFactory) -> 
                 ("GET", "/overview"),
                 ("GET", "/dead-letters"),
                 ("POST", "/dead-letters/replay"),
-                ("POST", "/signals"),
+                ("GET", "/conflicts"),
             ):
                 async with s.request(method, base + path, headers=headers, json={}) as r:
                     assert r.status == 401, (method, path, headers)
                     assert r.content_type == "application/problem+json"
         ok = {"Authorization": f"Bearer {hub.console_token()}"}
         async with s.get(base + "/overview", headers=ok) as r:
+            assert r.status == 200
+        # The REST API on the same server refuses the same way (problem+json).
+        api = f"http://127.0.0.1:{hub.http_port}/v1/signals"
+        for headers in ({}, {"Authorization": "Bearer v1.x.y"}):
+            async with s.get(api, headers=headers) as r:
+                assert r.status == 401
+                assert r.content_type == "application/problem+json"
+        async with s.get(api, headers=ok) as r:
             assert r.status == 200
 
 
@@ -97,8 +105,8 @@ async def test_no_secret_in_pages_logs_or_metrics(
     seen = []
     async with aiohttp.ClientSession() as s:
         async with s.post(
-            base + "/console/api/signals",
-            headers=headers,
+            base + "/v1/signals",
+            headers={**headers, "Idempotency-Key": "k-1"},
             json={"symbol": "EURUSD", "direction": "BUY", "volume": 0.1},
         ) as r:
             assert r.status == 201
@@ -111,6 +119,8 @@ async def test_no_secret_in_pages_logs_or_metrics(
             "/console/api/dead-letters",
             "/metrics",
             "/health",
+            "/v1/signals",
+            "/openapi.json",
         ):
             async with s.get(base + path, headers=headers) as r:
                 seen.append(await r.text())
@@ -193,12 +203,12 @@ secret = "{WEBHOOK_SECRET}"
     proc, token = await start()
     accepted: list[str] = []
     sent = 0
-    url = f"http://127.0.0.1:{http_port}/console/api/signals"
-    headers = {"Authorization": f"Bearer {token}"}
+    url = f"http://127.0.0.1:{http_port}/v1/signals"
     stop_after = 600
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
         body = {"symbol": "EURUSD", "direction": "BUY", "volume": 0.1, "strategy": f"burst-{i}"}
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"burst-{i}"}
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
             async with session.post(url, json=body, headers=headers) as r:
                 if r.status == 201 and (await r.json())["status"] == "accepted":

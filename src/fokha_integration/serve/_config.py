@@ -30,6 +30,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "ApiSection",
     "BridgeSection",
     "ConsoleSection",
     "HealthSection",
@@ -38,6 +39,7 @@ __all__ = [
     "ServeConfigError",
     "ServerSection",
     "SinkSection",
+    "SyncSection",
     "WebSocketSection",
     "load_config",
     "parse_config",
@@ -146,6 +148,24 @@ class HealthSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSection:
+    """``[api]``: the REST API the Flutter app calls (``/v1/...``, ``/openapi.json``)."""
+
+    enabled: bool = field(default=True, metadata=_doc("Serve the REST API."))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSection:
+    """``[sync]``: record sync for the app's local store (``/sync/v1/pull|push``)."""
+
+    enabled: bool = field(default=False, metadata=_doc("Serve the sync protocol."))
+    collections: str = field(
+        default="watchlists,alerts,notes",
+        metadata=_doc("Comma-separated collection names."),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleSection:
     """``[console]``: the web console at /console."""
 
@@ -165,6 +185,8 @@ class ServeConfig:
         SinkSection(kind="bridge", name="ea"),
     )
     health: HealthSection = field(default_factory=HealthSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    sync: SyncSection = field(default_factory=SyncSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     source: str = "<defaults>"
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -209,6 +231,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "bridge": BridgeSection,
     "queue": QueueSection,
     "health": HealthSection,
+    "api": ApiSection,
+    "sync": SyncSection,
     "console": ConsoleSection,
 }
 _CHOICES = {
@@ -398,6 +422,10 @@ def parse_config(
         raise ServeConfigError(
             path, lines.find("queue", None, "store"), "queue.url", "is required when store is redis"
         )
+    names = [c.strip() for c in config.sync.collections.split(",")]
+    if config.sync.enabled and (not all(names) or len(set(names)) != len(names)):
+        raise ServeConfigError(path, lines.find("sync", None, "collections"), "sync.collections",
+                               "must be distinct, non-empty names separated by commas")
     if config.server.host not in ("127.0.0.1", "localhost", "::1") and not config.server.secret:
         raise ServeConfigError(
             path,

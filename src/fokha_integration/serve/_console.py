@@ -95,7 +95,14 @@ async def _session(request: web.Request) -> web.Response:
     hub = request.app[_HUB_KEY]
     channels = sorted({s.channel for s in hub.config.sinks if s.kind == "websocket"})
     return web.json_response(
-        {"ws_url": hub.ws_url, "channels": channels, "demo": hub.demo, "started": hub.started_at}
+        {
+            "ws_url": hub.ws_url,
+            "channels": channels,
+            "demo": hub.demo,
+            "started": hub.started_at,
+            "api": hub.config.api.enabled,
+            "sync": hub.sync is not None,
+        }
     )
 
 
@@ -133,9 +140,19 @@ async def _overview(request: web.Request) -> web.Response:
             "restarts": hub.bridge.stats().peer_restarts,
             "instance": hub.bridge.peer_instance,
         }
+    sync: dict[str, Any] | None = None
+    if hub.sync is not None:
+        m = await hub.sync.metrics()
+        sync = {
+            "lag": m.lag,
+            "records": m.records,
+            "tombstones": m.tombstones,
+            "unresolved_conflicts": m.unresolved_conflicts,
+        }
     return web.json_response(
         {
             "status": str(report.status.value),
+            "sync": sync,
             "checks": checks,
             "ea": ea,
             "websocket": {
@@ -200,19 +217,31 @@ async def _replay(request: web.Request) -> web.Response:
     return web.json_response({"replayed": count})
 
 
-async def _publish(request: web.Request) -> web.Response:
-    from ..models import Signal
-
+async def _conflicts(request: web.Request) -> web.Response:
     hub = request.app[_HUB_KEY]
+    if hub.sync is None:
+        return web.json_response([])
+    entries = await hub.sync.conflicts(limit=100)
+    return web.json_response([e.to_dict() for e in entries])
+
+
+async def _resolve(request: web.Request) -> web.Response:
+    hub = request.app[_HUB_KEY]
+    if hub.sync is None:
+        return _problem(404, "sync_disabled", "the hub serves no sync")
     try:
+        conflict_id = int(request.match_info["conflict_id"])
         body = await request.json()
-        signal = Signal.from_dict(body)
-    except ValidationError as exc:
-        return _problem(422, "bad_field", str(exc))
     except ValueError:
-        return _problem(400, "bad_json", "the body must be a JSON object")
-    result = await hub.queue.publish(signal)
-    return web.json_response({"status": str(result.status), "id": result.id}, status=201)
+        return _problem(400, "bad_request", "a numeric conflict id and a JSON body")
+    choice = body.get("choice") if isinstance(body, dict) else None
+    if choice not in ("server", "client", "result"):
+        return _problem(422, "bad_field", "choice: server, client or result")
+    try:
+        record = await hub.sync.resolve(conflict_id, choice)
+    except ValidationError as exc:
+        return _problem(404, "unknown_conflict", str(exc))
+    return web.json_response({"id": record.id, "version": record.version})
 
 
 def add_console_routes(app: web.Application, hub: Hub) -> None:
@@ -226,4 +255,5 @@ def add_console_routes(app: web.Application, hub: Hub) -> None:
     app.router.add_get("/console/api/overview", _guard(_overview))
     app.router.add_get("/console/api/dead-letters", _guard(_dead_letters))
     app.router.add_post("/console/api/dead-letters/replay", _guard(_replay))
-    app.router.add_post("/console/api/signals", _guard(_publish))
+    app.router.add_get("/console/api/conflicts", _guard(_conflicts))
+    app.router.add_post("/console/api/conflicts/{conflict_id}/resolve", _guard(_resolve))

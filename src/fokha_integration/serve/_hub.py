@@ -133,6 +133,7 @@ class Hub:
         self.monitor: Any = None
         self.authenticator: Any = None
         self.http_port = 0
+        self.sync: Any = None
         self.demo_webhook_received: deque[dict[str, Any]] = deque(maxlen=100)
         self.demo_webhook_url = ""
         self._runner: web.AppRunner | None = None
@@ -335,8 +336,26 @@ class Hub:
         from ..health import add_health_routes
         from ._console import add_console_routes
 
-        app = web.Application(client_max_size=1024 * 1024)
+        if self.config.api.enabled:
+            from ..dedup import DedupCache, SQLiteDedupBackend
+            from ..http import api_app
+
+            # Idempotency-Key entries survive a restart: a retried POST after a crash
+            # still gets its stored answer.
+            cache = await self._stack.enter_async_context(
+                DedupCache(backend=SQLiteDedupBackend(str(self.state_dir / "idempotency.db")))
+            )
+            app = api_app(
+                queue=self.queue,
+                authenticator=self.authenticator,
+                idempotency_cache=cache,
+                positions=self.bridge,
+            )
+        else:
+            app = web.Application(client_max_size=1024 * 1024)
         add_health_routes(app, self.monitor, token=self.metrics_token)
+        if self.config.sync.enabled:
+            await self._start_sync(app)
         if self.config.console.enabled:
             add_console_routes(app, self)
         runner = web.AppRunner(app, access_log=None)
@@ -369,6 +388,18 @@ class Hub:
                 print(f"warning: not ready: {', '.join(failing)}", flush=True)
                 return
             await asyncio.sleep(min(0.2, self.config.health.interval))
+
+    async def _start_sync(self, app: web.Application) -> None:
+        from ..sync import POKE_CHANNEL, SQLiteSyncStore, SyncService, sync_app
+
+        names = [c.strip() for c in self.config.sync.collections.split(",")]
+        self.sync = SyncService(SQLiteSyncStore(self.state_dir / "sync.db"), names)
+        await self.sync.start()
+        self._stack.push_async_callback(self.sync.close)
+        app.add_subapp(
+            "/sync",
+            sync_app(self.sync, authenticator=self.authenticator, poke=(self.ws, POKE_CHANNEL)),
+        )
 
     async def stop(self) -> None:
         """Drain and stop every part (reverse start order), then release the lock."""

@@ -32,12 +32,13 @@ from ._types import (
 from .memory import MemorySyncStore
 
 if TYPE_CHECKING:
-    from ._app import sync_app
+    from ._app import POKE_CHANNEL, sync_app
     from ._client import SyncClient, SyncClientConfig, SyncClientStats
     from ._health import sync_check
     from .sqlite import SQLiteSyncStore
 
 __all__ = [
+    "POKE_CHANNEL",
     "ClientInfo",
     "ClockSkewError",
     "Collection",
@@ -67,6 +68,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "POKE_CHANNEL": "._app",
     "sync_app": "._app",
     "SyncClient": "._client",
     "SyncClientStats": "._client",

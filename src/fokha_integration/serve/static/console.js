@@ -54,6 +54,7 @@ async function login(token) {
   state.token = token.trim();
   try {
     state.session = await api("/console/api/session");
+    $("send-test").hidden = !state.session.api;
   } catch (e) {
     logout("token refused");
     return;
@@ -118,6 +119,40 @@ async function refresh() {
   sparkline($("chart-delivered"), view.samples.map((s) => s.delivered_per_s));
   sparkline($("chart-pending"), view.samples.map((s) => s.pending));
   await refreshDead();
+  if (view.sync) await refreshSync(view.sync);
+}
+
+async function refreshSync(sync) {
+  $("sync-panel").hidden = false;
+  const lag = Object.entries(sync.lag).map(([client, n]) => client + ": " + n).join(", ") || "no clients yet";
+  kv($("sync"), [["records", sync.records], ["tombstones", sync.tombstones], ["unresolved conflicts", sync.unresolved_conflicts], ["lag per client", lag]]);
+  const conflicts = await api("/console/api/conflicts");
+  const body = $("conflicts").tBodies[0];
+  body.replaceChildren();
+  for (const c of conflicts) {
+    const row = make("tr", { "data-conflict": String(c.conflict_id) });
+    row.append(make("td", {}, c.collection), make("td", {}, c.id), make("td", {}, c.policy), make("td", {}, c.client_id));
+    const cell = make("td");
+    for (const choice of ["server", "client"]) {
+      const button = make("button", { type: "button", class: "resolve-" + choice }, "Keep " + choice);
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        await api("/console/api/conflicts/" + c.conflict_id + "/resolve", {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ choice: choice }),
+        });
+        await refresh();
+      });
+      cell.append(button);
+    }
+    row.append(cell);
+    body.append(row);
+  }
+}
+
+function newKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 async function refreshDead() {
@@ -235,8 +270,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => logout(""));
   $("send-test").addEventListener("click", () => {
     const directions = ["BUY", "SELL"];
-    api("/console/api/signals", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+    // Through the REST API like any app: one Idempotency-Key per click.
+    api("/v1/signals", {
+      method: "POST", headers: { "Content-Type": "application/json", "Idempotency-Key": newKey() },
       body: JSON.stringify({ symbol: "EURUSD", direction: directions[Math.floor(Math.random() * 2)], volume: 0.01, strategy: "console-test" }),
     });
   });
