@@ -20,12 +20,13 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
 
-__all__ = ["MemoryOutboxStore", "OutboxStore"]
+__all__ = ["FastOutboxStore", "MemoryOutboxStore", "OutboxStore"]
 
 _new_entry = tuple.__new__  # builds an OutboxEntry without its keyword-aware __new__
 
@@ -83,6 +84,23 @@ class OutboxStore(Protocol):
         ...
 
 
+@runtime_checkable
+class FastOutboxStore(OutboxStore, Protocol):
+    """An :class:`OutboxStore` that also acknowledges without the caller waiting.
+
+    :class:`SignalQueue` calls ``ack_nowait`` instead of ``ack`` when the store has
+    it (the memory and SQLite stores): no coroutine per delivery, and the store
+    groups the writes. It must not lose an acknowledgement: when the write fails,
+    the entry stays leased (never handed out again by this store object) and the
+    write is retried; what is still unacknowledged at close is pending for the next
+    opener (at-least-once).
+    """
+
+    def ack_nowait(self, entry: OutboxEntry) -> None:
+        """:meth:`OutboxStore.ack`, without waiting for the write."""
+        ...
+
+
 class MemoryOutboxStore:
     """The embedded default: in-process, fast, and gone when the process ends.
 
@@ -91,10 +109,8 @@ class MemoryOutboxStore:
     dropped). ``max_dead_letters`` bounds the dead letters; past it the oldest is
     evicted and counted in :attr:`evicted_dead_letters`.
 
-    Besides the :class:`OutboxStore` methods it has :meth:`append_nowait` and
-    :meth:`ack_nowait`, which :class:`SignalQueue` calls instead of ``append`` and
-    ``ack`` (no coroutine per call). A subclass that overrides ``append`` or ``ack``
-    must override these too.
+    It is a :class:`FastOutboxStore`: :class:`SignalQueue` acknowledges through
+    :meth:`ack_nowait`. A subclass that overrides ``ack`` must override it too.
     """
 
     def __init__(
@@ -104,10 +120,8 @@ class MemoryOutboxStore:
         max_dead_letters: int = 10_000,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if max_pending < 1:
-            raise ConfigError("max_pending", "must be >= 1", max_pending)
-        self._max_pending = max_pending
-        self._max_dead = max_dead_letters
+        self._max_pending = check.integer("max_pending", max_pending, minimum=1)
+        self._max_dead = check.integer("max_dead_letters", max_dead_letters, minimum=0)
         self._clock = clock
         self._now = time.time if clock is SYSTEM_CLOCK else clock.time
         # One shared log of slots, in append order, for every sink; each sink reads it

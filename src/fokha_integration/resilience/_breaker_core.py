@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .. import _validate as check
 from ..errors import CircuitOpenError, ConfigError
 
 __all__ = [
@@ -110,31 +111,22 @@ class BreakerConfig:
     probe_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.failure_threshold is not None and self.failure_threshold < 1:
-            raise ConfigError("failure_threshold", "must be >= 1 or None", self.failure_threshold)
+        if self.failure_threshold is not None:
+            check.integer("failure_threshold", self.failure_threshold, minimum=1)
         rate = self.failure_rate_threshold
-        if rate is not None and not 0.0 < rate <= 1.0:
-            raise ConfigError("failure_rate_threshold", "must be in (0, 1] or None", rate)
+        if rate is not None:
+            check.number("failure_rate_threshold", rate, exclusive_minimum=0.0, maximum=1.0)
         if self.failure_threshold is None and rate is None:
             raise ConfigError("failure_threshold", "one trip condition must be set", None)
-        if self.window_size < 1:
-            raise ConfigError("window_size", "must be >= 1", self.window_size)
-        if not 1 <= self.minimum_calls <= self.window_size:
-            raise ConfigError("minimum_calls", "must be in 1..window_size", self.minimum_calls)
-        if self.slow_call_duration is not None and self.slow_call_duration <= 0:
-            raise ConfigError("slow_call_duration", "must be > 0 or None", self.slow_call_duration)
-        if self.open_duration < 0:
-            raise ConfigError("open_duration", "must be >= 0", self.open_duration)
-        if self.open_backoff < 1:
-            raise ConfigError("open_backoff", "must be >= 1", self.open_backoff)
-        if self.max_open_duration < self.open_duration:
-            raise ConfigError("max_open_duration", "must be >= open_duration", None)
-        if self.half_open_max_probes < 1:
-            raise ConfigError("half_open_max_probes", "must be >= 1", self.half_open_max_probes)
-        if self.half_open_successes < 1:
-            raise ConfigError("half_open_successes", "must be >= 1", self.half_open_successes)
-        if self.probe_timeout <= 0:
-            raise ConfigError("probe_timeout", "must be > 0", self.probe_timeout)
+        check.integer("window_size", self.window_size, minimum=1)
+        check.integer("minimum_calls", self.minimum_calls, minimum=1, maximum=self.window_size)
+        check.optional_number("slow_call_duration", self.slow_call_duration, exclusive_minimum=0.0)
+        check.non_negative("open_duration", self.open_duration)
+        check.number("open_backoff", self.open_backoff, minimum=1.0)
+        check.number("max_open_duration", self.max_open_duration, minimum=self.open_duration)
+        check.integer("half_open_max_probes", self.half_open_max_probes, minimum=1)
+        check.integer("half_open_successes", self.half_open_successes, minimum=1)
+        check.positive("probe_timeout", self.probe_timeout)
 
 
 class Permit(NamedTuple):
