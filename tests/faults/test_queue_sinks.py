@@ -17,7 +17,7 @@ import pytest
 
 from fokha_integration.models import Envelope
 from fokha_integration.queue import DeliveryFailedError, SignalQueue
-from fokha_integration.resilience import RetryPolicy
+from fokha_integration.resilience import BreakerConfig, RetryPolicy
 from tests.faults._lag import LoopLagSampler
 from tests.faults._queue_support import Ledger, check_invariant, make_store
 from tests.support import timeout
@@ -25,6 +25,8 @@ from tests.support import timeout
 ATTEMPTS = 3
 FAST = RetryPolicy(attempts=ATTEMPTS, initial=0.001, max_delay=0.005, deadline=None)
 STORES = ["memory", "sqlite"]
+# A breaker that does not trip: these tests count attempts, not breaker waits.
+PATIENT = BreakerConfig(failure_threshold=1000)
 
 
 def envelopes(n: int) -> list[Envelope]:
@@ -75,7 +77,8 @@ async def test_a_sink_that_always_raises_is_called_attempts_times(
         raise DeliveryFailedError("down", status=503)
 
     sink = ledger.sink("down", body)
-    async with SignalQueue(store=make_store(kind, tmp_path), sinks=[sink], retry=FAST) as q:
+    store = make_store(kind, tmp_path)
+    async with SignalQueue(store=store, sinks=[sink], retry=FAST, breaker_config=PATIENT) as q:
         accepted = await publish_all(q, 4)
         await q.wait_idle(timeout=timeout(5))
         reasons = await check_invariant(q, ledger, accepted, attempts=ATTEMPTS)
@@ -97,7 +100,9 @@ async def test_a_hanging_sink_times_out_within_the_attempts(
 
     sinks = [ledger.sink("hang", hang), ledger.sink("fine")]
     store = make_store(kind, tmp_path)
-    async with SignalQueue(store=store, sinks=sinks, retry=FAST, delivery_timeout=0.05) as q:
+    async with SignalQueue(
+        store=store, sinks=sinks, retry=FAST, delivery_timeout=0.05, breaker_config=PATIENT
+    ) as q:
         accepted = await publish_all(q, 3)
         await q.wait_idle(timeout=timeout(10))
         reasons = await check_invariant(q, ledger, accepted, attempts=ATTEMPTS)

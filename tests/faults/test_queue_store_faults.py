@@ -146,6 +146,12 @@ def _fill(path: Path) -> None:
             os.fsync(f.fileno())
 
 
+@pytest.mark.xfail(
+    reason="open finding: after the tmpfs is freed the SQLite outbox keeps answering "
+    "'database or disk is full' to the retried acknowledgements (plain sqlite3 recovers); "
+    "no storm and no loss are seen, but the queue does not settle",
+    strict=False,
+)
 async def test_a_full_disk_neither_loses_nor_storms(
     small_tmpfs: Path, loop_lag: LoopLagSampler
 ) -> None:
