@@ -295,6 +295,16 @@ class RedisStreamsStore:
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Own pending (after a restart or release), reclaimed, then new entries; leases them."""
+        try:
+            return await self._fetch(sink, limit)
+        except BaseException:
+            # A read that failed half-way (Redis killed after it moved entries to our
+            # pending list, before we got them) leaves entries only a re-read of our
+            # own pending list finds: without this they would wait for reclaim_idle.
+            self._reread[sink] = True
+            raise
+
+    async def _fetch(self, sink: str, limit: int) -> list[OutboxEntry]:
         r = self._r()
         leased = self._leased.setdefault(sink, {})
         stream = self._stream(sink)
