@@ -198,7 +198,7 @@ async def baseline(
 
         start = time.perf_counter()
         await drive(envs, one, rate)
-        await asyncio.wait_for(clock.done.wait(), 300)
+        await asyncio.wait_for(clock.done.wait(), 120)
         elapsed = time.perf_counter() - start
     return n / elapsed, clock.latencies
 
@@ -221,7 +221,13 @@ async def through_queue(
 
             start = time.perf_counter()
             await drive(envs, one, rate)
-            await asyncio.wait_for(clock.done.wait(), 300)
+            try:
+                await asyncio.wait_for(clock.done.wait(), 120)
+            except asyncio.TimeoutError:
+                counts = {k: len(v) for k, v in clock.by_sink.items()}
+                raise RuntimeError(
+                    f"run {run}: deliveries stalled at {counts} of {n}: {queue.stats()}"
+                ) from None
             elapsed = time.perf_counter() - start
     return n / elapsed, clock.latencies
 
