@@ -150,7 +150,9 @@ async def test_redis_paused_killed_and_restored(
         await q.wait_idle(timeout=timeout(20))
         await check_invariant(q, ledger, accepted, attempts=ATTEMPTS)
     assert refused >= 3
-    assert len(accepted) >= 60
+    # Of the 60 publishes made while Redis was up, the first one or two after each
+    # fault may still fail on a broken pooled connection (refused, not lost).
+    assert len(accepted) >= 50
 
 
 async def test_a_failed_ack_does_not_wait_for_the_reclaim_time(
