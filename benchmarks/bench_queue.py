@@ -1,5 +1,14 @@
 """SignalQueue: publish-to-delivered throughput and latency, per store, next to a baseline.
 
+The target (issue 12): with real sinks on loopback (a WebSocketServer with 10
+clients, a FileBridge to the EA emulator, a signed webhook to a local aiohttp
+receiver; see ``_real_sinks.py``) the queue on the SQLite store reaches at least
+0.8x the throughput of a baseline that claims the dedup key and calls the same
+three sinks directly and concurrently (same in-flight limit per sink), and its p99
+publish-to-delivered is at most 1.25x the baseline's at the same offered load. The
+memory store's figures stand beside it. The in-process rows below (CallableSinks
+that do nothing) show the queue's own overhead; their 0.5x target is retired.
+
 Baseline ("direct"): for each envelope, a dedup claim (key and content fingerprint,
 as the queue makes it) and three direct awaits of the
 same three in-process sinks; no outbox, no retry, no breaker. Ours: ``publish()``
@@ -29,15 +38,16 @@ import time
 from collections import deque
 from pathlib import Path
 
+import _real_sinks
 from _harness import PrivatePostgres, PrivateRedis, Report, log, parse_args, percentile
 from fokha_integration.models import Envelope, canonical_json
 from fokha_integration.queue import (
     CallableSink,
-    MemoryDeduper,
     MemoryOutboxStore,
     OutboxStore,
     SignalQueue,
     SQLiteOutboxStore,
+    memory_deduper,
 )
 
 SINKS = ("ws", "bridge", "webhook")
@@ -75,7 +85,7 @@ async def baseline(n: int) -> tuple[float, float]:
     envs = envelopes(n)
     tally = Tally(3 * n)
     sinks = [tally.sink(s) for s in SINKS]
-    dedup = MemoryDeduper()
+    dedup = memory_deduper()
 
     async def one(e: Envelope) -> None:
         tally.sent[e.id] = time.perf_counter()
@@ -101,7 +111,7 @@ async def bare_fanout(n: int) -> float:
     envs = envelopes(n)
     tally = Tally(3 * n)
     sinks = [tally.sink(s) for s in SINKS]
-    dedup = MemoryDeduper()
+    dedup = memory_deduper()
     queues: list[deque[Envelope]] = [deque() for _ in sinks]
     wakes = [asyncio.Event() for _ in sinks]
 
@@ -291,7 +301,7 @@ async def main() -> None:
         except RuntimeError as exc:
             report.notes.append(f"Redis Streams row skipped: {exc}")
         else:
-            from fokha_integration.queue.redis_streams import RedisStreamsStore
+            from fokha_integration.queue.redis import RedisStreamsStore
 
             with redis:
                 log(args, "redis streams store")
@@ -312,7 +322,10 @@ async def main() -> None:
     report.figure("memory_p50_ms_at_1000_per_s", p50 * 1000)
     report.figure("memory_p99_ms_at_1000_per_s", p99 * 1000)
 
-    report.target("memory throughput vs baseline", mem_ratio, 0.5, ">=", "x")
+    try:
+        await real_sink_rows(args, report)
+    except Exception as exc:  # report the rest, and say why this part is missing
+        report.notes.append(f"real-sink rows failed: {exc!r}"[:2000])
     report.target("sqlite throughput", sq_tput, 5000.0, ">=", "signals/s")
     report.target("memory p99 at 1,000/s", p99 * 1000, 10.0, "<=", "ms")
     report.notes.append(f"baseline p99 (saturated) {base_p99 * 1000:.2f} ms")
@@ -344,6 +357,57 @@ async def postgres_rows(args: object, report: Report, n: int) -> None:
     report.figure("postgres_signals_per_s", tput)
     report.figure("postgres_p99_ms_saturated", p99 * 1000)
     report.target("postgres outbox throughput (3 sinks)", tput, 2000.0, ">=", "signals/s")
+
+
+async def real_sink_rows(args: object, report: Report) -> None:
+    """The real-sink target: SQLite queue vs direct calls, memory store beside it."""
+    quick = bool(getattr(args, "quick", False))
+    n = 400 if quick else 1500
+    rounds = 3 if quick else 5
+    base: list[float] = []
+    sqlite: list[float] = []
+    memory: list[float] = []
+    async with _real_sinks.real_sinks() as real:
+        await _real_sinks.baseline(real, 100, "warm")  # connections, folders, caches
+        for r in range(rounds):
+            log(args, f"real sinks, round {r + 1}/{rounds}: baseline, SQLite queue, memory queue")
+            base.append((await _real_sinks.baseline(real, n, f"b{r}"))[0])
+            with tempfile.TemporaryDirectory() as tmp:
+                store = SQLiteOutboxStore(Path(tmp) / "o.db")
+                sqlite.append((await _real_sinks.through_queue(real, n, f"s{r}", store))[0])
+            memory.append(
+                (await _real_sinks.through_queue(real, n, f"m{r}", MemoryOutboxStore()))[0]
+            )
+        mid = rounds // 2
+        sq_ratio = sorted(q / b for q, b in zip(sqlite, base, strict=True))[mid]
+        mem_ratio = sorted(q / b for q, b in zip(memory, base, strict=True))[mid]
+        report.figure("real_baseline_signals_per_s", sorted(base)[mid])
+        report.figure("real_sqlite_signals_per_s", sorted(sqlite)[mid])
+        report.figure("real_memory_signals_per_s", sorted(memory)[mid])
+        report.figure("real_sqlite_vs_baseline", sq_ratio)
+        report.figure("real_memory_vs_baseline", mem_ratio)
+        # Latency at the same offered load for all: half the baseline's throughput.
+        rate = sorted(base)[mid] / 2
+        paced_n = max(100, int(rate * (4 if quick else 10)))
+        log(args, f"real sinks, paced at {rate:.0f} signals/s: {paced_n} signals each")
+        _, b_lat = await _real_sinks.baseline(real, paced_n, "pb", rate)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SQLiteOutboxStore(Path(tmp) / "o.db")
+            _, s_lat = await _real_sinks.through_queue(real, paced_n, "ps", store, rate)
+        _, m_lat = await _real_sinks.through_queue(real, paced_n, "pm", MemoryOutboxStore(), rate)
+    b99, s99, m99 = (percentile(x, 99) * 1000 for x in (b_lat, s_lat, m_lat))
+    report.figure("real_paced_signals_per_s", rate)
+    report.figure("real_baseline_p99_ms", b99)
+    report.figure("real_sqlite_p99_ms", s99)
+    report.figure("real_memory_p99_ms", m99)
+    report.figure("real_sqlite_p99_vs_baseline", s99 / b99)
+    report.figure("real_memory_p99_vs_baseline", m99 / b99)
+    report.notes.append(
+        "real sinks: SQLite/baseline per round: "
+        + ", ".join(f"{q / b:.2f}" for q, b in zip(sqlite, base, strict=True))
+    )
+    report.target("real sinks: SQLite queue throughput vs direct", sq_ratio, 0.8, ">=", "x")
+    report.target("real sinks: SQLite queue p99 vs direct", s99 / b99, 1.25, "<=", "x")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ async def store_factory(
 
     else:
         url = request.getfixturevalue("redis_url")
-        from fokha_integration.queue.redis_streams import RedisStreamsStore
+        from fokha_integration.queue.redis import RedisStreamsStore
 
         def factory(**kw: Any) -> OutboxStore:
             store = RedisStreamsStore(url, **kw)

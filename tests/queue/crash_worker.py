@@ -32,7 +32,7 @@ async def main(argv: list[str]) -> None:
     if kind == "sqlite":
         store = SQLiteOutboxStore(location)
     else:
-        from fokha_integration.queue.redis_streams import RedisStreamsStore
+        from fokha_integration.queue.redis import RedisStreamsStore
 
         redis_store = RedisStreamsStore(location, consumer=consumer, reclaim_idle=0.5)
         store = redis_store

@@ -179,7 +179,7 @@ async def test_redis_streams_reclaims_the_pending_entries_of_a_killed_consumer(
 ) -> None:
     """Redis Streams: two delivering processes, one SIGKILLed again and again; its pending
     entries are reclaimed with XAUTOCLAIM and every unique signal is delivered."""
-    from fokha_integration.queue.redis_streams import RedisStreamsStore
+    from fokha_integration.queue.redis import RedisStreamsStore
 
     stats = await run_scenario(
         tmp_path,

@@ -457,8 +457,10 @@ async def test_attempts_run_under_an_attempt_timeout_leave_no_watchdog_slot() ->
             await q.publish(sig(symbol=f"S{i}"))
         await q.wait_idle(timeout=timeout(5))
         assert (await q.metrics())["a"].retried == 20
-        # Runners have finished: no call id is left behind for any task.
-        assert q._workers["a"]._calls == {}
+        # Runners have finished: the watchdog tracks no call (its tasks all ended).
+        tasks = [t for t in asyncio.all_tasks() if t.get_name() == "fokha-queue-a-runner"]
+        assert tasks == []
+        assert q.stats().sink("a").in_flight == 0
 
 
 class ScriptedDeduper:
@@ -469,14 +471,29 @@ class ScriptedDeduper:
         self.answers = answers
         self.released: list[str] = []
 
+        self.committed: list[str] = []
+
     class Claim:
         def __init__(self, status: str) -> None:
             self.status = status
+            self.token: str | None = "t" if status == "first" else None
 
-    async def claim(self, key: str, *, type: str, fingerprint: str | None = None) -> Claim:
+    async def claim(
+        self,
+        key: str,
+        *,
+        type: str,
+        fingerprint: str | None = None,
+        lease: float | None = None,
+    ) -> Claim:
+        assert lease is not None  # the queue always claims with a lease
         return self.Claim(self.answers.pop(0))
 
-    async def release(self, key: str, *, type: str) -> None:
+    async def commit(self, key: str, *, type: str, token: str | None = None) -> None:
+        assert token == "t"
+        self.committed.append(key)
+
+    async def release(self, key: str, *, type: str, token: str | None = None) -> None:
         self.released.append(key)
 
 

@@ -82,7 +82,7 @@ async def test_429_retry_after_is_honoured(receiver: tuple[WebhookReceiver, str]
 
     policy = RetryPolicy(attempts=5, initial=0.01, deadline=None, clock=clock, hooks=(hook,))
     sink = WebhookSink(url, secret=SECRET)
-    async with SignalQueue(sinks=[sink], retry=policy, clock=clock) as q:
+    async with SignalQueue(sinks=[sink], retry=policy, clock=clock, delivery_timeout=None) as q:
         s = sig()
         await q.publish(s)
         await clock.wait_for_sleepers(1, timeout=timeout(10))

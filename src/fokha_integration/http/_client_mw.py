@@ -220,26 +220,13 @@ class BreakerMiddleware:
         return found
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        breaker = self.breaker(req.url.host or "")
-        token = breaker.fast_token()
-        if token is None:
-            return await self._guarded(breaker, req, handler)
-        try:
-            resp = await handler(req)
-        except BaseException as exc:
-            breaker.fast_failure(token, exc)
-            raise
-        if resp.status >= 500 or resp.status == 429:
-            breaker.fast_failure(token, HttpStatusError(req.method, str(req.url), resp.status))
-        else:
-            breaker.fast_success(token)
-        return resp
+        return await self._guarded(self.breaker(req.url.host or ""), req, handler)
 
     @staticmethod
     async def _guarded(
         breaker: CircuitBreaker, req: ClientRequest, handler: Handler
     ) -> ClientResponse:
-        """The permit path (open, half-open, or timing slow calls)."""
+        """Every call under a breaker permit (the one public path of CircuitBreaker)."""
         permit = breaker.acquire()
         try:
             resp = await handler(req)

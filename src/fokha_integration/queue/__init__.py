@@ -3,7 +3,8 @@
 Stores: :class:`MemoryOutboxStore` (default), :class:`SQLiteOutboxStore` (one
 host, survives crashes) and ``RedisStreamsStore`` (several processes or hosts;
 import it from :mod:`fokha_integration.queue.redis`, it needs the ``[redis]``
-extra). Sinks: :class:`WebhookSink`, :class:`CallableSink`, :class:`WebSocketSink`,
+extra; ``fokha_integration.queue.redis_streams`` is a deprecated alias).
+Sinks: :class:`WebhookSink`, :class:`CallableSink`, :class:`WebSocketSink`,
 :class:`FileBridgeSink`, or anything implementing :class:`Sink`.
 """
 
@@ -18,9 +19,10 @@ from ._sinks import (
     WebSocketSink,
 )
 from ._sqlite import SQLiteOutboxStore
-from ._store import MemoryOutboxStore, OutboxStore
+from ._store import FastOutboxStore, MemoryOutboxStore, OutboxStore
 from ._types import (
     AttemptRecord,
+    BadSinkResultError,
     ClaimOutcome,
     DeadLetter,
     Deduper,
@@ -30,12 +32,16 @@ from ._types import (
     MemoryDeduper,
     OutboxEntry,
     PublishResult,
+    QueueStats,
     Sink,
     SinkMetrics,
+    SinkStats,
+    memory_deduper,
 )
 
 __all__ = [
     "AttemptRecord",
+    "BadSinkResultError",
     "BridgeReply",
     "BridgeSender",
     "CallableSink",
@@ -45,6 +51,7 @@ __all__ = [
     "Deduper",
     "DeliveryFailedError",
     "DeliveryResult",
+    "FastOutboxStore",
     "FileBridgeSink",
     "Guarantee",
     "MemoryDeduper",
@@ -52,11 +59,14 @@ __all__ = [
     "OutboxEntry",
     "OutboxStore",
     "PublishResult",
+    "QueueStats",
     "SQLiteOutboxStore",
     "SignalQueue",
     "Sink",
     "SinkConfig",
     "SinkMetrics",
+    "SinkStats",
     "WebSocketSink",
     "WebhookSink",
+    "memory_deduper",
 ]

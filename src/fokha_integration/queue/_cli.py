@@ -33,7 +33,7 @@ def _open(args: argparse.Namespace) -> OutboxStore:
         from ._sqlite import SQLiteOutboxStore
 
         return SQLiteOutboxStore(args.sqlite)
-    from .redis_streams import RedisStreamsStore
+    from .redis import RedisStreamsStore
 
     return RedisStreamsStore(args.redis, prefix=args.prefix)
 

@@ -21,16 +21,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BackendError, BackendUnavailableError, ClosedError, ConfigError
+from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
 
@@ -108,20 +111,23 @@ def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException | None)
 
 
 def _translate(exc: BaseException) -> BaseException:
-    """The one place sqlite3 errors become the library's own."""
-    if not isinstance(exc, sqlite3.Error):
-        return exc
-    if isinstance(exc, sqlite3.OperationalError):
-        return BackendUnavailableError("sqlite", str(exc))
-    return BackendError("sqlite", str(exc))
+    """sqlite3 (and OS) errors as the library's own, through the sqlite driver table."""
+    return translate_backend_error("sqlite", exc)
 
 
 class _DbThread:
     """The thread that owns the connection and commits queued calls in batches."""
 
-    def __init__(self, path: str, synchronous: str) -> None:
+    def __init__(self, path: str, synchronous: str, file_check_interval: float | None) -> None:
         self._path = path
         self._sync = synchronous
+        # The file's identity, checked every file_check_interval seconds (when there
+        # is work): a file deleted or replaced while open would take every later
+        # commit with it at the next restart, so the store fails loudly instead.
+        self._check_every = file_check_interval
+        self._next_check = 0.0
+        self._identity: tuple[int, int] | None = None
+        self._broken: BackendError | None = None
         self._q: queue.SimpleQueue[
             tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
@@ -160,7 +166,37 @@ class _DbThread:
                 f"SQLite {sqlite3.sqlite_version} lacks the JSON1 functions the outbox needs",
                 sqlite3.sqlite_version,
             ) from None
+        if self._check_every is not None and os.path.exists(self._path):
+            st = os.stat(self._path)
+            self._identity = (st.st_dev, st.st_ino)
         return conn
+
+    def _file_problem(self) -> BackendError | None:
+        """Why the database file can no longer be trusted, or ``None``."""
+        if self._identity is None:
+            return None
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            what = "deleted"
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return None
+            what = "replaced"
+        logger.error("SQLite outbox: %s was %s while open; refusing every call", self._path, what)
+        return BackendError(
+            "sqlite",
+            f"the database file {self._path} was {what} while open: what is written now "
+            "would be lost at the next restart; restore the file and restart",
+        )
+
+    def _check_file(self) -> BackendError | None:
+        if self._broken is None and self._check_every is not None:
+            now = time.monotonic()
+            if now >= self._next_check:
+                self._next_check = now + self._check_every
+                self._broken = self._file_problem()
+        return self._broken
 
     def _main(self) -> None:
         try:
@@ -186,6 +222,10 @@ class _DbThread:
                         stopping = True
                         break
                     batch.append(nxt)
+                broken = self._check_file()
+                if broken is not None:
+                    self._deliver_all(batch, [(False, broken)] * len(batch))
+                    continue
                 self._run_batch(conn, batch)
         finally:
             conn.close()
@@ -251,6 +291,14 @@ class SQLiteOutboxStore:
     commits on power loss; ``"FULL"`` also survives power loss, at the cost of an
     fsync per group commit. ``max_pending`` bounds each sink's backlog (checked
     every 256 appends; past it appends raise :class:`BackendError`).
+    ``file_check_interval`` (seconds, ``None``: off) is how often the store checks
+    that its file is still the one it opened: a file deleted or replaced while open
+    makes every later call raise :class:`BackendError` instead of accepting
+    signals a restart would lose.
+
+    An acknowledgement that fails (a full disk) keeps its entry leased and is
+    retried with a growing pause (up to a second): the entry is never handed out
+    again meanwhile, so a failing disk cannot cause a redelivery storm.
     """
 
     def __init__(
@@ -259,13 +307,22 @@ class SQLiteOutboxStore:
         *,
         synchronous: str = "NORMAL",
         max_pending: int = 1_000_000,
+        file_check_interval: float | None = 1.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        if not isinstance(synchronous, str) or synchronous.upper() not in (
+            "NORMAL",
+            "FULL",
+            "EXTRA",
+        ):
             raise ConfigError("synchronous", "must be NORMAL, FULL or EXTRA", synchronous)
         self._path = str(path)
         self._sync = synchronous.upper()
-        self._max_pending = max_pending
+        self._max_pending = check.integer("max_pending", max_pending, minimum=1)
+        self._file_check = check.optional_number(
+            "file_check_interval", file_check_interval, exclusive_minimum=0.0
+        )
+        self._ack_retry_delay = 0.0  # the pause before re-trying failed acks (0: none failed)
         self._clock = clock
         self._db: _DbThread | None = None
         self._leased: dict[str, set[int]] = {}
@@ -287,7 +344,7 @@ class SQLiteOutboxStore:
     async def open(self, sinks: Sequence[str]) -> None:
         """Open the file (creating the schema) and register ``sinks``."""
         if self._db is None:
-            db = _DbThread(self._path, self._sync)
+            db = _DbThread(self._path, self._sync, self._file_check)
             await asyncio.get_running_loop().run_in_executor(None, db.start)
             self._db = db
         names = list(sinks)
@@ -528,8 +585,9 @@ class SQLiteOutboxStore:
         """:meth:`ack` without waiting for the commit (what :class:`SignalQueue` calls).
 
         The entry stays leased until its row is deleted, so it is not handed out
-        again meanwhile. Should the delete fail, the lease is dropped and the entry
-        is fetched and delivered again (at-least-once; receivers dedup on the id).
+        again meanwhile. Should the delete fail, it is retried after a growing pause
+        (the entry stays leased: no redelivery); entries still unacknowledged at
+        :meth:`close` are pending for the next opener (at-least-once).
         """
         if self._ack_batch is None:
             self._ack_batch = []
@@ -558,12 +616,11 @@ class SQLiteOutboxStore:
         def done(result: asyncio.Future[None]) -> None:
             exc = None if result.cancelled() else result.exception()
             failed = exc is not None or result.cancelled()
-            if failed:
-                logger.warning("SQLite outbox: %d acknowledgements failed: %r", len(batch), exc)
+            retry: list[OutboxEntry] = []
             for entry, fut in batch:
-                if fut is None:  # ack_nowait: settle here, or put the entry back
+                if fut is None:  # ack_nowait: settle here, or keep the lease and retry
                     if failed:
-                        self._give_back(entry)
+                        retry.append(entry)
                     else:
                         self._settle_entry(entry)
                 elif fut.done():
@@ -574,6 +631,10 @@ class SQLiteOutboxStore:
                     fut.set_exception(exc)
                 else:
                     fut.set_result(None)
+            if retry:
+                self._retry_acks(retry, exc)
+            elif not failed:
+                self._ack_retry_delay = 0.0
 
         if self._db is None:
             closed = ClosedError("the SQLite outbox store is not open")
@@ -584,6 +645,25 @@ class SQLiteOutboxStore:
                     fut.set_exception(closed)
             return
         self._db.submit(op).add_done_callback(done)
+
+    def _retry_acks(self, entries: list[OutboxEntry], exc: BaseException | None) -> None:
+        """Acks that failed: the entries stay leased; try again after a growing pause."""
+        delay = min(1.0, max(0.01, self._ack_retry_delay * 2))
+        self._ack_retry_delay = delay
+        logger.warning(
+            "SQLite outbox: %d acknowledgements failed (%r); retrying in %.2fs",
+            len(entries),
+            exc,
+            delay,
+        )
+
+        def again() -> None:
+            if self._db is None:
+                return  # closed: the entries are pending for the next opener
+            for entry in entries:
+                self.ack_nowait(entry)
+
+        asyncio.get_running_loop().call_later(delay, again)
 
     async def release(self, entry: OutboxEntry) -> None:
         """Forget the lease; the entry is fetched again."""

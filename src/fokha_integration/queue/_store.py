@@ -18,16 +18,15 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
 
-__all__ = ["MemoryOutboxStore", "OutboxStore"]
-
-_new_entry = tuple.__new__  # builds an OutboxEntry without its keyword-aware __new__
+__all__ = ["FastOutboxStore", "MemoryOutboxStore", "OutboxStore"]
 
 
 @runtime_checkable
@@ -83,6 +82,51 @@ class OutboxStore(Protocol):
         ...
 
 
+@runtime_checkable
+class FastOutboxStore(OutboxStore, Protocol):
+    """An :class:`OutboxStore` that also acknowledges without the caller waiting.
+
+    :class:`SignalQueue` calls ``ack_nowait`` instead of ``ack`` when the store has
+    it (the memory and SQLite stores): no coroutine per delivery, and the store
+    groups the writes. It must not lose an acknowledgement: when the write fails,
+    the entry stays leased (never handed out again by this store object) and the
+    write is retried; what is still unacknowledged at close is pending for the next
+    opener (at-least-once).
+    """
+
+    def ack_nowait(self, entry: OutboxEntry) -> None:
+        """:meth:`OutboxStore.ack`, without waiting for the write."""
+        ...
+
+
+class _Slot:
+    """One appended envelope in the memory store's log, shared by every sink."""
+
+    __slots__ = ("enqueued_at", "envelope", "holders", "place", "ref")
+
+    def __init__(
+        self,
+        ref: str,
+        envelope: Envelope,
+        enqueued_at: float,
+        holders: int,
+        place: tuple[int, int] | None = None,
+    ) -> None:
+        self.ref = ref
+        self.envelope = envelope
+        self.enqueued_at = enqueued_at
+        self.holders = holders  # sinks that still have to deliver it
+        self.place = place  # a replayed dead letter's place in append order
+
+    def entry(self, sink: str) -> OutboxEntry:
+        """This slot as ``sink``'s entry."""
+        return OutboxEntry(sink, self.ref, self.envelope, self.enqueued_at)
+
+    def order(self) -> tuple[int, int]:
+        """Where this slot stands in append order: its seq, or a replay's place."""
+        return self.place if self.place is not None else (int(self.ref), 0)
+
+
 class MemoryOutboxStore:
     """The embedded default: in-process, fast, and gone when the process ends.
 
@@ -91,10 +135,8 @@ class MemoryOutboxStore:
     dropped). ``max_dead_letters`` bounds the dead letters; past it the oldest is
     evicted and counted in :attr:`evicted_dead_letters`.
 
-    Besides the :class:`OutboxStore` methods it has :meth:`append_nowait` and
-    :meth:`ack_nowait`, which :class:`SignalQueue` calls instead of ``append`` and
-    ``ack`` (no coroutine per call). A subclass that overrides ``append`` or ``ack``
-    must override these too.
+    It is a :class:`FastOutboxStore`: :class:`SignalQueue` acknowledges through
+    :meth:`ack_nowait`. A subclass that overrides ``ack`` must override it too.
     """
 
     def __init__(
@@ -104,26 +146,23 @@ class MemoryOutboxStore:
         max_dead_letters: int = 10_000,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if max_pending < 1:
-            raise ConfigError("max_pending", "must be >= 1", max_pending)
-        self._max_pending = max_pending
-        self._max_dead = max_dead_letters
+        self._max_pending = check.integer("max_pending", max_pending, minimum=1)
+        self._max_dead = check.integer("max_dead_letters", max_dead_letters, minimum=0)
         self._clock = clock
         self._now = time.time if clock is SYSTEM_CLOCK else clock.time
         # One shared log of slots, in append order, for every sink; each sink reads it
-        # through its own cursor (the seq of the next slot it has not fetched). A slot
-        # is [ref, envelope, enqueued_at, sinks still holding it]; once no sink holds
-        # the oldest slots they are trimmed. Appending is thus one slot for any number
-        # of sinks, and a sink's entry tuple is only built when the sink fetches it.
-        self._log: list[list[Any]] = []
+        # through its own cursor (the seq of the next slot it has not fetched); once
+        # no sink holds the oldest slots they are trimmed. Appending is thus one slot
+        # for any number of sinks, and a sink's entry is only built when it fetches.
+        self._log: list[_Slot] = []
         self._base = 1  # seq of self._log[0]
         self._live = 0  # index in self._log of the oldest slot some sink still holds
         self._next = 1  # seq of the next append
         self._cursor: dict[str, int] = {}
         # Per sink: leased entries (ref -> slot), and entries to hand out before the
         # log (released ones, replayed dead letters), each with its slot.
-        self._leased: dict[str, dict[str, list[Any]]] = {}
-        self._redo: dict[str, deque[tuple[OutboxEntry, list[Any]]]] = {}
+        self._leased: dict[str, dict[str, _Slot]] = {}
+        self._redo: dict[str, deque[_Slot]] = {}
         # Envelope id -> live slots with it (a repeated append is refused).
         self._ids: dict[str, int] = {}
         self._seq = itertools.count(1)  # dead-letter refs
@@ -150,22 +189,15 @@ class MemoryOutboxStore:
         self._closed = True
         for sink, leased in self._leased.items():
             if leased:
-                self._give_back(
-                    sink,
-                    [
-                        (_new_entry(OutboxEntry, (sink, ref, slot[1], slot[2])), slot)
-                        for ref, slot in leased.items()
-                    ],
-                )
+                self._give_back(sink, list(leased.values()))
                 leased.clear()
 
-    def _give_back(self, sink: str, pairs: list[tuple[OutboxEntry, list[Any]]]) -> None:
+    def _give_back(self, sink: str, slots: list[_Slot]) -> None:
         """Make leased entries fetchable again, each in its place in append order
         (entries given back in any order keep a key's order)."""
-        redo = self._redo[sink]
-        pairs.extend(redo)
-        pairs.sort(key=lambda pair: _order(pair[1]))
-        self._redo[sink] = deque(pairs)
+        slots.extend(self._redo[sink])
+        slots.sort(key=_Slot.order)
+        self._redo[sink] = deque(slots)
 
     def _pending_count(self, sink: str) -> int:
         return self._next - self._cursor[sink] + len(self._leased[sink]) + len(self._redo[sink])
@@ -187,7 +219,7 @@ class MemoryOutboxStore:
             for sink in self._cursor:
                 if self._pending_count(sink) >= self._max_pending:
                     raise BackendError("memory", f"outbox for sink {sink!r} is full")
-        self._log.append([str(seq), envelope, self._now(), sinks])
+        self._log.append(_Slot(str(seq), envelope, self._now(), sinks))
         self._next = seq + 1
         ids[eid] = 1
         return True
@@ -204,18 +236,17 @@ class MemoryOutboxStore:
         out: list[OutboxEntry] = []
         redo = self._redo[sink]
         while redo and len(out) < limit:
-            entry, slot = redo.popleft()
-            leased[entry.ref] = slot
-            out.append(entry)
+            slot = redo.popleft()
+            leased[slot.ref] = slot
+            out.append(slot.entry(sink))
         cursor = self._cursor[sink]
         room = limit - len(out)
         if cursor < self._next and room > 0:
             at = cursor - self._base
             chunk = self._log[at : at + room]
             for slot in chunk:
-                ref = slot[0]
-                leased[ref] = slot
-                out.append(_new_entry(OutboxEntry, (sink, ref, slot[1], slot[2])))
+                leased[slot.ref] = slot
+                out.append(slot.entry(sink))
             self._cursor[sink] = cursor + len(chunk)
         return out
 
@@ -224,22 +255,21 @@ class MemoryOutboxStore:
         slot = self._leased[entry.sink].pop(entry.ref, None)
         if slot is None:
             return
-        left = slot[3] - 1
-        slot[3] = left
-        if not left:
+        slot.holders -= 1
+        if not slot.holders:
             self._done(slot)
 
-    def _done(self, slot: list[Any]) -> None:
+    def _done(self, slot: _Slot) -> None:
         # No sink holds this slot any more: forget its id, trim the log's head.
         ids = self._ids
-        eid = slot[1].id
+        eid = slot.envelope.id
         left = ids.pop(eid, 1) - 1  # almost always the envelope's only slot
         if left > 0:
             ids[eid] = left
         log = self._log
         live = self._live
         end = len(log)
-        while live < end and not log[live][3]:
+        while live < end and not log[live].holders:
             live += 1
         if live >= 1024 and live * 2 >= end:
             del log[:live]
@@ -255,7 +285,7 @@ class MemoryOutboxStore:
         """Make ``entry`` fetchable again, in its place in append order."""
         slot = self._leased[entry.sink].pop(entry.ref, None)
         if slot is not None:
-            self._give_back(entry.sink, [(entry, slot)])
+            self._give_back(entry.sink, [slot])
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Move ``entry`` to the dead letters."""
@@ -294,8 +324,7 @@ class MemoryOutboxStore:
             # A slot of its own, outside the log: held by this one sink, placed after
             # everything appended so far.
             place = (self._next - 1, next(self._seq))
-            slot: list[Any] = [f"r{ref}", letter.envelope, now, 1, place]
-            redo.append((_new_entry(OutboxEntry, (letter.sink, slot[0], slot[1], now)), slot))
+            redo.append(_Slot(f"r{ref}", letter.envelope, now, 1, place))
             eid = letter.envelope.id
             self._ids[eid] = self._ids.get(eid, 0) + 1
         return len(chosen)
@@ -303,18 +332,13 @@ class MemoryOutboxStore:
     async def stats(self, sink: str) -> tuple[int, float | None]:
         """Pending count and the oldest enqueue time."""
         cursor = self._cursor[sink]
-        times = [slot[2] for slot in self._leased[sink].values()]
-        times.extend(slot[2] for _, slot in self._redo[sink])
+        times = [slot.enqueued_at for slot in self._leased[sink].values()]
+        times.extend(slot.enqueued_at for slot in self._redo[sink])
         if cursor < self._next:
-            times.append(self._log[cursor - self._base][2])
+            times.append(self._log[cursor - self._base].enqueued_at)
         if not times:
             return 0, None
         return self._pending_count(sink), min(times)
-
-
-def _order(slot: list[Any]) -> tuple[int, int]:
-    """Where a memory-store slot stands in append order: its seq, or a replay's place."""
-    return slot[4] if len(slot) > 4 else (int(slot[0]), 0)
 
 
 def _with_ref(letter: DeadLetter, ref: str) -> DeadLetter:

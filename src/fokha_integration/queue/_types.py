@@ -2,25 +2,27 @@
 
 A *sink* is anything with ``name``, ``guarantee``, ``execution`` and
 ``async def deliver(envelope)``; a *deduper* is anything with
-``async def claim(key, *, type, fingerprint=None)`` returning an object whose
-``status`` is ``"first"``, ``"duplicate"``, ``"conflict"`` or ``"in_flight"``.
-Nothing here does I/O.
+``claim``/``commit``/``release`` as :class:`~fokha_integration.dedup.DedupCache`
+has them. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import FokhaError
+from ..dedup import DedupCache, MemoryDedupBackend
+from ..errors import ConfigError, FokhaError
 from ..models import Envelope
 
 __all__ = [
     "AttemptRecord",
+    "BadSinkResultError",
     "ClaimOutcome",
     "DeadLetter",
     "Deduper",
@@ -30,8 +32,10 @@ __all__ = [
     "MemoryDeduper",
     "OutboxEntry",
     "PublishResult",
+    "QueueStats",
     "Sink",
     "SinkMetrics",
+    "SinkStats",
 ]
 
 Guarantee = Literal["at_most_once", "at_least_once"]
@@ -45,9 +49,15 @@ ClaimStatus = Literal["first", "duplicate", "conflict", "in_flight"]
 class DeliveryResult:
     """What a sink may return from ``deliver``: ``ok=False`` is a final refusal.
 
-    Returning ``None`` (or ``DeliveryResult()``) means delivered. A result with
-    ``ok=False`` (e.g. the EA answered ``rejected``) is not retried: the entry is
-    dead-lettered with ``reason``. To ask for a retry, raise an exception instead.
+    The delivery outcome contract, all of it:
+
+    - return ``None`` or ``DeliveryResult()`` (``ok=True``): delivered;
+    - return ``DeliveryResult(ok=False, reason=...)`` (e.g. the EA answered
+      ``rejected``): a final refusal, dead-lettered with reason ``"rejected"``;
+    - raise: the attempt failed; retried per the sink's :class:`RetryPolicy`;
+    - return anything else (``True``, ``"ok"``, a dict): a bug in the sink, never
+      read as success or failure: the entry is dead-lettered at once with reason
+      ``"bad_sink_result"`` (see :class:`BadSinkResultError`) and not retried.
     """
 
     ok: bool = True
@@ -69,6 +79,23 @@ class DeliveryFailedError(FokhaError):
         self.status = status
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class BadSinkResultError(FokhaError):
+    """A sink's ``deliver`` returned something other than ``None`` or a :class:`DeliveryResult`.
+
+    The queue never guesses what ``True``, ``"ok"`` or a dict meant: the entry is
+    dead-lettered with reason ``"bad_sink_result"`` and this error's text as detail.
+    ``sink`` names the sink, ``result_type`` the type it returned.
+    """
+
+    def __init__(self, sink: str, result: object) -> None:
+        self.sink = sink
+        self.result_type = type(result).__name__
+        super().__init__(
+            f"sink {sink!r} returned a {self.result_type} ({result!r:.80}); deliver() must "
+            "return None or a DeliveryResult, or raise"
+        )
 
 
 @runtime_checkable
@@ -101,74 +128,93 @@ class Sink(Protocol):
 
 
 class ClaimOutcome(Protocol):
-    """What a deduper's ``claim`` returns: something with a ``status``."""
+    """What a deduper's ``claim`` returns: a ``status`` and, for a leased claim, a ``token``."""
 
     @property
     def status(self) -> str:
         """``"first"``, ``"duplicate"``, ``"conflict"`` or ``"in_flight"``."""
         ...
 
+    @property
+    def token(self) -> str | None:
+        """The lease's token on a ``"first"`` answer to a leased claim, else ``None``."""
+        ...
+
 
 @runtime_checkable
 class Deduper(Protocol):
-    """Atomic seen-or-claim: the first claim of a key wins, later ones are duplicates.
+    """Atomic seen-or-claim with leases (:class:`~fokha_integration.dedup.DedupCache` is one).
 
+    The queue claims a key with ``lease`` seconds: the key is ``"in_flight"`` until
+    :meth:`commit` (called once the store holds the envelope) keeps it for the
+    type's TTL, or :meth:`release` (the store write failed) frees it. A claim that
+    reached the backend although the publish was cancelled or timed out frees
+    itself when its lease runs out, so a repeated publish succeeds then.
     ``fingerprint`` is a digest of the content: the same key with a different
-    fingerprint is a ``"conflict"`` (a producer bug worth surfacing).
-    ``release`` forgets a claim whose publish failed, so the producer may retry.
+    fingerprint is a ``"conflict"``.
     """
 
-    async def claim(self, key: str, *, type: str, fingerprint: str | None = None) -> ClaimOutcome:
+    async def claim(
+        self,
+        key: str,
+        *,
+        type: str,
+        fingerprint: str | None = None,
+        lease: float | None = None,
+    ) -> ClaimOutcome:
         """Claim ``key``; see the class docstring for the statuses."""
         ...
 
-    async def release(self, key: str, *, type: str) -> object:
+    async def commit(self, key: str, *, type: str, token: str | None = None) -> object:
+        """Keep the claim on ``key`` for good (its envelope is stored); the result is ignored."""
+        ...
+
+    async def release(self, key: str, *, type: str, token: str | None = None) -> object:
         """Forget the claim on ``key`` (its publish did not happen); the result is ignored."""
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    status: ClaimStatus
+def memory_deduper(
+    *, max_keys: int = 100_000, ttl: float = 24 * 3600.0, clock: Clock = SYSTEM_CLOCK
+) -> DedupCache:
+    """The queue's default deduper: a :class:`DedupCache` on the memory backend.
+
+    It remembers the last ``max_keys`` keys of every type for ``ttl`` seconds,
+    forgets on restart and is not shared between processes: give the queue a
+    ``DedupCache`` on SQLite or Redis for that.
+    """
+    return DedupCache(
+        MemoryDedupBackend(max_entries=check.integer("max_keys", max_keys, minimum=1), clock=clock),
+        ttl_by_type={},
+        default_ttl=check.positive("ttl", ttl),
+        clock=clock,
+    )
 
 
-class MemoryDeduper:
-    """An in-process :class:`Deduper`: the last ``max_keys`` keys for ``ttl`` seconds.
+class MemoryDeduper(DedupCache):
+    """Deprecated: use :func:`memory_deduper` (a ``DedupCache`` on the memory backend).
 
-    The default of :class:`SignalQueue` when no deduper is given. It forgets on
-    restart and is not shared between processes: give the queue a ``DedupCache``
-    (SQLite or Redis) for that. Oldest keys are evicted first when ``max_keys`` is
-    reached.
+    Kept so existing code runs; it is that same cache, with a
+    :class:`DeprecationWarning` when built.
     """
 
     def __init__(
         self, *, max_keys: int = 100_000, ttl: float = 24 * 3600.0, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        if max_keys < 1:
-            raise ValueError("max_keys must be >= 1")
-        self._clock = clock
-        self._max = max_keys
-        self._ttl = ttl
-        self._seen: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
-
-    async def claim(self, key: str, *, type: str, fingerprint: str | None = None) -> _Claim:
-        """Claim ``key`` (see :class:`Deduper`)."""
-        now = self._clock.monotonic()
-        slot = (type, key)
-        seen = self._seen.get(slot)
-        if seen is not None and now - seen[0] < self._ttl:
-            if fingerprint is not None and seen[1] is not None and seen[1] != fingerprint:
-                return _Claim("conflict")
-            return _Claim("duplicate")
-        self._seen[slot] = (now, fingerprint)
-        self._seen.move_to_end(slot)
-        while len(self._seen) > self._max:
-            self._seen.popitem(last=False)
-        return _Claim("first")
-
-    async def release(self, key: str, *, type: str) -> None:
-        """Forget ``key``."""
-        self._seen.pop((type, key), None)
+        warnings.warn(
+            "MemoryDeduper is deprecated; the queue's default is memory_deduper(), "
+            "a DedupCache on the memory backend",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(
+            MemoryDedupBackend(
+                max_entries=check.integer("max_keys", max_keys, minimum=1), clock=clock
+            ),
+            ttl_by_type={},
+            default_ttl=check.positive("ttl", ttl),
+            clock=clock,
+        )
 
 
 PublishStatus = Literal["accepted", "duplicate", "conflict"]
@@ -245,9 +291,10 @@ class DeadLetter:
     """An envelope a sink gave up on, with the reason and every attempt.
 
     ``reason`` is one of ``"max_attempts"``, ``"not_retryable"``, ``"rejected"``
-    (the sink refused it), ``"expired"`` (a stale signal for an execution sink),
-    ``"deadline"`` or ``"at_most_once_failed"``. ``ref`` is the store's handle for
-    :meth:`SignalQueue.replay_dead_letters`.
+    (the sink refused it), ``"bad_sink_result"`` (the sink returned something that
+    is neither ``None`` nor a :class:`DeliveryResult`), ``"expired"`` (a stale
+    signal for an execution sink), ``"deadline"`` or ``"at_most_once_failed"``.
+    ``ref`` is the store's handle for :meth:`SignalQueue.replay_dead_letters`.
     """
 
     sink: str
@@ -310,9 +357,47 @@ class SinkMetrics:
     breaker: str = "closed"
 
 
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """A snapshot of one sink's counters (see :meth:`SignalQueue.stats`).
+
+    ``delivered``/``retried``/``dead_lettered`` count since the queue started;
+    ``in_flight`` is entries this process holds for the sink now; ``lag`` is
+    seconds from enqueue to delivery of the last delivered entry;
+    ``store_errors`` counts store writes (acks, dead letters) that failed and were
+    retried; ``breaker`` is the sink's breaker state.
+    """
+
+    name: str
+    delivered: int
+    retried: int
+    dead_lettered: int
+    in_flight: int
+    lag: float
+    store_errors: int
+    breaker: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot of a :class:`SignalQueue`'s counters: publishes and one entry per sink."""
+
+    accepted: int
+    duplicates: int
+    conflicts: int
+    sinks: tuple[SinkStats, ...]
+
+    def sink(self, name: str) -> SinkStats:
+        """The snapshot of the sink called ``name``."""
+        for stats in self.sinks:
+            if stats.name == name:
+                return stats
+        raise KeyError(name)
+
+
 def sink_names(sinks: Sequence[Sink]) -> list[str]:
     """The names of ``sinks``, checked unique."""
     names = [s.name for s in sinks]
     if len(set(names)) != len(names):
-        raise ValueError(f"sink names must be unique: {names}")
+        raise ConfigError("sinks", "sink names must be unique", names)
     return names

@@ -51,8 +51,6 @@ ErrorClassifier = Callable[[BaseException], Outcome]
 StateListener = Callable[[StateChange], None]
 """Called (synchronously) after each state change; must not raise."""
 
-_tuple_new = tuple.__new__  # builds a Permit without its keyword-aware __new__
-
 _PERMITS: ContextVar[tuple[tuple[int, Permit], ...]] = ContextVar(
     "fokha_breaker_permits", default=()
 )
@@ -171,44 +169,15 @@ class CircuitBreaker:
 
     def acquire(self) -> Permit:
         """Ask leave for one call; raises :class:`CircuitOpenError` when refused."""
-        machine = self._machine
         try:
-            return machine.acquire(self._monotonic())
+            return self._machine.acquire(self._monotonic())
         finally:
-            # The machine's change list, read directly: this runs on every call.
-            if machine._changes:
-                self._emit()
+            self._emit()
 
     def release(self, permit: Permit, exc: BaseException | None = None) -> None:
         """Report the end of a call made under ``permit`` (``exc``: what it raised)."""
-        machine = self._machine
-        if exc is None:
-            machine.record_success(permit, self._monotonic())
-        else:
-            machine.record(permit, self.classify(exc), self._monotonic())
-        if machine._changes:
-            self._emit()
-
-    # -- the token protocol (hot paths; see BreakerStateMachine.closed_generation) --
-
-    def fast_token(self) -> int | None:
-        """Leave for one call without a permit, or ``None``: then use :meth:`acquire`.
-
-        Given while the breaker is CLOSED and does not time calls (no
-        ``slow_call_duration``). Report the call with :meth:`fast_success` or
-        :meth:`fast_failure`; the outcome counts exactly as it would through
-        :meth:`acquire` and :meth:`release`.
-        """
-        return self._machine.closed_generation
-
-    def fast_success(self, token: int) -> None:
-        """Report that the call made under ``token`` succeeded."""
-        if not self._machine.fast_success(token):
-            self.release(_tuple_new(Permit, (token, self._monotonic(), False, 0)), None)
-
-    def fast_failure(self, token: int, exc: BaseException) -> None:
-        """Report that the call made under ``token`` raised ``exc``."""
-        self.release(_tuple_new(Permit, (token, self._monotonic(), False, 0)), exc)
+        self._machine.record(permit, self.classify(exc), self._monotonic())
+        self._emit()
 
     def _emit(self) -> None:
         if not self._machine.has_changes:
@@ -273,7 +242,7 @@ class CircuitBreaker:
         self.release(permit, exc)
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.name!r}, state={self._machine._state.value})"
+        return f"CircuitBreaker({self.name!r}, state={self.state.value})"
 
 
 class BreakerRegistry:

@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .. import _validate as check
 from ..errors import CircuitOpenError, ConfigError
 
 __all__ = [
@@ -74,8 +75,6 @@ _DISABLED = BreakerState.DISABLED
 _SUCCESS = Outcome.SUCCESS
 _FAILURE = Outcome.FAILURE
 _IGNORE = Outcome.IGNORE
-# NamedTuple's generated __new__ takes keywords and costs ~300 ns; this is ~100 ns.
-_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,31 +109,22 @@ class BreakerConfig:
     probe_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.failure_threshold is not None and self.failure_threshold < 1:
-            raise ConfigError("failure_threshold", "must be >= 1 or None", self.failure_threshold)
+        if self.failure_threshold is not None:
+            check.integer("failure_threshold", self.failure_threshold, minimum=1)
         rate = self.failure_rate_threshold
-        if rate is not None and not 0.0 < rate <= 1.0:
-            raise ConfigError("failure_rate_threshold", "must be in (0, 1] or None", rate)
+        if rate is not None:
+            check.number("failure_rate_threshold", rate, exclusive_minimum=0.0, maximum=1.0)
         if self.failure_threshold is None and rate is None:
             raise ConfigError("failure_threshold", "one trip condition must be set", None)
-        if self.window_size < 1:
-            raise ConfigError("window_size", "must be >= 1", self.window_size)
-        if not 1 <= self.minimum_calls <= self.window_size:
-            raise ConfigError("minimum_calls", "must be in 1..window_size", self.minimum_calls)
-        if self.slow_call_duration is not None and self.slow_call_duration <= 0:
-            raise ConfigError("slow_call_duration", "must be > 0 or None", self.slow_call_duration)
-        if self.open_duration < 0:
-            raise ConfigError("open_duration", "must be >= 0", self.open_duration)
-        if self.open_backoff < 1:
-            raise ConfigError("open_backoff", "must be >= 1", self.open_backoff)
-        if self.max_open_duration < self.open_duration:
-            raise ConfigError("max_open_duration", "must be >= open_duration", None)
-        if self.half_open_max_probes < 1:
-            raise ConfigError("half_open_max_probes", "must be >= 1", self.half_open_max_probes)
-        if self.half_open_successes < 1:
-            raise ConfigError("half_open_successes", "must be >= 1", self.half_open_successes)
-        if self.probe_timeout <= 0:
-            raise ConfigError("probe_timeout", "must be > 0", self.probe_timeout)
+        check.integer("window_size", self.window_size, minimum=1)
+        check.integer("minimum_calls", self.minimum_calls, minimum=1, maximum=self.window_size)
+        check.optional_number("slow_call_duration", self.slow_call_duration, exclusive_minimum=0.0)
+        check.non_negative("open_duration", self.open_duration)
+        check.number("open_backoff", self.open_backoff, minimum=1.0)
+        check.number("max_open_duration", self.max_open_duration, minimum=self.open_duration)
+        check.integer("half_open_max_probes", self.half_open_max_probes, minimum=1)
+        check.integer("half_open_successes", self.half_open_successes, minimum=1)
+        check.positive("probe_timeout", self.probe_timeout)
 
 
 class Permit(NamedTuple):
@@ -196,24 +186,6 @@ class BreakerStateMachine:
         self._changes: list[StateChange] = []
         self._calls = self._successes = self._failures = self._slow = 0
         self._ignored = self._rejected = self._stale = self._times_opened = 0
-        # For the token path (see closed_generation): calls need no start time when no
-        # slow-call threshold is set, and the success that fills the window up to
-        # minimum_calls (with the rate rule on) may trip, so it takes the full path.
-        cfg = self.config
-        self._untimed = cfg.slow_call_duration is None
-        self._rate_gate = cfg.minimum_calls if cfg.failure_rate_threshold is not None else 0
-        # Successes taken by fast_success and not yet applied to the counters and the
-        # window (see _settle): a CLOSED breaker whose window holds minimum_calls can
-        # no more trip on a success, so they are applied when something reads them.
-        self._lazy = 0
-        self._warm = self._untimed and self._rate_gate == 0  # fast_success may count
-        self.closed_generation: int | None = 0 if self._untimed else None
-        """The state's generation while CLOSED with untimed calls (no
-        ``slow_call_duration``), else ``None``: then a permit would carry nothing but
-        the generation, so a call may go ahead under it as a token, without a permit.
-        Report the call with :meth:`fast_success`, or with :meth:`record` of
-        ``Permit(token, now, False, 0)``; ``None`` means: use :meth:`acquire`. An
-        attribute, kept by every transition, so hot paths read it without a call."""
 
     # -- state ---------------------------------------------------------------
 
@@ -238,12 +210,8 @@ class BreakerStateMachine:
         old = self._state
         if old is new:
             return
-        if self._lazy:
-            self._settle()
         self._state = new
-        self._warm = new is _CLOSED and self._untimed and self._rate_gate == 0
         self._generation += 1
-        self.closed_generation = self._generation if new is _CLOSED and self._untimed else None
         self._probes.clear()
         self._probe_successes = 0
         if new is _OPEN:
@@ -260,26 +228,9 @@ class BreakerStateMachine:
         self._changes.append(StateChange(self.name, old, new, now, reason))
 
     def _reset_window(self) -> None:
-        if self._lazy:
-            self._settle()
         self._window.clear()
         self._window_failures = 0
         self._consecutive = 0
-        self._warm = self._state is _CLOSED and self._untimed and self._rate_gate == 0
-
-    def _settle(self) -> None:
-        """Apply the successes fast_success took: counters, window, consecutive."""
-        k, self._lazy = self._lazy, 0
-        self._calls += k
-        self._successes += k
-        self._consecutive = 0
-        window = self._window
-        maxlen = window.maxlen or 0
-        # The oldest entries that k new ones push out of the window.
-        for i in range(min(len(window) + k - maxlen, len(window))):
-            if window[i]:
-                self._window_failures -= 1
-        window.extend([False] * min(k, maxlen))
 
     def _tick(self, now: float) -> None:
         if self._state is _OPEN and now >= self._open_until:
@@ -298,7 +249,7 @@ class BreakerStateMachine:
         """Ask to make a call; raises :class:`CircuitOpenError` when refused."""
         if self._state is _CLOSED:  # the hot path: nothing time-driven to apply
             self._serial += 1
-            return _tuple_new(Permit, (self._generation, now, False, self._serial))
+            return Permit(self._generation, now, False, self._serial)
         self._tick(now)
         state = self._state
         if state is _OPEN:
@@ -318,37 +269,8 @@ class BreakerStateMachine:
             return Permit(self._generation, now, True, self._serial)
         return Permit(self._generation, now, False, self._serial)
 
-    def record_success(self, permit: Permit, now: float) -> None:
-        """``record(permit, SUCCESS, now)``, with a shorter path for the common case.
-
-        A success in the CLOSED state only counts and enters the window. The one
-        way it can move the state is by filling the window up to ``minimum_calls``
-        while the failure rate is at the threshold (once the window holds that many,
-        every earlier record checked the rate, and a success only lowers it): that
-        case goes through :meth:`record`, as does every other state and outcome.
-        """
-        if permit.probe or not self._untimed or not self.fast_success(permit.generation):
-            self.record(permit, _SUCCESS, now)
-
-    def fast_success(self, token: int) -> bool:
-        """Count a success of a call made under ``token`` (see ``closed_generation``).
-
-        Returns ``False``, counting nothing, when the success needs the full path:
-        the state moved since the token was given (a stale call), the breaker times
-        calls, or the rate rule is on and the window does not yet hold
-        ``minimum_calls`` (a success that fills it may trip). Then report it with
-        :meth:`record` instead. Counted successes are applied to the counters and
-        the window when anything reads them (a record, metrics, a transition).
-        """
-        if token == self._generation and self._warm:
-            self._lazy += 1  # applied by _settle before anything reads the counts
-            return True
-        return False
-
     def record(self, permit: Permit, outcome: Outcome, now: float) -> None:
         """Report how the call made under ``permit`` ended."""
-        if self._lazy:
-            self._settle()
         if self._state is not _CLOSED:
             self._tick(now)
         cfg = self.config
@@ -384,8 +306,6 @@ class BreakerStateMachine:
             self._window_failures -= 1
         self._window.append(failed)
         self._window_failures += failed
-        if not self._warm and self._untimed and len(self._window) >= self._rate_gate:
-            self._warm = True  # from here a success cannot trip: fast_success may count
         self._consecutive = self._consecutive + 1 if failed else 0
         if cfg.failure_threshold is not None and self._consecutive >= cfg.failure_threshold:
             self._transition(_OPEN, now, f"{self._consecutive} consecutive failures")
@@ -424,8 +344,6 @@ class BreakerStateMachine:
 
     def metrics(self, now: float) -> BreakerMetrics:
         """A snapshot of the counters."""
-        if self._lazy:
-            self._settle()
         self._tick(now)
         n = len(self._window)
         return BreakerMetrics(

@@ -424,8 +424,12 @@ def parse_config(
         )
     names = [c.strip() for c in config.sync.collections.split(",")]
     if config.sync.enabled and (not all(names) or len(set(names)) != len(names)):
-        raise ServeConfigError(path, lines.find("sync", None, "collections"), "sync.collections",
-                               "must be distinct, non-empty names separated by commas")
+        raise ServeConfigError(
+            path,
+            lines.find("sync", None, "collections"),
+            "sync.collections",
+            "must be distinct, non-empty names separated by commas",
+        )
     if config.server.host not in ("127.0.0.1", "localhost", "::1") and not config.server.secret:
         raise ServeConfigError(
             path,

@@ -1,0 +1,493 @@
+"""The Redis Streams outbox store: several delivering processes, on one host or many.
+
+Needs the ``[redis]`` extra (``pip install 'fokha-integration[redis]'``); this module
+imports ``redis.asyncio`` and nothing else in the library does.
+
+Layout (``prefix`` defaults to ``fokha:queue``; the braces keep every key in one
+cluster slot): ``{prefix}:sinks`` (a set of sink names), ``{prefix}:s:<sink>`` (one
+stream per sink, read by the consumer group ``<sink>``: a consumer group per sink),
+``{prefix}:dead`` (the dead-letter stream), ``{prefix}:id:<envelope id>`` (marks an
+appended id for ``id_ttl`` seconds so a repeated append is a no-op).
+
+An append adds the envelope to every registered sink's stream in one Lua script
+(atomic). A delivering process reads new entries with ``XREADGROUP``, acknowledges
+with ``XACK`` + ``XDEL`` (so streams hold only what is pending), and reclaims the
+entries of crashed consumers with ``XAUTOCLAIM`` once they have been idle for
+``reclaim_idle`` seconds. While it works on an entry it refreshes the entry's idle
+time (``XCLAIM ... JUSTID``), so a slow but live consumer is not robbed.
+
+Durability is what the server's persistence gives (``appendonly yes`` with
+``appendfsync everysec`` or ``always``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from .. import _validate as check
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
+from ..models import Envelope
+from ._types import DeadLetter, OutboxEntry
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "RedisStreamsStore needs the 'redis' extra: pip install 'fokha-integration[redis]'"
+    ) from exc
+
+__all__ = ["RedisStreamsStore"]
+
+_PARSE_CACHE = 8192  # envelopes parsed once for every sink's copy of the same data
+_MAX_BATCH = 512  # appends or acks sent in one pipeline
+
+_APPEND = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) == false then
+  return 0
+end
+local sinks = redis.call('SMEMBERS', KEYS[1])
+if #sinks == 0 then
+  redis.call('DEL', KEYS[2])
+  return -2
+end
+for _, s in ipairs(sinks) do
+  if redis.call('XLEN', ARGV[5] .. s) >= tonumber(ARGV[4]) then
+    redis.call('DEL', KEYS[2])
+    return -1
+  end
+end
+for _, s in ipairs(sinks) do
+  redis.call('XADD', ARGV[5] .. s, '*', 'd', ARGV[1], 't', ARGV[2])
+end
+return 1
+"""
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """redis-py errors as the library's own, through the redis driver table."""
+    return translate_backend_error("redis", exc)
+
+
+def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
+    """Give every caller of a failed batch the error (or the cancellation)."""
+    for fut in futures:
+        if fut.done():
+            continue
+        if isinstance(exc, Exception):
+            fut.set_exception(_translate(exc))
+        else:
+            fut.cancel()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStreamsStore:
+    """An :class:`~fokha_integration.queue.OutboxStore` on Redis Streams.
+
+    ``url`` is a ``redis://`` URL (or pass ``client``). ``consumer`` names this
+    process in the consumer groups (default: host-pid-random; a stable name lets a
+    restarted process take back its own pending entries at once, without waiting
+    ``reclaim_idle``). ``max_pending`` bounds each sink's stream: past it an append
+    raises :class:`BackendError`. ``timeout`` bounds every Redis call and the wait
+    for one of the ``max_connections`` pooled connections.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        client: Any = None,
+        prefix: str = "fokha:queue",
+        consumer: str | None = None,
+        reclaim_idle: float = 30.0,
+        id_ttl: float = 24 * 3600.0,
+        max_pending: int = 1_000_000,
+        timeout: float = 5.0,
+        max_connections: int = 32,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._url = url
+        self._max_connections = max_connections
+        self._client: Any = client
+        self._own_client = client is None
+        base = "{" + prefix + "}"
+        self._sinks_key = f"{base}:sinks"
+        self._stream_prefix = f"{base}:s:"
+        self._dead_key = f"{base}:dead"
+        self._id_prefix = f"{base}:id:"
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        """This process's consumer name in every sink's group."""
+        self._reclaim_ms = max(1, int(check.positive("reclaim_idle", reclaim_idle) * 1000))
+        self._id_ttl_ms = max(1, int(check.positive("id_ttl", id_ttl) * 1000))
+        self._max_pending = check.integer("max_pending", max_pending, minimum=1)
+        self._timeout = check.positive("timeout", timeout)
+        check.integer("max_connections", max_connections, minimum=1)
+        self._clock = clock
+        self._leased: dict[str, dict[str, OutboxEntry]] = {}
+        self._reread: dict[str, bool] = {}
+        self._last_reclaim: dict[str, float] = {}
+        self._last_refresh: dict[str, float] = {}
+        self._claim_cursor: dict[str, str] = {}
+        self._append: Any = None
+        self._pool: Any = None
+        self._open = False
+        self._parsed: OrderedDict[bytes | str, Envelope] = OrderedDict()
+        # Appends and acks made in one loop turn share one pipeline (one round trip).
+        self._append_batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] | None = None
+        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.reclaimed = 0
+        """Entries this store took over from other (crashed) consumers with XAUTOCLAIM."""
+
+    def _stream(self, sink: str) -> str:
+        return self._stream_prefix + sink
+
+    async def _do(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except redis_errors.RedisError as exc:
+            raise _translate(exc) from exc
+
+    def _r(self) -> Any:
+        if not self._open:
+            raise ClosedError("the Redis outbox store is not open")
+        return self._client
+
+    async def open(self, sinks: Sequence[str]) -> None:
+        """Connect, register ``sinks`` and create their consumer groups."""
+        if self._client is None:
+            # A blocking pool: many deliveries in flight wait for a connection
+            # (at most ``timeout``) instead of failing with "too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=self._max_connections,
+                timeout=self._timeout,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+            )
+            self._client = aioredis.Redis(connection_pool=pool)
+            self._pool = pool
+            self._own_client = True
+        self._open = True
+        r = self._client
+        self._append = r.register_script(_APPEND)
+        names = list(sinks)
+        if names:
+            await self._do(r.sadd(self._sinks_key, *names))
+        for name in names:
+            try:
+                await r.xgroup_create(self._stream(name), name, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise _translate(exc) from exc
+            except redis_errors.RedisError as exc:
+                raise _translate(exc) from exc
+            self._leased.setdefault(name, {})
+            self._reread[name] = True
+            self._last_reclaim.setdefault(name, float("-inf"))
+            self._last_refresh.setdefault(name, self._clock.monotonic())
+
+    async def registered_sinks(self) -> list[str]:
+        """The sink names appends fan out to."""
+        names = await self._do(self._r().smembers(self._sinks_key))
+        return sorted(_text(n) for n in names)
+
+    async def close(self) -> None:
+        """Close the connection (if this store made it); pending entries stay in Redis."""
+        # Appends and acks already handed to a pipeline finish first (bounded).
+        for flush in (self._flush_appends, self._flush_acks):
+            flush()
+        if self._flushes:
+            await asyncio.wait(set(self._flushes), timeout=self._timeout)
+        self._open = False
+        self._leased.clear()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            if self._pool is not None:
+                await self._pool.disconnect()
+                self._pool = None
+            self._client = None
+
+    async def append(self, envelope: Envelope) -> bool:
+        """Add the envelope to every registered sink's stream (one Lua script).
+
+        Appends made in the same event-loop turn go to Redis in one pipeline; each
+        script stays atomic and each caller gets its own answer.
+        """
+        self._r()
+        keys = [self._sinks_key, self._id_prefix + envelope.id]
+        args = [
+            envelope.to_json(),
+            repr(self._clock.time()),
+            self._id_ttl_ms,
+            self._max_pending,
+            self._stream_prefix,
+        ]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if self._append_batch is None:
+            self._append_batch = []
+            loop.call_soon(self._flush_appends)
+        self._append_batch.append((keys, args, fut))
+        if len(self._append_batch) >= _MAX_BATCH:
+            self._flush_appends()
+        result = await fut
+        if int(result) == -1:
+            raise BackendError("redis", "outbox is full (max_pending reached)")
+        if int(result) == -2:
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
+        return int(result) == 1
+
+    def _flush_appends(self) -> None:
+        batch, self._append_batch = self._append_batch or [], None
+        if batch:
+            self._spawn(self._send_appends(batch))
+
+    async def _send_appends(
+        self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        futures = [fut for _, _, fut in batch]
+        try:
+            async with self._r().pipeline(transaction=False) as pipe:
+                for keys, args, _ in batch:
+                    await self._append(keys=keys, args=args, client=pipe)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            _fail_all(futures, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for fut, result in zip(futures, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(_translate(result))
+            else:
+                fut.set_result(result)
+
+    def _envelope(self, data: bytes | str) -> Envelope:
+        # Every sink's stream holds the same text: parse (and validate) it once.
+        cache = self._parsed
+        found = cache.get(data)
+        if found is None:
+            found = cache[data] = Envelope.from_json(data)
+            if len(cache) > _PARSE_CACHE:
+                cache.popitem(last=False)
+        return found
+
+    def _entry(self, sink: str, ident: Any, fields: Any) -> OutboxEntry | None:
+        if not fields:
+            return None
+        data = fields.get(b"d", fields.get("d"))
+        ts = fields.get(b"t", fields.get("t"))
+        if data is None:
+            return None
+        return OutboxEntry(sink, _text(ident), self._envelope(data), float(_text(ts or 0)))
+
+    async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
+        """Own pending (after a restart or release), reclaimed, then new entries; leases them."""
+        try:
+            return await self._fetch(sink, limit)
+        except BaseException:
+            # A read that failed half-way (Redis killed after it moved entries to our
+            # pending list, before we got them) leaves entries only a re-read of our
+            # own pending list finds: without this they would wait for reclaim_idle.
+            self._reread[sink] = True
+            raise
+
+    async def _fetch(self, sink: str, limit: int) -> list[OutboxEntry]:
+        r = self._r()
+        leased = self._leased.setdefault(sink, {})
+        stream = self._stream(sink)
+        out: list[OutboxEntry] = []
+        now = self._clock.monotonic()
+        await self._refresh(sink, now)
+
+        def take(items: Any) -> None:
+            for ident, fields in items or ():
+                if ident is None:
+                    continue
+                key = _text(ident)
+                if key in leased or len(out) >= limit:
+                    continue
+                entry = self._entry(sink, ident, fields)
+                if entry is None:
+                    continue
+                leased[key] = entry
+                out.append(entry)
+
+        if self._reread.get(sink, True):
+            resp = await self._do(
+                r.xreadgroup(sink, self.consumer, {stream: "0"}, count=limit + len(leased))
+            )
+            # Cleared only once the read succeeded: a read that fails (Redis paused,
+            # gone) must not leave released entries waiting for reclaim_idle.
+            self._reread[sink] = False
+            for _, items in resp or ():
+                take(items)
+        if len(out) < limit and now - self._last_reclaim.get(sink, float("-inf")) >= min(
+            1.0, self._reclaim_ms / 4000
+        ):
+            self._last_reclaim[sink] = now
+            resp = await self._do(
+                r.xautoclaim(
+                    stream,
+                    sink,
+                    self.consumer,
+                    self._reclaim_ms,
+                    self._claim_cursor.get(sink, "0-0"),
+                    count=limit - len(out),
+                )
+            )
+            # XAUTOCLAIM scans the pending list in pages; carry on where it stopped.
+            self._claim_cursor[sink] = _text(resp[0]) if resp else "0-0"
+            before = len(out)
+            take(resp[1] if resp else ())
+            self.reclaimed += len(out) - before
+        if len(out) < limit:
+            resp = await self._do(
+                r.xreadgroup(sink, self.consumer, {stream: ">"}, count=limit - len(out))
+            )
+            for _, items in resp or ():
+                take(items)
+        return out
+
+    async def _refresh(self, sink: str, now: float) -> None:
+        # Keep our in-flight entries from looking idle, so nobody reclaims a live lease.
+        if now - self._last_refresh.get(sink, now) < self._reclaim_ms / 3000:
+            return
+        self._last_refresh[sink] = now
+        ids = list(self._leased.get(sink, {}))
+        if ids:
+            await self._do(
+                self._r().xclaim(self._stream(sink), sink, self.consumer, 0, ids, justid=True)
+            )
+
+    async def ack(self, entry: OutboxEntry) -> None:
+        """XACK and XDEL the entry (one transaction).
+
+        Acks made in the same event-loop turn share one transaction: one XACK and one
+        XDEL per sink. ``ack`` returns once Redis has answered.
+        """
+        self._r()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._ack_batch is None:
+            self._ack_batch = []
+            loop.call_soon(self._flush_acks)
+        self._ack_batch.append((entry, fut))
+        if len(self._ack_batch) >= _MAX_BATCH:
+            self._flush_acks()
+        await fut
+        self._leased.get(entry.sink, {}).pop(entry.ref, None)
+
+    def _flush_acks(self) -> None:
+        batch, self._ack_batch = self._ack_batch or [], None
+        if batch:
+            self._spawn(self._send_acks(batch))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
+        by_sink: dict[str, list[str]] = {}
+        for entry, _ in batch:
+            by_sink.setdefault(entry.sink, []).append(entry.ref)
+        futures = [fut for _, fut in batch]
+        try:
+            async with self._r().pipeline(transaction=True) as pipe:
+                for sink, refs in by_sink.items():
+                    stream = self._stream(sink)
+                    pipe.xack(stream, sink, *refs)
+                    pipe.xdel(stream, *refs)
+                await pipe.execute()
+        except BaseException as exc:
+            _fail_all(futures, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def release(self, entry: OutboxEntry) -> None:
+        """Forget the lease; the entry stays in this consumer's pending list and is re-read."""
+        self._leased.get(entry.sink, {}).pop(entry.ref, None)
+        self._reread[entry.sink] = True
+
+    async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
+        """Add to the dead-letter stream, XACK and XDEL (one transaction)."""
+        r = self._r()
+        stream = self._stream(entry.sink)
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._dead_key, {"sink": entry.sink, "data": letter.to_json()})
+            pipe.xack(stream, entry.sink, entry.ref)
+            pipe.xdel(stream, entry.ref)
+            await self._do(pipe.execute())
+        self._leased.get(entry.sink, {}).pop(entry.ref, None)
+
+    async def _dead_items(self, sink: str | None, limit: int) -> list[tuple[str, DeadLetter]]:
+        r = self._r()
+        out: list[tuple[str, DeadLetter]] = []
+        start = "-"
+        while len(out) < limit:
+            batch = await self._do(r.xrange(self._dead_key, start, "+", count=500))
+            if not batch:
+                break
+            for ident, fields in batch:
+                ref = _text(ident)
+                if sink is None or _text(fields.get(b"sink", b"")) == sink:
+                    out.append((ref, DeadLetter.from_json(fields[b"data"], ref=ref)))
+                    if len(out) >= limit:
+                        break
+            if len(batch) < 500:
+                break
+            start = "(" + _text(batch[-1][0])
+        return out
+
+    async def dead_letters(self, sink: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters."""
+        return [letter for _, letter in await self._dead_items(sink, limit)]
+
+    async def replay(self, sink: str | None = None, refs: Sequence[str] | None = None) -> int:
+        """XADD dead letters back to their sink's stream and XDEL them from the dead stream."""
+        r = self._r()
+        items = await self._dead_items(sink, 1_000_000)
+        if refs is not None:
+            keep = set(refs)
+            items = [(ref, letter) for ref, letter in items if ref in keep]
+        now = repr(self._clock.time())
+        for ref, letter in items:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.xadd(self._stream(letter.sink), {"d": letter.envelope.to_json(), "t": now})
+                pipe.xdel(self._dead_key, ref)
+                await self._do(pipe.execute())
+        return len(items)
+
+    async def stats(self, sink: str) -> tuple[int, float | None]:
+        """XLEN of the sink's stream and the enqueue time of its first entry."""
+        r = self._r()
+        stream = self._stream(sink)
+        count = int(await self._do(r.xlen(stream)))
+        if count == 0:
+            return 0, None
+        first = await self._do(r.xrange(stream, "-", "+", count=1))
+        if not first:
+            return count, None
+        fields = first[0][1]
+        return count, float(_text(fields.get(b"t", b"0")))
+
+    def __repr__(self) -> str:
+        return f"RedisStreamsStore(consumer={self.consumer!r})"
