@@ -147,19 +147,7 @@ NO_NUMBERS = {
 }
 
 # Owner of each class still being reworked on another branch (issue 12).
-OWNERS = {
-    "BreakerConfig": "queue",
-    "CallableSink": "queue",
-    "FileBridgeSink": "queue",
-    "MemoryDeduper": "queue",
-    "MemoryOutboxStore": "queue",
-    "SQLiteOutboxStore": "queue",
-    "SignalQueue": "queue",
-    "SinkConfig": "queue",
-    "WebhookSink": "queue",
-    "DeliveryResult": "queue",
-    "queue.redis_streams.RedisStreamsStore": "queue",
-}
+OWNERS = {}
 
 
 def _resolve(path: str) -> type[Any]:

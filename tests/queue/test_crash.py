@@ -1,6 +1,6 @@
 """Crash tests: delivering processes SIGKILLed at random moments lose and duplicate nothing.
 
-Sizes are tunable: FOKHA_QUEUE_CRASH_SIGNALS (default 1000, 5000 under make test-all;
+Sizes are tunable: FOKHA_QUEUE_CRASH_SIGNALS (default 2500, 5000 under make test-all;
 20% of them duplicates).
 """
 
@@ -20,7 +20,7 @@ from fokha_integration.models import Direction, Signal
 from fokha_integration.queue import OutboxStore, SignalQueue, SQLiteOutboxStore
 from tests.support import free_port, size, timeout
 
-N = size("FOKHA_QUEUE_CRASH_SIGNALS", 1000, 5000)
+N = size("FOKHA_QUEUE_CRASH_SIGNALS", 2500, 5000)
 ROOT = Path(__file__).resolve().parents[2]
 SINKS = ["file", "webhook"]
 

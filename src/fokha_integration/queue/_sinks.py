@@ -47,7 +47,7 @@ class _BaseSink:
             raise ConfigError("name", "must be 1..64 of [A-Za-z0-9_-]", name)
         self._name = name
         self._guarantee = _check_guarantee(guarantee)
-        self._execution = execution
+        self._execution = boolean("execution", execution)
 
     @property
     def name(self) -> str:
@@ -311,8 +311,8 @@ class FileBridgeSink(_BaseSink):
         execution: bool = True,
     ) -> None:
         super().__init__(name, guarantee, execution)
-        if reply_timeout <= 0:
-            raise ConfigError("reply_timeout", "must be > 0", reply_timeout)
+        positive("reply_timeout", reply_timeout)
+        boolean("wait_reply", wait_reply)
         self._bridge = bridge
         self._kind = kind
         self._wait = wait_reply

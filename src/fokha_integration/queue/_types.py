@@ -64,6 +64,12 @@ class DeliveryResult:
     reason: str = ""
     detail: str = ""
 
+    def __post_init__(self) -> None:
+        # A sink returns this; a wrong type here is a bug in the sink, said at once.
+        check.boolean("ok", self.ok)
+        check.string("reason", self.reason, non_empty=False, max_length=200)
+        check.string("detail", self.detail, non_empty=False, max_length=2000)
+
 
 class DeliveryFailedError(FokhaError):
     """A sink's delivery attempt failed; ``status`` and ``retry_after`` guide the retry.

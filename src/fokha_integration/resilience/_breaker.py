@@ -28,6 +28,7 @@ from typing import TypeVar
 from typing_extensions import ParamSpec, Self
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import ConfigError, FokhaError
 from ._breaker_core import (
     BreakerConfig,
     BreakerMetrics,
@@ -80,7 +81,7 @@ class CircuitBreaker:
         **config_kwargs: float | int | None,
     ) -> None:
         if config is not None and config_kwargs:
-            raise TypeError("pass either config= or config keywords, not both")
+            raise ConfigError("config", "pass either config= or config keywords, not both")
         cfg = config if config is not None else BreakerConfig(**config_kwargs)  # type: ignore[arg-type]
         self._machine = BreakerStateMachine(cfg, name=name)
         self._clock = clock
@@ -238,7 +239,7 @@ class CircuitBreaker:
                 _PERMITS.set(stack[:i] + stack[i + 1 :])
                 break
         else:  # pragma: no cover - only if the context variable was tampered with
-            raise RuntimeError("breaker __aexit__ without a matching __aenter__")
+            raise FokhaError("breaker __aexit__ without a matching __aenter__")
         self.release(permit, exc)
 
     def __repr__(self) -> str:
