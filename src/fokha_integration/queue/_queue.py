@@ -215,6 +215,18 @@ class SignalQueue:
             for worker in self._workers.values():
                 worker.start()
 
+    async def drain(self, timeout: float) -> bool:
+        """Graceful stop, first half: fetch nothing more, let deliveries under way finish.
+
+        For shutdown (``fokha serve`` calls it on SIGTERM before :meth:`close`):
+        entries not yet fetched stay in the store and are delivered after the next
+        start, so a drained queue sends nothing twice. Returns whether every delivery
+        under way finished within ``timeout`` seconds.
+        """
+        timeout = check.positive("timeout", timeout)
+        results = await asyncio.gather(*(w.drain(timeout) for w in self._workers.values()))
+        return all(results)
+
     async def close(self) -> None:
         """Stop the workers (leased entries stay pending in the store), close the store,
         then close every sink that has a ``close()`` (e.g. a WebhookSink's own session)."""

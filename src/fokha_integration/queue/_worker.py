@@ -137,6 +137,27 @@ class SinkWorker:
                 self._watch(timeout), name=f"fokha-queue-{self.name}-watchdog"
             )
 
+    async def drain(self, timeout: float) -> bool:
+        """Stop fetching and let the deliveries under way finish, for up to ``timeout``.
+
+        What was not fetched stays in the store for the next start, so nothing is
+        sent twice; returns whether every fetched entry finished in time (if not,
+        :meth:`stop` cancels the rest and they are delivered again after a restart).
+        """
+        fetcher, self._fetcher = self._fetcher, None
+        if fetcher is not None:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight > 0 and self._tasks:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(list(self._tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        return self.in_flight == 0
+
     async def stop(self) -> None:
         """Stop every task of this worker; entries it holds stay leased (the store's
         close gives them back). A sink call that ignores cancellation for longer than

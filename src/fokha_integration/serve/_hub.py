@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from ..errors import ConfigError, FokhaError, OperationTimeoutError
+from ..errors import ConfigError, FokhaError
 from ._config import ServeConfig
 
 __all__ = ["Hub", "HubAlreadyRunningError", "ReloadReport", "Sample"]
@@ -414,11 +414,10 @@ class Hub:
             await self._stop_http()
             if self.queue is not None:
                 budget = max(0.5, self.config.server.shutdown_deadline * 0.6)
-                try:
-                    await self.queue.wait_idle(timeout=budget)
-                except OperationTimeoutError:
+                if not await self.queue.drain(budget):
                     log.warning(
-                        "drain: deliveries still pending after %.1fs stay in the outbox", budget
+                        "drain: deliveries still under way after %.1fs go back to the outbox",
+                        budget,
                     )
             if self.ws is not None and self.ws.serving:
                 await self.ws.close(drain=1.0, retry_after=2.0)
