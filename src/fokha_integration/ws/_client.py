@@ -164,6 +164,112 @@ def _dead_after(
     return opening
 
 
+class _ChannelBook:
+    """What the client wants and where each channel stands: the decisions, no I/O.
+
+    ``accept`` says, for each ``message`` frame, whether to deliver it, drop it as a
+    duplicate, or recover the channel (a jump in ``seq``, a ``gap`` marker, another
+    epoch); ``behind`` reads a heartbeat the same way. The client does the sending.
+    """
+
+    def __init__(self, positions: Mapping[str, Position] | None) -> None:
+        self.wanted: dict[str, Mode | None] = {}
+        # The last delivered message (or a given Position) per channel: both have
+        # .epoch and .seq, and keeping the message saves a Position per delivery.
+        self.positions: dict[str, Position | ChannelMessage] = dict(positions or {})
+        self.recovering: set[str] = set()
+        self.recovery_ids: dict[int, str] = {}
+        self.modes: dict[str, Mode] = {}
+        self.gaps = 0
+
+    def entry(self, ch: str) -> dict[str, Any]:
+        """The ``subscribe`` entry for ``ch``: its mode and ``since`` its last position."""
+        entry: dict[str, Any] = {"channel": ch}
+        mode = self.wanted.get(ch)
+        if mode is not None:
+            entry["mode"] = mode.value
+        pos = self.positions.get(ch)
+        if pos is not None:
+            entry["since"] = {"epoch": pos.epoch, "seq": pos.seq}
+        return entry
+
+    def drop(self, ch: str) -> None:
+        """Forget ``ch`` (unsubscribed)."""
+        self.wanted.pop(ch, None)
+        self.positions.pop(ch, None)
+
+    def start_recovery(self, ch: str, request_id: int) -> bool:
+        """Mark ``ch`` as recovering under ``request_id``; False if it already is."""
+        if ch in self.recovering:
+            return False
+        self.recovering.add(ch)
+        self.recovery_ids[request_id] = ch
+        self.gaps += 1
+        return True
+
+    def answered(self, frame: Mapping[str, Any]) -> None:
+        """An ``ack``/``error`` arrived: channels acked flow again (with their mode)."""
+        if frame.get("type") == "ack" and frame.get("op") == "subscribe":
+            for entry in frame.get("channels", ()):
+                ch = entry.get("channel")
+                self.recovering.discard(ch)
+                mode = entry.get("mode")
+                if mode in ("all", "latest"):
+                    self.modes[ch] = Mode(mode)
+        rid = frame.get("id")
+        if isinstance(rid, int) and rid in self.recovery_ids:
+            # The answer to a gap recovery: on ack the channel flows again; on error
+            # stop waiting, so the next gap or heartbeat can try again.
+            self.recovering.discard(self.recovery_ids.pop(rid))
+
+    def behind(self, channels: object) -> list[str]:
+        """The wanted channels a heartbeat shows newer (or of another epoch) than ours."""
+        if not isinstance(channels, dict):
+            return []
+        out = []
+        for ch, pos in channels.items():
+            if ch not in self.wanted or not isinstance(pos, dict):
+                continue
+            mine = self.positions.get(ch)
+            if mine is None or pos.get("epoch") != mine.epoch or pos.get("seq", 0) > mine.seq:
+                out.append(ch)
+        return out
+
+    def accept(self, frame: Mapping[str, Any]) -> tuple[ChannelMessage | None, str | None]:
+        """(the message to deliver, or None; the channel to recover, or None)."""
+        ch = frame.get("channel")
+        epoch, seq, kind = frame.get("epoch"), frame.get("seq"), frame.get("kind")
+        if not isinstance(ch, str) or not isinstance(epoch, str) or not isinstance(seq, int):
+            return None, None
+        if ch not in self.wanted or ch in self.recovering:
+            return None, None
+        mine = self.positions.get(ch)
+        mode = self.modes.get(ch, Mode.ALL)
+        if kind == "gap":
+            return None, ch if mode is Mode.ALL else None
+        first = frame.get("from", seq) if kind == "conflated" else seq
+        if kind != "snapshot" and mine is not None:
+            if epoch == mine.epoch and seq <= mine.seq:
+                return None, None  # a duplicate of something already delivered
+            if mode is Mode.ALL and (epoch != mine.epoch or first != mine.seq + 1):
+                return None, ch
+        if kind == "snapshot" and mine is not None and epoch == mine.epoch and seq <= mine.seq:
+            return None, None
+        msg = ChannelMessage(
+            ch,
+            epoch,
+            seq,
+            str(kind),
+            frame.get("data"),
+            float(frame.get("ts", 0.0)),
+            float(frame.get("sent", 0.0)),
+            first if isinstance(first, int) else seq,
+            frame.get("recovered"),
+        )
+        self.positions[ch] = msg
+        return msg, None
+
+
 class _TokenFlight:
     """A token source asked once at a time: concurrent callers share one call."""
 
@@ -274,13 +380,7 @@ class WebSocketClient:
         self._rng = rng or random.Random()
         self.log = logger or logging.getLogger("fokha_integration.ws.client")
         self._queue: asyncio.Queue[ChannelMessage | _Closed] = asyncio.Queue(queue_size)
-        self._wanted: dict[str, Mode | None] = {}
-        # The last delivered message (or a given Position) per channel: both have
-        # .epoch and .seq, and keeping the message saves a Position per delivery.
-        self._positions: dict[str, Position | ChannelMessage] = dict(positions or {})
-        self._recovering: set[str] = set()
-        self._recovery_ids: dict[int, str] = {}
-        self._modes: dict[str, Mode] = {}
+        self._book = _ChannelBook(positions)
         self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
         self._ws: ClientConnection | None = None
@@ -292,7 +392,6 @@ class WebSocketClient:
         self.close_reason = ""
         self.retry_after: float | None = None
         self.welcome: dict[str, Any] = {}
-        self.gaps_detected = 0
         self.reconnects = 0
         self._last_frame = 0.0
         self._connected_at = 0.0
@@ -376,7 +475,12 @@ class WebSocketClient:
     @property
     def positions(self) -> dict[str, Position]:
         """The last delivered position of each channel."""
-        return {ch: Position(p.epoch, p.seq) for ch, p in self._positions.items()}
+        return {ch: Position(p.epoch, p.seq) for ch, p in self._book.positions.items()}
+
+    @property
+    def gaps_detected(self) -> int:
+        """How often a channel was found behind and recovered."""
+        return self._book.gaps
 
     # -- requests
 
@@ -388,17 +492,16 @@ class WebSocketClient:
             if why is not None:
                 raise ValidationError("channel", why, ch)
         for ch in channels:
-            self._wanted[ch] = m
+            self._book.wanted[ch] = m
         if self._ws is not None and self._connected.is_set():
             await self._request(
-                {"op": "subscribe", "channels": [self._channel_entry(ch) for ch in channels]}
+                {"op": "subscribe", "channels": [self._book.entry(ch) for ch in channels]}
             )
 
     async def unsubscribe(self, *channels: str) -> None:
         """Stop receiving ``channels``."""
         for ch in channels:
-            self._wanted.pop(ch, None)
-            self._positions.pop(ch, None)
+            self._book.drop(ch)
         if self._ws is not None and self._connected.is_set():
             await self._request({"op": "unsubscribe", "channels": list(channels)})
 
@@ -411,16 +514,6 @@ class WebSocketClient:
     async def ping(self) -> None:
         """Round-trip a ``ping``."""
         await self._request({"op": "ping"})
-
-    def _channel_entry(self, ch: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"channel": ch}
-        mode = self._wanted.get(ch)
-        if mode is not None:
-            entry["mode"] = mode.value
-        pos = self._positions.get(ch)
-        if pos is not None:
-            entry["since"] = {"epoch": pos.epoch, "seq": pos.seq}
-        return entry
 
     async def _request(self, frame: dict[str, Any]) -> dict[str, Any]:
         ws = self._ws
@@ -523,12 +616,12 @@ class WebSocketClient:
                     self._connected_at = self._clock.monotonic()
                     self._connected.set()
                     self._set_state(StateEvent(ClientState.CONNECTED))
-                    if self._wanted:
-                        self._recovering.clear()
+                    if self._book.wanted:
+                        self._book.recovering.clear()
                         await self._request(
                             {
                                 "op": "subscribe",
-                                "channels": [self._channel_entry(ch) for ch in self._wanted],
+                                "channels": [self._book.entry(ch) for ch in self._book.wanted],
                             }
                         )
                     await reader
@@ -616,22 +709,15 @@ class WebSocketClient:
         """Act on one frame; the message to hand to the consumer, if any."""
         kind = frame.get("type")
         if kind == "message":
-            return self._on_message(ws, frame)
+            msg, behind = self._book.accept(frame)
+            if behind is not None:
+                self._recover(ws, behind)
+            return msg
         if kind in ("ack", "welcome", "pong", "error"):
             if kind == "welcome":
                 self.welcome = frame
-            if kind == "ack" and frame.get("op") == "subscribe":
-                for entry in frame.get("channels", ()):
-                    ch = entry.get("channel")
-                    self._recovering.discard(ch)
-                    mode = entry.get("mode")
-                    if mode in ("all", "latest"):
-                        self._modes[ch] = Mode(mode)
+            self._book.answered(frame)
             rid = frame.get("id")
-            if isinstance(rid, int) and rid in self._recovery_ids:
-                # The answer to a gap recovery: on ack the channel flows again; on error
-                # stop waiting, so the next gap or heartbeat can try again.
-                self._recovering.discard(self._recovery_ids.pop(rid))
             fut = self._futures.get(rid)  # type: ignore[arg-type]
             if fut is not None and not fut.done():
                 if kind == "error":
@@ -643,18 +729,8 @@ class WebSocketClient:
             elif kind == "error":
                 self.log.warning("server error: %s %s", frame.get("code"), frame.get("message"))
         elif kind == "heartbeat":
-            channels = frame.get("channels")
-            if isinstance(channels, dict):
-                for ch, pos in channels.items():
-                    if ch not in self._wanted or not isinstance(pos, dict):
-                        continue
-                    mine = self._positions.get(ch)
-                    if (
-                        mine is None
-                        or pos.get("epoch") != mine.epoch
-                        or pos.get("seq", 0) > mine.seq
-                    ):
-                        self._recover(ws, ch)
+            for ch in self._book.behind(frame.get("channels")):
+                self._recover(ws, ch)
         elif kind == "drain":
             retry = frame.get("retry_after")
             if isinstance(retry, (int, float)) and retry >= 0:
@@ -662,50 +738,11 @@ class WebSocketClient:
         return None
 
     def _recover(self, ws: ClientConnection, channel: str) -> None:
-        if channel in self._recovering:
-            return
-        self._recovering.add(channel)
-        self.gaps_detected += 1
         self._next_id += 1
-        self._recovery_ids[self._next_id] = channel
+        if not self._book.start_recovery(channel, self._next_id):
+            return
         text = dumps(
-            {"op": "subscribe", "id": self._next_id, "channels": [self._channel_entry(channel)]}
+            {"op": "subscribe", "id": self._next_id, "channels": [self._book.entry(channel)]}
         )
         task = asyncio.get_running_loop().create_task(ws.send(text))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    def _on_message(self, ws: ClientConnection, frame: dict[str, Any]) -> ChannelMessage | None:
-        ch = frame.get("channel")
-        epoch, seq, kind = frame.get("epoch"), frame.get("seq"), frame.get("kind")
-        if not isinstance(ch, str) or not isinstance(epoch, str) or not isinstance(seq, int):
-            return None
-        if ch not in self._wanted or ch in self._recovering:
-            return None
-        mine = self._positions.get(ch)
-        mode = self._modes.get(ch, Mode.ALL)
-        if kind == "gap":
-            if mode is Mode.ALL:
-                self._recover(ws, ch)
-            return None
-        first = frame.get("from", seq) if kind == "conflated" else seq
-        if kind != "snapshot" and mine is not None:
-            if epoch == mine.epoch and seq <= mine.seq:
-                return None  # a duplicate of something already delivered
-            if mode is Mode.ALL and (epoch != mine.epoch or first != mine.seq + 1):
-                self._recover(ws, ch)
-                return None
-        if kind == "snapshot" and mine is not None and epoch == mine.epoch and seq <= mine.seq:
-            return None
-        msg = ChannelMessage(
-            ch,
-            epoch,
-            seq,
-            str(kind),
-            frame.get("data"),
-            float(frame.get("ts", 0.0)),
-            float(frame.get("sent", 0.0)),
-            first if isinstance(first, int) else seq,
-            frame.get("recovered"),
-        )
-        self._positions[ch] = msg
-        return msg
