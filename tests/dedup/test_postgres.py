@@ -52,7 +52,7 @@ async def test_sweep_deletes_only_expired_rows_and_skips_locked_ones(postgres_ds
         assert all([await cache.seen(f"new{i}") for i in range(5)])
         assert (await cache.claim("old3")).status is ClaimStatus.FIRST
     finally:
-        await cache.aclose()
+        await cache.close()
 
 
 async def test_server_clock_by_default(postgres_dsn: str) -> None:

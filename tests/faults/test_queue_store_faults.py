@@ -252,4 +252,4 @@ async def test_cancelled_publishes_lose_nothing(
         await q.wait_idle(timeout=timeout(10))
         await check_invariant(q, ledger, [e.id for e in envs], attempts=ATTEMPTS)
     assert all(r.status in ("accepted", "duplicate") for r in results)
-    await dedup.aclose()
+    await dedup.close()

@@ -61,7 +61,7 @@ async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = request.getfixturevalue("redis_url")
         made = DedupCache(RedisDedupBackend(url, namespace=f"idem{next(_namespaces)}"))
     yield made
-    await made.aclose()
+    await made.close()
 
 
 Start = Callable[..., Awaitable[App]]

@@ -253,6 +253,6 @@ async def test_two_receivers_sharing_an_sqlite_cache_handle_once(tmp_path: objec
         for runner in runners:
             await runner.cleanup()
         for cache in caches:
-            await cache.aclose()
+            await cache.close()
     assert statuses == [200, 200, 200, 200]
     assert handled == ["shared-1"]

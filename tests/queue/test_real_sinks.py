@@ -51,7 +51,7 @@ async def test_signals_reach_the_app_and_the_ea_once_and_refusals_are_dead_lette
             dead = await queue.dead_letters()
             received = [await client.next_message(timeout(5)) for _ in range(3)]
         await client.close()
-    await cache.aclose()
+    await cache.close()
 
     assert [r.status for r in results] == ["accepted"] * 3 + ["duplicate"] * 2
     assert [m.data["id"] for m in received] == [good[0].id, good[1].id, too_big.id]

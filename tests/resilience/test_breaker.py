@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from fokha_integration import ManualClock
-from fokha_integration.errors import CircuitOpenError
+from fokha_integration.errors import CircuitOpenError, ConfigError
 from fokha_integration.resilience import (
     BreakerRegistry,
     BreakerState,
@@ -175,7 +175,7 @@ def test_config_and_keywords_are_exclusive() -> None:
     """Passing both config= and config keywords is an error."""
     from fokha_integration.resilience import BreakerConfig
 
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="not both"):
         CircuitBreaker("x", config=BreakerConfig(), failure_threshold=3)
 
 
