@@ -141,7 +141,7 @@ def test_structure_gate_catches_a_non_exhaustive_switch(package: Path) -> None:
     example = package / "lib" / "src" / "probe.dart"
     example.write_text(
         "import 'websocket_client.dart';\n"
-        "String describe(ConnectionState s) => switch (s) {\n"
+        "String describe(FokhaConnectionState s) => switch (s) {\n"
         "  Connecting() => 'connecting',\n  Connected() => 'connected',\n"
         "  Reconnecting() => 'reconnecting',\n};\n",
         encoding="utf-8",

@@ -69,7 +69,7 @@ class _Types:
         elif kind == "object" and isinstance(schema.get("additionalProperties"), Mapping):
             value_type, value_decode = self.dart(schema["additionalProperties"], owner + "Value")
             base = f"Map<String, {value_type}>"
-            inner = value_decode.replace("{v}", "e.value")
+            inner = value_decode.replace("{v}", "e")  # Map.map passes (key, value)
             decode = (
                 f"_asMap({{v}}, '{owner}').map((k, e) => MapEntry(k, {inner}))"
                 if value_decode != "{v}"

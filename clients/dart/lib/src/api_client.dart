@@ -286,7 +286,9 @@ final class FokhaApiClient {
     Map<String, String>? query,
     required T Function(Object? json) decode,
   }) async {
-    final target = _base.resolve(path);
+    // Relative to baseUrl's path, so an API behind a reverse-proxy prefix works.
+    final base = _base.path.endsWith('/') ? _base : _base.replace(path: '${_base.path}/');
+    final target = base.resolve(path.startsWith('/') ? path.substring(1) : path);
     final url = query == null || query.isEmpty ? target : target.replace(queryParameters: query);
     final breaker = _breakers.putIfAbsent(
         url.host, () => _Breaker(_breakerThreshold, _breakerOpenFor));
@@ -343,7 +345,13 @@ final class FokhaApiClient {
       }
       breaker.record(status < 500, DateTime.now());
       final problem = _problem(response.body);
-      if (status == 422 && idempotencyKey != null) throw IdempotencyMismatch(idempotencyKey);
+      final problemType = problem?['type'];
+      if (status == 422 &&
+          idempotencyKey != null &&
+          problemType is String &&
+          problemType.endsWith('/idempotency_key_reused')) {
+        throw IdempotencyMismatch(idempotencyKey);
+      }
       if (status == 409 && idempotencyKey != null) {
         failure = IdempotencyConflict(idempotencyKey);
       } else if (_rules.retryStatuses.contains(status)) {
@@ -577,7 +585,7 @@ final class GetSignalResult {
   /// Decodes the JSON answer; throws [FokhaDecodeError].
   factory GetSignalResult.fromJson(Map<String, Object?> json) => GetSignalResult(
         signal: Signal.fromJson(_asMap(json['signal'], 'Signal')),
-        sinks: _asMap(json['sinks'], 'GetSignalResultSinks').map((k, e) => MapEntry(k, GetSignalResultSinksValue.fromJson(_asMap(e.value, 'GetSignalResultSinksValue')))),
+        sinks: _asMap(json['sinks'], 'GetSignalResultSinks').map((k, e) => MapEntry(k, GetSignalResultSinksValue.fromJson(_asMap(e, 'GetSignalResultSinksValue')))),
       );
 
   /// `signal`

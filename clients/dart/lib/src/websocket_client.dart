@@ -45,12 +45,12 @@ final class StreamPosition {
 
 /// Where the connection stands; every change is published on
 /// [FokhaWebSocketClient.states].
-sealed class ConnectionState {
-  const ConnectionState();
+sealed class FokhaConnectionState {
+  const FokhaConnectionState();
 }
 
 /// Opening a connection (attempt 0 is the first).
-final class Connecting extends ConnectionState {
+final class Connecting extends FokhaConnectionState {
   /// The state.
   const Connecting(this.attempt);
 
@@ -59,7 +59,7 @@ final class Connecting extends ConnectionState {
 }
 
 /// The server said `welcome`; subscriptions are being restored.
-final class Connected extends ConnectionState {
+final class Connected extends FokhaConnectionState {
   /// The state.
   const Connected({required this.session, required this.user, required this.heartbeat});
 
@@ -74,7 +74,7 @@ final class Connected extends ConnectionState {
 }
 
 /// The connection is gone; the next attempt starts after [delay].
-final class Reconnecting extends ConnectionState {
+final class Reconnecting extends FokhaConnectionState {
   /// The state.
   const Reconnecting({required this.closeCode, required this.reason, required this.attempt,
       required this.delay});
@@ -94,7 +94,7 @@ final class Reconnecting extends ConnectionState {
 
 /// The client stopped: [dispose] was called, or the server closed with a code
 /// that says "do not reconnect" (see [isReconnectCode]).
-final class Disconnected extends ConnectionState {
+final class Disconnected extends FokhaConnectionState {
   /// The state.
   const Disconnected({required this.closeCode, required this.reason});
 
@@ -238,7 +238,7 @@ final class FokhaWebSocketClient {
   final Random _random;
   final String _clientName;
 
-  final StreamController<ConnectionState> _states = StreamController<ConnectionState>.broadcast();
+  final StreamController<FokhaConnectionState> _states = StreamController<FokhaConnectionState>.broadcast();
   final StreamController<ClientEvent> _events = StreamController<ClientEvent>.broadcast();
   final Map<String, SubscriptionMode?> _channels = <String, SubscriptionMode?>{};
   final Map<String, StreamPosition> _positions = <String, StreamPosition>{};
@@ -252,6 +252,7 @@ final class FokhaWebSocketClient {
   Completer<void>? _sessionDone;
   Future<String>? _refreshing;
   bool _welcomed = false;
+  DateTime? _welcomedAt;
   bool _disposed = false;
   bool _running = false;
   int _nextId = 1;
@@ -259,7 +260,7 @@ final class FokhaWebSocketClient {
   double? _retryAfter;
 
   /// Connection states, newest last.
-  Stream<ConnectionState> get states => _states.stream;
+  Stream<FokhaConnectionState> get states => _states.stream;
 
   /// Messages, gaps, failed recoveries, errors.
   Stream<ClientEvent> get events => _events.stream;
@@ -325,11 +326,16 @@ final class FokhaWebSocketClient {
     var attempt = 0;
     while (!_disposed) {
       _emitState(Connecting(attempt));
-      final started = DateTime.now();
+      _welcomedAt = null;
       final closed = await _session();
       if (_disposed) break;
-      final lasted = DateTime.now().difference(started);
-      if (lasted.inMilliseconds >= (_rules.healthyAfter * 1000).round()) attempt = 0;
+      // Only a connection that was welcomed and stayed up resets the backoff.
+      final welcomedAt = _welcomedAt;
+      if (welcomedAt != null &&
+          DateTime.now().difference(welcomedAt).inMilliseconds >=
+              (_rules.healthyAfter * 1000).round()) {
+        attempt = 0;
+      }
       final code = closed.code;
       if (code == CloseCodes.tokenExpired.code && _token != null) {
         // "No reconnect until a new token": the provider gives one on the next attempt.
@@ -469,6 +475,7 @@ final class FokhaWebSocketClient {
     final heartbeat = frame['heartbeat'];
     if (heartbeat is num && heartbeat > 0) _heartbeat = heartbeat.toDouble();
     _welcomed = true;
+    _welcomedAt = DateTime.now();
     final user = frame['user'];
     final session = frame['session'];
     _emitState(Connected(
@@ -599,7 +606,7 @@ final class FokhaWebSocketClient {
     _socket?.sink.add(jsonEncode(frame));
   }
 
-  void _emitState(ConnectionState state) {
+  void _emitState(FokhaConnectionState state) {
     if (!_states.isClosed) _states.add(state);
   }
 
