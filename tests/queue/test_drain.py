@@ -38,7 +38,8 @@ async def test_drain_finishes_calls_under_way_and_leaves_the_rest(tmp_path: Path
     release.set()
     assert await draining is True
     first = list(delivered)
-    assert 1 <= len(first) < len(ids)
+    # Only the calls under way when the drain began (at most max_in_flight) ran.
+    assert 1 <= len(first) <= 2
     await queue.close()
 
     again: list[str] = []

@@ -298,3 +298,29 @@ async def test_sighup_reload_is_reported_by_the_process(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout(30)) == 0
+
+
+async def test_a_slow_http_client_does_not_hold_the_shutdown(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    """A request stuck half-way through its body: stop() still drains and closes in time."""
+    import dataclasses
+
+    config = make_config(tmp_path / "state")
+    config = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, shutdown_deadline=4.0)
+    )
+    hub = await hub_factory(config)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", hub.http_port)
+    writer.write(
+        b"POST /v1/signals HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\nIdempotency-Key: slow\r\n"
+        b"Authorization: Bearer " + hub.console_token().encode() + b'\r\n\r\n{"sym'
+    )
+    await writer.drain()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(hub.stop(), timeout(8))
+    assert loop.time() - started <= timeout(4.0)
+    assert not hub.ws.serving
+    writer.close()

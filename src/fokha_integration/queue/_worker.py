@@ -113,6 +113,7 @@ class SinkWorker:
         # A key is present while one of its entries is ready or being delivered.
         self._busy: dict[str, deque[OutboxEntry]] = {}
         self.parked = 0
+        self._draining = False
         self._ready: deque[_Job] = deque()
         self._runners = 0
         self._starting = 0
@@ -140,10 +141,12 @@ class SinkWorker:
     async def drain(self, timeout: float) -> bool:
         """Stop fetching and let the deliveries under way finish, for up to ``timeout``.
 
-        What was not fetched stays in the store for the next start, so nothing is
-        sent twice; returns whether every fetched entry finished in time (if not,
-        :meth:`stop` cancels the rest and they are delivered again after a restart).
+        No new call starts (ready and parked entries stay leased and go back to the
+        store on close), so nothing is sent twice; returns whether every call under
+        way finished in time (if not, :meth:`stop` cancels the rest, and they are
+        delivered again after a restart).
         """
+        self._draining = True  # runners finish their current call and take no new one
         fetcher, self._fetcher = self._fetcher, None
         if fetcher is not None:
             fetcher.cancel()
@@ -151,12 +154,12 @@ class SinkWorker:
                 await fetcher
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.in_flight > 0 and self._tasks:
+        while self._tasks:
             left = deadline - loop.time()
             if left <= 0:
                 break
             await asyncio.wait(list(self._tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        return self.in_flight == 0
+        return not self._tasks
 
     async def stop(self) -> None:
         """Stop every task of this worker; entries it holds stay leased (the store's
@@ -264,7 +267,7 @@ class SinkWorker:
         self._starting -= 1
         task = asyncio.current_task()
         try:
-            while self._ready and not self._stopping:
+            while self._ready and not self._stopping and not self._draining:
                 job: _Job | None = self._ready.popleft()
                 self._spawn_if_needed()
                 while job is not None:
@@ -288,7 +291,9 @@ class SinkWorker:
         if not self._backlog or self._room() >= self._refill:
             self.wake.set()
         self._on_progress()
-        return None if self._stopping else following
+        # Stopping or draining: the parked entry was never started; it stays leased and
+        # goes back to the store with the rest.
+        return None if self._stopping or self._draining else following
 
     # -- one entry ----------------------------------------------------------------
 

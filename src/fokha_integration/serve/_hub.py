@@ -358,7 +358,10 @@ class Hub:
             await self._start_sync(app)
         if self.config.console.enabled:
             add_console_routes(app, self)
-        runner = web.AppRunner(app, access_log=None)
+        # A slow client must not hold the shutdown past its deadline: open requests get
+        # a small share of it, the drain the rest.
+        grace = min(2.0, self.config.server.shutdown_deadline * 0.2)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace)
         await runner.setup()
         site = web.TCPSite(runner, self.config.server.host, self.config.server.http_port)
         await site.start()
@@ -413,7 +416,7 @@ class Hub:
             # outbox for the next start (a cancelled delivery is sent again then).
             await self._stop_http()
             if self.queue is not None:
-                budget = max(0.5, self.config.server.shutdown_deadline * 0.6)
+                budget = max(0.5, self.config.server.shutdown_deadline * 0.5)
                 if not await self.queue.drain(budget):
                     log.warning(
                         "drain: deliveries still under way after %.1fs go back to the outbox",
@@ -563,4 +566,14 @@ class Hub:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await asyncio.wait_for(self.stop(), self.config.server.shutdown_deadline)
+            try:
+                await asyncio.wait_for(self.stop(), self.config.server.shutdown_deadline)
+            except asyncio.TimeoutError:
+                # Past the deadline: close what is left at once (deliveries under way go
+                # back to the outbox) instead of leaving the state open.
+                log.error(
+                    "stop did not finish in %.1fs; closing the rest now",
+                    self.config.server.shutdown_deadline,
+                )
+                await self._stack.aclose()
+                self._lock.release()
