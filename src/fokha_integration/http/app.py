@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._validate import integer
 from ..dedup import DedupCache
-from ..errors import ConfigError, ValidationError
+from ..errors import (
+    BackendError,
+    ClosedError,
+    ConfigError,
+    OperationTimeoutError,
+    ValidationError,
+)
 from ..models import Signal
 from ._problem import PROBLEM_CONTENT_TYPE, problem, problem_body
 from .idempotency import PRINCIPAL_KEY, IdempotencyConfig, idempotency_middleware, idempotent
@@ -125,12 +131,24 @@ def _client_error(status: int, code: str, title: str, detail: str = "", **extra:
 
     kinds: dict[int, type[web.HTTPClientError]] = {
         400: web.HTTPBadRequest,
+        409: web.HTTPConflict,
         415: web.HTTPUnsupportedMediaType,
         422: web.HTTPUnprocessableEntity,
     }
     return kinds[status](
         text=problem_body(status, code, title, detail, **extra).decode("utf-8"),
         content_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+def _unavailable(detail: str) -> Any:
+    """A raised 503 + Retry-After: nothing was done, the same key may be retried."""
+    from aiohttp import web
+
+    return web.HTTPServiceUnavailable(
+        text=problem_body(503, "unavailable", "Try again shortly", detail).decode("utf-8"),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={"Retry-After": "1"},
     )
 
 
@@ -223,7 +241,18 @@ def api_app(
             raise _client_error(
                 422, "invalid_signal", "Invalid signal", exc.reason, field=exc.field
             ) from None
-        result = await queue.publish(signal)
+        try:
+            result = await queue.publish(signal)
+        except (BackendError, OperationTimeoutError, ClosedError) as exc:
+            # The queue did not take it (and freed its dedup claim): say "retry", and
+            # keep nothing under the Idempotency-Key.
+            raise _unavailable(f"the outbox could not take the signal: {exc}") from None
+        if result.status == "duplicate" and result.in_flight:
+            # The first publish of this signal has not finished: its outcome is not
+            # known yet, so nothing final may be stored under this key.
+            raise _client_error(
+                409, "signal_in_flight", "The same signal is being published right now"
+            )
         if result.status == "conflict":
             return problem(
                 422, "signal_conflict", "A signal with this id exists with other content"

@@ -12,6 +12,7 @@ malformed key (not 1..255 printable)   400 problem+json (``idempotency_key_inval
 key in use by a running request        409 problem+json + ``Retry-After``
 key reused with another method, path   422 problem+json (``idempotency_key_reused``),
 or body                                handler not called
+handler raised a 4xx or a 503          passed through, not stored (retry with the key)
 key seen and completed                 the stored response, byte for byte, with
                                        ``Idempotent-Replayed: true``
 =====================================  =============================================
@@ -375,8 +376,9 @@ async def _run_first(
 
     try:
         response = await handler(request)
-    except web.HTTPClientError:
-        # A validation failure: not stored, the client may fix the request and retry.
+    except (web.HTTPClientError, web.HTTPServiceUnavailable):
+        # A validation failure, or "not done, try again" (503): not stored, the client
+        # may fix the request or retry it with the same key.
         await cache.release(entry, type=cfg.namespace, token=token)
         raise
     except web.HTTPException as exc:

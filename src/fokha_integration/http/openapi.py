@@ -75,7 +75,7 @@ OPERATIONS: tuple[Operation, ...] = (
         _PUBLISH,
         request_model=Signal,
         idempotency="required",
-        errors=(400, 409, 413, 415, 422),
+        errors=(400, 409, 413, 415, 422, 503),
         extra_ok=((200, "A duplicate of an earlier signal: the original result"),),
     ),
     Operation(
@@ -267,7 +267,7 @@ _ERROR_TEXT = {
     413: "Body too large",
     415: "Body is not JSON",
     422: "Invalid body, or an Idempotency-Key reused with another request",
-    503: "Not available yet",
+    503: "Not available now (nothing was done; retry, with the same Idempotency-Key)",
 }
 
 
