@@ -40,6 +40,7 @@ class Site:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     fail_next: bool = False
+    answer_503_next: bool = False
 
 
 Serve = Callable[..., Awaitable[Site]]
@@ -57,13 +58,17 @@ async def serve() -> AsyncIterator[Serve]:
         if not blocking:
             site.gate.set()
 
-        async def handler(request: web.Request, event: WebhookEvent) -> None:
+        async def handler(request: web.Request, event: WebhookEvent) -> web.Response | None:
             site.entered.set()
             await site.gate.wait()
             if site.fail_next:
                 site.fail_next = False
                 raise RuntimeError("handler failed")
+            if site.answer_503_next:
+                site.answer_503_next = False
+                return web.Response(status=503)
             site.handled.append(event.id)
+            return None
 
         receiver = webhook_receiver(handler, secret=[OLD, NEW], config=config, clock=clock)
         app = web.Application()
@@ -187,6 +192,17 @@ async def test_a_failed_handler_lets_the_retry_run(serve: Serve) -> None:
     assert (await _post(site.url, body, headers))[0] == 200
     assert (await _post(site.url, body, headers))[0] == 200
     assert site.handled == ["retry-me"]
+
+
+async def test_a_handler_answering_5xx_lets_the_retry_run(serve: Serve) -> None:
+    """A handler that returned a 5xx did not handle the message: the retry runs it again."""
+    site = await serve()
+    site.answer_503_next = True
+    body = b"{}"
+    headers = webhook_headers("retry-5xx", body, NEW, timestamp=int(site.clock.time()))
+    assert (await _post(site.url, body, headers))[0] == 503
+    assert (await _post(site.url, body, headers))[0] == 200
+    assert site.handled == ["retry-5xx"]
 
 
 async def test_a_concurrent_copy_gets_409_with_retry_after(serve: Serve) -> None:

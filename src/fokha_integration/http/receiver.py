@@ -240,6 +240,11 @@ class WebhookReceiver:
             self._handler_errors += 1
             await self._cache.release(msg_id, type=cfg.namespace, token=claim.token)
             raise
+        if response is not None and response.status >= 500:
+            # The handler said it failed: the sender's retry must run it again.
+            self._handler_errors += 1
+            await self._cache.release(msg_id, type=cfg.namespace, token=claim.token)
+            return response
         await self._cache.commit(
             msg_id, type=cfg.namespace, token=claim.token, ttl=cfg.effective_replay_ttl
         )
