@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -181,6 +182,32 @@ async def test_a_failing_token_source_does_not_drop_a_healthy_connection() -> No
             await client.refresh_token()
         assert client.state is ClientState.CONNECTED
         assert await client.ping() is None or True
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_cancelled_next_message_readers_stop_and_lose_nothing() -> None:
+    """Cancelling readers blocked in next_message ends every one of them, and a message one
+    of them had already taken is returned by the next read."""
+    port = free_port()
+    server = WebSocketServer(port=port)
+    await server.start()
+    client = WebSocketClient(f"ws://127.0.0.1:{port}/")
+    try:
+        await client.connect(timeout=timeout(10))
+        await client.subscribe("signals.cancel")
+        seen: list[int] = []
+        for round_ in range(50):
+            reader = asyncio.create_task(client.next_message(timeout(10)))
+            await asyncio.sleep(0)  # the reader is waiting on the queue
+            await server.publish("signals.cancel", {"n": round_})
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                seen.append((await reader).seq)
+        while len(seen) < 50:
+            seen.append((await client.next_message(timeout(10))).seq)
+        assert seen == list(range(1, 51))
     finally:
         await client.close()
         await server.close()

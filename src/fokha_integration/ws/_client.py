@@ -380,6 +380,7 @@ class WebSocketClient:
         self._rng = rng or random.Random()
         self.log = logger or logging.getLogger("fokha_integration.ws.client")
         self._queue: asyncio.Queue[ChannelMessage | _Closed] = asyncio.Queue(queue_size)
+        self._stash: list[ChannelMessage | _Closed] = []  # taken by a cancelled read
         self._book = _ChannelBook(positions)
         self._futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
@@ -457,20 +458,41 @@ class WebSocketClient:
         return self
 
     async def __anext__(self) -> ChannelMessage:
+        if self._stash:
+            return self._unwrap(self._stash.pop())
         queue = self._queue
         # Fast path: no coroutine for Queue.get when messages are already waiting.
         item = queue.get_nowait() if queue.qsize() else await queue.get()
+        return self._unwrap(item)
+
+    def _unwrap(self, item: ChannelMessage | _Closed) -> ChannelMessage:
         if isinstance(item, _Closed):
             self._queue.put_nowait(item)
             raise StopAsyncIteration
         return item
 
     async def next_message(self, timeout: float) -> ChannelMessage:
-        """The next message, waiting at most ``timeout`` seconds."""
+        """The next message, waiting at most ``timeout`` seconds.
+
+        Cancelling the caller always cancels the wait (``asyncio.wait_for`` before
+        Python 3.12 could swallow a cancellation), and a message taken off the queue
+        at that moment is not lost: the next read returns it.
+        """
+        queue = self._queue
+        if self._stash or queue.qsize():
+            return await self.__anext__()
+        getter = asyncio.ensure_future(queue.get())
         try:
-            return await asyncio.wait_for(self.__anext__(), timeout)
-        except asyncio.TimeoutError:
-            raise OperationTimeoutError("next_message", timeout) from None
+            done, _ = await asyncio.wait({getter}, timeout=timeout)
+        except asyncio.CancelledError:
+            if getter.done() and not getter.cancelled():
+                self._stash.append(getter.result())  # taken, not delivered: next read
+            getter.cancel()
+            raise
+        if not done:
+            getter.cancel()
+            raise OperationTimeoutError("next_message", timeout)
+        return self._unwrap(getter.result())
 
     @property
     def positions(self) -> dict[str, Position]:
