@@ -324,3 +324,43 @@ async def test_a_slow_http_client_does_not_hold_the_shutdown(
     assert loop.time() - started <= timeout(4.0)
     assert not hub.ws.serving
     writer.close()
+
+
+async def test_body_limits_under_one_server(hub_factory: HubFactory, tmp_path: Path) -> None:
+    """The sync app takes its 8 MiB bodies; the API's own routes still refuse over 256 KiB."""
+    import dataclasses
+    import time
+
+    from fokha_integration.serve._config import SyncSection
+
+    config = dataclasses.replace(
+        make_config(tmp_path / "state"), sync=SyncSection(enabled=True, collections="notes")
+    )
+    hub = await hub_factory(config)
+    base = f"http://127.0.0.1:{hub.http_port}"
+    big = "x" * 300_000
+    now = int(time.time() * 1000)
+    # Five 60 KB records (one record may hold 64 KiB): a 300 KB push.
+    push = {
+        "client_id": "alice",
+        "mutations": [
+            {
+                "mutation_id": i,
+                "collection": "notes",
+                "id": f"n{i}",
+                "op": "put",
+                "data": {"text": "x" * 60_000},
+                "version": f"{now + i:015d}-00000-alice",
+            }
+            for i in range(1, 6)
+        ],
+    }
+    token = {"Authorization": f"Bearer {hub.authenticator.issue('alice', ttl=60)}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(base + "/sync/v1/push", json=push, headers=token) as r:
+            assert r.status == 200, await r.text()
+        signal = {"symbol": "EURUSD", "direction": "BUY", "volume": 0.1, "strategy": big}
+        headers = {**token, "Idempotency-Key": "big-1"}
+        async with s.post(base + "/v1/signals", json=signal, headers=headers) as r:
+            assert r.status == 413
+            assert r.content_type == "application/problem+json"

@@ -68,14 +68,27 @@ class SnapshotSource(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiAppConfig:
-    """Settings of :func:`api_app`: body limit, index size, idempotency rules."""
+    """Settings of :func:`api_app`: body limit, index size, idempotency rules.
+
+    ``max_body`` bounds the API's own requests. ``server_max_body`` (default: the
+    same) is the whole aiohttp server's limit, for when other applications mounted
+    on this one accept larger bodies (the sync sub-application: 8 MiB).
+    """
 
     max_body: int = 256 * 1024
+    server_max_body: int | None = None
     recent_limit: int = 10_000
     idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
 
     def __post_init__(self) -> None:
         integer("max_body", self.max_body, minimum=1, maximum=64 * 1024 * 1024)
+        if self.server_max_body is not None:
+            integer(
+                "server_max_body",
+                self.server_max_body,
+                minimum=self.max_body,
+                maximum=256 * 1024 * 1024,
+            )
         integer("recent_limit", self.recent_limit, minimum=1, maximum=10_000_000)
         if not isinstance(self.idempotency, IdempotencyConfig):
             raise ConfigError("idempotency", "must be an IdempotencyConfig", self.idempotency)
@@ -199,6 +212,20 @@ def api_app(
         except Exception:
             _log.exception("API handler failed: %s %s", request.method, request.path)
             return problem(500, "internal_error", "Internal server error")
+
+    @web.middleware
+    async def body_limit(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # The API's own limit, whatever the server-wide one (mounted apps may need more).
+        resource = request.match_info.route.resource
+        if (request.method, resource.canonical if resource else "") in operations:
+            size = request.content_length
+            if size is None and request.can_read_body:
+                size = len(await request.read())
+            if size is not None and size > cfg.max_body:
+                return problem(413, "body_too_large", f"at most {cfg.max_body} bytes")
+        return await handler(request)
 
     @web.middleware
     async def auth(
@@ -346,9 +373,10 @@ def api_app(
         "replayDeadLetter": replay_dead_letter,
     }
     app = web.Application(
-        client_max_size=cfg.max_body,
+        client_max_size=cfg.server_max_body or cfg.max_body,
         middlewares=[
             problems,
+            body_limit,
             auth,
             idempotency_middleware(cache, config=cfg.idempotency),
         ],

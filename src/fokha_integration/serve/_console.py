@@ -33,9 +33,13 @@ _STATIC = {
 _HUB_KEY: web.AppKey[Hub] = web.AppKey("fokha_hub")
 
 
-def _csp(hub: Hub) -> str:
-    host = hub.config.server.host
-    ws = f"ws://{host}:{hub.ws.port} ws://localhost:{hub.ws.port}"
+def _csp(hub: Hub, request: web.Request) -> str:
+    # The live feed connects to the host the page came from, on the WebSocket port.
+    host = request.url.raw_host or hub.config.server.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    port = hub.ws.port
+    ws = f"ws://{host}:{port} wss://{host}:{port}"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"connect-src 'self' {ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -46,7 +50,7 @@ def _csp(hub: Hub) -> str:
 async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
     response: web.StreamResponse = await handler(request)
     if request.path.startswith("/console"):
-        response.headers["Content-Security-Policy"] = _csp(request.app[_HUB_KEY])
+        response.headers["Content-Security-Policy"] = _csp(request.app[_HUB_KEY], request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
@@ -97,6 +101,7 @@ async def _session(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "ws_url": hub.ws_url,
+            "ws_port": hub.ws.port,
             "channels": channels,
             "demo": hub.demo,
             "started": hub.started_at,

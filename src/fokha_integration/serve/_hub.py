@@ -345,11 +345,17 @@ class Hub:
             cache = await self._stack.enter_async_context(
                 DedupCache(backend=SQLiteDedupBackend(str(self.state_dir / "idempotency.db")))
             )
+            from ..http import ApiAppConfig
+            from ..sync import SyncConfig
+
+            # The sync app mounted below takes larger bodies than the API's own routes.
+            server_max = SyncConfig().max_body_bytes if self.config.sync.enabled else None
             app = api_app(
                 queue=self.queue,
                 authenticator=self.authenticator,
                 idempotency_cache=cache,
                 positions=self.bridge,
+                config=ApiAppConfig(server_max_body=server_max),
             )
         else:
             app = web.Application(client_max_size=1024 * 1024)

@@ -238,7 +238,9 @@ function onMessage(msg) {
 function connectFeed() {
   if (state.stopped || !state.session) return;
   feedState("warn", "connecting");
-  const ws = new WebSocket(state.session.ws_url);
+  // The host this page came from (a hub on 0.0.0.0 or behind a TLS proxy), the hub's WS port.
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(scheme + "://" + location.hostname + ":" + state.session.ws_port + "/");
   state.ws = ws;
   ws.onopen = () => send({ op: "hello", id: state.nextId++, token: state.token, protocol: 1, client: { name: "fokha-console", version: "1" } });
   ws.onmessage = (event) => {
