@@ -245,7 +245,9 @@ async def _resolve(request: web.Request) -> web.Response:
     try:
         record = await hub.sync.resolve(conflict_id, choice)
     except ValidationError as exc:
-        return _problem(404, "unknown_conflict", str(exc))
+        if exc.reason == "no such conflict":
+            return _problem(404, "unknown_conflict", str(exc))
+        return _problem(409, "conflict_stale", exc.reason)
     return web.json_response({"id": record.id, "version": record.version})
 
 

@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
     where.add_argument("--postgres", metavar="DSN", help="a PostgreSQL DSN ([postgres] extra)")
     p.add_argument("--choose", choices=["server", "client", "result"], help="with resolve")
     p.add_argument("--data", metavar="JSON", help="with resolve: the data to keep")
+    p.add_argument(
+        "--force", action="store_true", help="with resolve: even if the record changed since"
+    )
     p.add_argument("--horizon", type=float, default=30 * 86400.0, help="with compact (seconds)")
     p.add_argument("--all", action="store_true", help="with conflicts: include resolved ones")
     p.add_argument("--limit", type=int, default=100, help="with conflicts: how many")
@@ -70,7 +73,7 @@ async def _run(args: argparse.Namespace) -> int:
                 print("resolve needs a conflict id and one of --choose / --data")
                 return 2
             choice = args.choose if args.data is None else json.loads(args.data)
-            out = (await svc.resolve(args.conflict_id, choice)).to_wire()
+            out = (await svc.resolve(args.conflict_id, choice, force=args.force)).to_wire()
         else:
             out = {"removed_tombstones": await svc.compact()}
         print(json.dumps(out, indent=2))

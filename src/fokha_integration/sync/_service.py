@@ -334,15 +334,28 @@ class SyncService:
             collection=collection, include_resolved=include_resolved, limit=limit
         )
 
-    async def resolve(self, conflict_id: int, choice: str | dict[str, Any]) -> Record:
+    async def resolve(
+        self, conflict_id: int, choice: str | dict[str, Any], *, force: bool = False
+    ) -> Record:
         """Settle a logged conflict: ``"server"``, ``"client"``, ``"result"`` or new data.
 
         Writes the chosen data as a new version (so every replica gets it) and marks
-        the entry resolved, in one transaction.
+        the entry resolved, in one transaction. An entry already resolved, or a record
+        written again since the conflict was logged, is refused with a
+        :class:`ValidationError` on ``conflict_id`` (the choice would overwrite a
+        later edit) unless ``force=True``.
         """
         entry = await self.store.get_conflict(conflict_id)
         if entry is None:
             raise ValidationError("conflict_id", "no such conflict", conflict_id)
+        if not force:
+            if entry.resolved:
+                raise ValidationError("conflict_id", "already resolved", conflict_id)
+            current = await self.store.get(entry.collection, entry.id)
+            if current is not None and current.version != entry.result.version:
+                raise ValidationError(
+                    "conflict_id", "the record changed since; look again (or force)", conflict_id
+                )
         if isinstance(choice, dict):
             data: dict[str, Any] | None = choice
         elif choice == "server":
