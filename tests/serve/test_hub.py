@@ -364,3 +364,38 @@ async def test_body_limits_under_one_server(hub_factory: HubFactory, tmp_path: P
         async with s.post(base + "/v1/signals", json=signal, headers=headers) as r:
             assert r.status == 413
             assert r.content_type == "application/problem+json"
+
+
+async def test_scopes_per_action(hub_factory: HubFactory, tmp_path: Path) -> None:
+    """A console-only token reads the console but may not replay or resolve; a display
+    token (prices.*) may not use the sync protocol."""
+    import dataclasses
+
+    from fokha_integration.serve._config import SyncSection
+
+    config = dataclasses.replace(
+        make_config(tmp_path / "state"), sync=SyncSection(enabled=True, collections="notes")
+    )
+    hub = await hub_factory(config)
+    base = f"http://127.0.0.1:{hub.http_port}"
+    viewer = {
+        "Authorization": f"Bearer {hub.authenticator.issue('v', ttl=60, channels=['console'])}"
+    }
+    display = hub.authenticator.issue("alice", ttl=60, channels=["prices.*"])
+    async with aiohttp.ClientSession() as s:
+        async with s.get(base + "/console/api/overview", headers=viewer) as r:
+            assert r.status == 200
+        body = {"sink": "app", "refs": ["1"]}
+        async with s.post(
+            base + "/console/api/dead-letters/replay", json=body, headers=viewer
+        ) as r:
+            assert r.status == 403
+        async with s.post(
+            base + "/console/api/conflicts/1/resolve", json={"choice": "client"}, headers=viewer
+        ) as r:
+            assert r.status == 403
+        pull = {"client_id": "alice", "collections": ["notes"], "cursor": None, "limit": 10}
+        async with s.post(
+            base + "/sync/v1/pull", json=pull, headers={"Authorization": f"Bearer {display}"}
+        ) as r:
+            assert r.status == 403

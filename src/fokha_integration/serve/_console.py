@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..errors import ProtocolError, ValidationError
+from ..ws import Principal, token_channels
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -64,23 +65,31 @@ def _problem(status: int, title: str, detail: str = "") -> web.Response:
     )
 
 
-def _authorised(request: web.Request) -> bool:
+def _principal(request: web.Request) -> Principal | None:
     hub = request.app[_HUB_KEY]
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
-        return False
+        return None
     try:
-        principal = hub.authenticator.verify(header[7:].strip())
+        principal: Principal = hub.authenticator.verify(header[7:].strip())
     except (ProtocolError, ValueError, UnicodeError):
-        return False
-    channels = principal.channels
-    return channels is None or "console" in channels
+        return None
+    return principal
 
 
-def _guard(handler: Any) -> Any:
+def _guard(handler: Any, scope: str | None = None) -> Any:
+    """Needs a token with the ``console`` scope (and ``scope`` for an action).
+
+    Scopes are the token's patterns, as for the API: a token without patterns has
+    every scope (the one ``fokha serve`` prints is such an admin token).
+    """
+
     async def guarded(request: web.Request) -> web.StreamResponse:
-        if not _authorised(request):
+        principal = _principal(request)
+        if principal is None or not token_channels(principal, "console", "api"):
             return _problem(401, "unauthorised", "a console token is required (Bearer)")
+        if scope is not None and not token_channels(principal, scope, "api"):
+            return _problem(403, "scope_missing", f"this action needs the {scope} scope")
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -217,8 +226,8 @@ async def _replay(request: web.Request) -> web.Response:
         return _problem(422, "bad_field", "sink: string; refs: list of up to 1000 strings")
     try:
         count = await hub.queue.replay_dead_letters(sink, refs)
-    except KeyError:
-        return _problem(404, "unknown_sink", sink)
+    except (KeyError, ValueError) as exc:  # an unknown sink, a ref the store never issued
+        return _problem(404, "unknown_dead_letter", str(exc))
     return web.json_response({"replayed": count})
 
 
@@ -261,6 +270,8 @@ def add_console_routes(app: web.Application, hub: Hub) -> None:
     app.router.add_get("/console/api/session", _guard(_session))
     app.router.add_get("/console/api/overview", _guard(_overview))
     app.router.add_get("/console/api/dead-letters", _guard(_dead_letters))
-    app.router.add_post("/console/api/dead-letters/replay", _guard(_replay))
+    app.router.add_post("/console/api/dead-letters/replay", _guard(_replay, "dead_letters:write"))
     app.router.add_get("/console/api/conflicts", _guard(_conflicts))
-    app.router.add_post("/console/api/conflicts/{conflict_id}/resolve", _guard(_resolve))
+    app.router.add_post(
+        "/console/api/conflicts/{conflict_id}/resolve", _guard(_resolve, "sync:write")
+    )

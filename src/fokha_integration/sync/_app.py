@@ -18,17 +18,23 @@ from typing import Any
 
 from aiohttp import web
 
-from ..ws import Authenticator, AuthError, Principal, WebSocketServer
+from ..ws import Authenticator, AuthError, Principal, WebSocketServer, token_channels
 from ._service import SyncService, problem
 
-__all__ = ["POKE_CHANNEL", "default_authorize", "sync_app"]
+__all__ = ["POKE_CHANNEL", "SYNC_SCOPE", "default_authorize", "sync_app"]
 
 POKE_CHANNEL = "sync.poke"
+SYNC_SCOPE = "sync"
+"""The token pattern (scope) that allows pull and push."""
 _SERVICE = web.AppKey("fokha_sync_service", SyncService)
 
 
 def default_authorize(principal: Principal, client_id: str) -> bool:
-    """A token for ``alice`` may act as ``alice`` or ``alice/<anything>``."""
+    """A token for ``alice`` may act as ``alice`` or ``alice/<anything>``, if it has the
+    ``sync`` scope (a token without patterns has every scope; a ``prices.*`` display
+    token has not)."""
+    if not token_channels(principal, SYNC_SCOPE, "api"):
+        return False
     return client_id == principal.subject or client_id.startswith(principal.subject + "/")
 
 
