@@ -236,3 +236,37 @@ async def test_past_max_attempts_is_dead_lettered_and_replayable(
         await q.wait_idle(timeout=timeout(10))
     await sink.close()
     assert sorted(rec.ids) == sorted(ids)
+
+
+async def test_the_webhook_path_stays_out_of_dead_letters() -> None:
+    """A refused webhook's dead letter names the receiver's origin, not its (secret) path."""
+    from aiohttp import web
+
+    from fokha_integration.models import Envelope
+    from fokha_integration.queue import WebhookSink
+    from fokha_integration.queue._types import DeliveryFailedError
+
+    app = web.Application()
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    app.router.add_post("/webhook/s3cr3t-path", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    sink = WebhookSink(
+        f"http://127.0.0.1:{port}/webhook/s3cr3t-path", secret="whsec_" + "A" * 44
+    )
+    try:
+        envelope = Envelope(type="signal", key="k", payload={"a": 1})
+        try:
+            await sink.deliver(envelope)
+        except DeliveryFailedError as exc:
+            text = str(exc)
+        assert "500" in text and f"127.0.0.1:{port}" in text
+        assert "s3cr3t" not in text
+    finally:
+        await sink.close()
+        await runner.cleanup()

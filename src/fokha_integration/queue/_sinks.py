@@ -162,20 +162,20 @@ class WebhookSink(_BaseSink):
             if target is None or status not in (307, 308):
                 where = f" to {location!r}" if location else " without a Location"
                 raise DeliveryFailedError(
-                    f"POST {url} answered {status} (redirect{where}; redirects are not "
+                    f"POST {_shown(url)} answered {status} (redirect{where}; redirects are not "
                     "followed with a signed body)",
                     status=status,
                 )
             url = target
         else:
             raise DeliveryFailedError(
-                f"POST {self._url}: more than {self.MAX_REDIRECTS} redirects", status=status
+                f"POST {_shown(url)}: more than {self.MAX_REDIRECTS} redirects", status=status
             )
         retry_after = (
             parse_retry_after(retry_after_raw, now=time.time()) if retry_after_raw else None
         )
         raise DeliveryFailedError(
-            f"POST {url} answered {status}", status=status, retry_after=retry_after
+            f"POST {_shown(url)} answered {status}", status=status, retry_after=retry_after
         )
 
     async def _post(
@@ -188,15 +188,23 @@ class WebhookSink(_BaseSink):
             ) as resp:
                 return resp.status, resp.headers.get("Retry-After"), resp.headers.get("Location")
         except asyncio.TimeoutError as exc:
-            raise DeliveryFailedError(f"POST {url} timed out") from exc
+            raise DeliveryFailedError(f"POST {_shown(url)} timed out") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise DeliveryFailedError(f"POST {url} failed: {exc!r}") from exc
+            raise DeliveryFailedError(f"POST {_shown(url)} failed: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
         """Close the HTTP session if the sink made it."""
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _shown(url: URL) -> str:
+    """The part of a webhook URL fit for dead letters, logs and the console: its origin.
+
+    The path of an n8n (or Slack, ...) webhook is often itself the secret.
+    """
+    return str(url.origin()) + "/..."
 
 
 def _same_origin_target(url: URL, location: str | None) -> URL | None:
