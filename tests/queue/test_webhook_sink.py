@@ -256,9 +256,7 @@ async def test_the_webhook_path_stays_out_of_dead_letters() -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
-    sink = WebhookSink(
-        f"http://127.0.0.1:{port}/webhook/s3cr3t-path", secret="whsec_" + "A" * 44
-    )
+    sink = WebhookSink(f"http://127.0.0.1:{port}/webhook/s3cr3t-path", secret="whsec_" + "A" * 44)
     try:
         envelope = Envelope(type="signal", key="k", payload={"a": 1})
         try:
