@@ -30,6 +30,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from ..errors import ConfigError, FokhaError
+from . import _demo
 from ._config import ServeConfig
 
 __all__ = ["Hub", "HubAlreadyRunningError", "ReloadReport", "Sample"]
@@ -187,7 +188,9 @@ class Hub:
         if cfg.bridge.enabled:
             await self._start_bridge()
         if self.demo:
-            await self._start_demo_receiver()
+            self.demo_webhook_url = await _demo.start_receiver(
+                self._stack, self.demo_webhook_received
+            )
         sinks = await self._build_sinks()
         from ..queue import SinkConfig
         from ..resilience import RetryPolicy
@@ -208,7 +211,7 @@ class Hub:
         await self._start_http()
         self._spawn(self._sampler())
         if self.demo:
-            self._spawn(self._demo_prices())
+            self._spawn(_demo.price_feed(self.ws))
 
     async def _start_bridge(self) -> None:
         from ..bridge import FileBridge, find_mt5_data_folders
@@ -255,7 +258,7 @@ class Hub:
         from ..queue import FileBridgeSink, WebhookSink, WebSocketSink
 
         sinks: list[Any] = []
-        for s in self._sink_sections():
+        for s in _demo.sink_sections(self.config.sinks, self.demo_webhook_url):
             if s.kind == "websocket":
                 sinks.append(WebSocketSink(self.ws, channel=s.channel, name=s.name))
             elif s.kind == "bridge":
@@ -267,35 +270,6 @@ class Hub:
             else:
                 sinks.append(WebhookSink(s.url, secret=s.secret, name=s.name))
         return sinks
-
-    def _sink_sections(self) -> list[Any]:
-        from ..http import generate_webhook_secret
-        from ._config import SinkSection
-
-        sections = list(self.config.sinks)
-        if self.demo and self.demo_webhook_url:
-            sections.append(
-                SinkSection(
-                    kind="webhook",
-                    name="n8n",
-                    url=self.demo_webhook_url,
-                    secret=generate_webhook_secret(),
-                    attempts=3,
-                )
-            )
-        return sections
-
-    async def _start_demo_receiver(self) -> None:
-        """A local stand-in for n8n: accepts signed webhooks and keeps the last ones."""
-        app = web.Application()
-        app.router.add_post("/webhook/fokha", self._demo_webhook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._stack.push_async_callback(runner.cleanup)
-        port = runner.addresses[0][1]
-        self.demo_webhook_url = f"http://127.0.0.1:{port}/webhook/fokha"
 
     async def _start_health(self) -> None:
         from ..health import HealthMonitor, Observation
@@ -495,26 +469,6 @@ class Hub:
             )
             last_published, last_delivered = metrics.messages_published, delivered
             await asyncio.sleep(1.0)
-
-    async def _demo_prices(self) -> None:
-        import random
-
-        rng = random.Random(7)
-        prices = {"EURUSD": 1.0842, "XAUUSD": 2400.0, "BTCUSD": 65000.0}
-        while True:
-            for symbol, price in prices.items():
-                price *= 1 + rng.uniform(-0.0005, 0.0005)
-                prices[symbol] = price
-                spread = price * 0.00005
-                await self.ws.publish(
-                    f"prices.{symbol}", {"bid": round(price, 5), "ask": round(price + spread, 5)}
-                )
-            await asyncio.sleep(0.5)
-
-    async def _demo_webhook(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.demo_webhook_received.append(body)
-        return web.json_response({"ok": True})
 
     # -- reload
 
