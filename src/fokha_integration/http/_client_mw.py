@@ -343,7 +343,7 @@ class RetryMiddleware:
             mapped = translate_client_error(exc, req.method, req.url, timeout)
             if mapped is exc:
                 raise
-            raise mapped from exc
+            raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
             timer.cancel()
         if resp.status in self._keyed.retry_statuses:

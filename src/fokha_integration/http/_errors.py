@@ -157,6 +157,12 @@ def translate_client_error(
 
     if isinstance(exc, FokhaError):
         return exc
+    # Our own error raised inside a middleware may come back wrapped: a TimeoutError is
+    # an OSError, and aiohttp turns an OSError into ClientOSError (on Python 3.10, where
+    # asyncio.TimeoutError is not TimeoutError, ours takes that path).
+    cause = exc.__cause__
+    if isinstance(exc, aiohttp.ClientOSError) and isinstance(cause, FokhaError):
+        return cause
     if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts derive from it too
         return ApiTimeoutError(method, str(url), timeout)
     if isinstance(exc, (aiohttp.ClientError, OSError)):
@@ -173,4 +179,4 @@ def map_client_errors(method: str, url: object, timeout: float) -> Iterator[None
         mapped = translate_client_error(exc, method, url, timeout)
         if mapped is exc:
             raise
-        raise mapped from exc
+        raise mapped from (None if mapped is exc.__cause__ else exc)

@@ -244,7 +244,7 @@ class ApiClient:
             mapped = translate_client_error(exc, method, url, self._config.attempt_timeout)
             if mapped is exc:
                 raise
-            raise mapped from exc
+            raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
             CALL.reset(token)
         if status >= 400:
