@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -57,6 +58,8 @@ class RedisServer:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    # Nothing on disk by default; a crash test passes AOF settings instead.
+    persistence: tuple[str, ...] = ("--save", "", "--appendonly", "no")
 
     @property
     def url(self) -> str:
@@ -72,10 +75,7 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+                *self.persistence,
                 "--dir",
                 str(self.workdir),
                 "--protected-mode",
@@ -98,8 +98,20 @@ class RedisServer:
             time.sleep(0.02)  # polling a subprocess's port: no event to wait on
         raise RuntimeError("redis-server did not answer PING in time")
 
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the server (SIGSTOP/SIGCONT to pause it)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused server cannot terminate
             self.proc.terminate()
             try:
                 self.proc.wait(timeout(10))

@@ -8,9 +8,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,76 +19,14 @@ from fokha_integration.queue import SignalQueue
 from fokha_integration.resilience import RetryPolicy
 from tests.faults._lag import LoopLagSampler
 from tests.faults._queue_support import Ledger, check_invariant
-from tests.support import free_port, timeout
+from tests.support import RedisServer, free_port, timeout
 
 ATTEMPTS = 4
 FAST = RetryPolicy(attempts=ATTEMPTS, initial=0.01, max_delay=0.2, deadline=None)
 
 
-class DurableRedis:
-    """A private redis-server with appendfsync always, so a SIGKILL loses nothing."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout(10)
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)  # polling a subprocess's port: no event to wait on
-        raise AssertionError("redis-server did not answer PING in time")
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server this test may pause and kill."""
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
@@ -103,7 +38,12 @@ def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
         if os.environ.get("CI") == "true":
             pytest.fail("the redis extra is not installed (it is in the Makefile's TEST_EXTRAS)")
         pytest.skip("the redis extra is not installed")
-    server = DurableRedis(tmp_path)
+    # appendfsync always: a SIGKILL of the server loses nothing it acknowledged.
+    server = RedisServer(
+        port=free_port(),
+        workdir=tmp_path,
+        persistence=("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
+    )
     server.start()
     try:
         yield server
@@ -132,7 +72,7 @@ async def _publish_some(q: SignalQueue, envs: list[Envelope], accepted: list[str
 
 
 async def test_redis_paused_killed_and_restored(
-    durable_redis: DurableRedis, loop_lag: LoopLagSampler
+    durable_redis: RedisServer, loop_lag: LoopLagSampler
 ) -> None:
     """Across a SIGSTOP and a SIGKILL + restart of Redis every accepted signal is
     delivered once, and no entry is handed over more than the policy allows."""
@@ -161,7 +101,7 @@ async def test_redis_paused_killed_and_restored(
 
 
 async def test_a_failed_ack_does_not_wait_for_the_reclaim_time(
-    durable_redis: DurableRedis,
+    durable_redis: RedisServer,
 ) -> None:
     """An entry given back while Redis is paused is fetched again right after Redis
     answers, not after reclaim_idle (the re-read flag survives a failed read)."""
