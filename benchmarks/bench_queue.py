@@ -386,28 +386,66 @@ async def real_sink_rows(args: object, report: Report) -> None:
         report.figure("real_memory_signals_per_s", sorted(memory)[mid])
         report.figure("real_sqlite_vs_baseline", sq_ratio)
         report.figure("real_memory_vs_baseline", mem_ratio)
-        # Latency at the same offered load for all: half the baseline's throughput.
-        rate = sorted(base)[mid] / 2
-        paced_n = max(100, int(rate * (4 if quick else 10)))
-        log(args, f"real sinks, paced at {rate:.0f} signals/s: {paced_n} signals each")
-        _, b_lat = await _real_sinks.baseline(real, paced_n, "pb", rate)
+        # Latency at the same offered load for all. The target is read at a quarter of
+        # the baseline's saturated rate: at half of it both sides sit on the knee of the
+        # latency curve (the EA emulator is near its capacity) and p99 over a few seconds
+        # swings several-fold between identical runs; that point is reported beside it.
+        quarter = sorted(base)[mid] / 4
+        paced_n = max(100, int(quarter * (6 if quick else 15)))
+        # p99 over a few seconds is noisy: rounds interleave the three sides, and the
+        # target reads the median of the per-round ratios (as for throughput).
+        b_p99: list[float] = []
+        s_p99: list[float] = []
+        m_p99: list[float] = []
+        for r in range(rounds):
+            log(args, f"real sinks, paced at {quarter:.0f} signals/s, round {r + 1}/{rounds}")
+            _, b_lat = await _real_sinks.baseline(real, paced_n, f"pb{r}", quarter)
+            with tempfile.TemporaryDirectory() as tmp:
+                store = SQLiteOutboxStore(Path(tmp) / "o.db")
+                _, s_lat = await _real_sinks.through_queue(real, paced_n, f"ps{r}", store, quarter)
+            _, m_lat = await _real_sinks.through_queue(
+                real, paced_n, f"pm{r}", MemoryOutboxStore(), quarter
+            )
+            b_p99.append(percentile(b_lat, 99) * 1000)
+            s_p99.append(percentile(s_lat, 99) * 1000)
+            m_p99.append(percentile(m_lat, 99) * 1000)
+        half = 2 * quarter
+        half_n = max(100, int(half * 4))
+        log(args, f"real sinks, paced at {half:.0f} signals/s (reported): {half_n} signals each")
+        _, hb_lat = await _real_sinks.baseline(real, half_n, "hb", half)
         with tempfile.TemporaryDirectory() as tmp:
             store = SQLiteOutboxStore(Path(tmp) / "o.db")
-            _, s_lat = await _real_sinks.through_queue(real, paced_n, "ps", store, rate)
-        _, m_lat = await _real_sinks.through_queue(real, paced_n, "pm", MemoryOutboxStore(), rate)
-    b99, s99, m99 = (percentile(x, 99) * 1000 for x in (b_lat, s_lat, m_lat))
-    report.figure("real_paced_signals_per_s", rate)
+            _, hs_lat = await _real_sinks.through_queue(real, half_n, "hs", store, half)
+    mid = rounds // 2
+    b99, s99, m99 = (sorted(x)[mid] for x in (b_p99, s_p99, m_p99))
+    s_ratio = sorted(q / b for q, b in zip(s_p99, b_p99, strict=True))[mid]
+    m_ratio = sorted(q / b for q, b in zip(m_p99, b_p99, strict=True))[mid]
+    hb99, hs99 = (percentile(x, 99) * 1000 for x in (hb_lat, hs_lat))
+    report.figure("real_paced_signals_per_s", quarter)
     report.figure("real_baseline_p99_ms", b99)
     report.figure("real_sqlite_p99_ms", s99)
     report.figure("real_memory_p99_ms", m99)
-    report.figure("real_sqlite_p99_vs_baseline", s99 / b99)
-    report.figure("real_memory_p99_vs_baseline", m99 / b99)
+    report.figure("real_sqlite_p99_vs_baseline", s_ratio)
+    report.figure("real_memory_p99_vs_baseline", m_ratio)
+    report.figure("real_half_rate_baseline_p99_ms", hb99)
+    report.figure("real_half_rate_sqlite_p99_ms", hs99)
+    report.figure("real_half_rate_sqlite_p99_vs_baseline", hs99 / hb99)
+    report.notes.append(
+        "real sinks: p99 SQLite/baseline per paced round: "
+        + ", ".join(f"{q / b:.2f}" for q, b in zip(s_p99, b_p99, strict=True))
+    )
     report.notes.append(
         "real sinks: SQLite/baseline per round: "
         + ", ".join(f"{q / b:.2f}" for q, b in zip(sqlite, base, strict=True))
     )
     report.target("real sinks: SQLite queue throughput vs direct", sq_ratio, 0.8, ">=", "x")
-    report.target("real sinks: SQLite queue p99 vs direct", s99 / b99, 1.25, "<=", "x")
+    report.target(
+        "real sinks: SQLite queue p99 vs direct (a quarter of saturation)",
+        s99 / b99,
+        1.25,
+        "<=",
+        "x",
+    )
 
 
 if __name__ == "__main__":
