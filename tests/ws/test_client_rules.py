@@ -211,3 +211,27 @@ async def test_cancelled_next_message_readers_stop_and_lose_nothing() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_a_refresh_whose_caller_was_cancelled_is_not_reused_stale() -> None:
+    """A refresh that finished after its only caller was cancelled is not handed out later."""
+    release = asyncio.Event()
+    calls = 0
+
+    async def source() -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return f"token-{calls}"
+
+    client = WebSocketClient("ws://127.0.0.1:9/", token=source)
+    waiter = asyncio.create_task(client.refresh_token())
+    await asyncio.sleep(0)  # the refresh is under way
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    flight = client._tokens._flight  # the abandoned refresh (a test may look inside)
+    assert flight is not None
+    release.set()
+    await asyncio.wait({flight})  # it finishes with token-1, nobody waiting for it
+    assert await client.refresh_token() == "token-2"

@@ -281,6 +281,10 @@ class _TokenFlight:
     async def get(self) -> str | None:
         if self.source is None or isinstance(self.source, str):
             return self.source
+        if self._flight is not None and self._flight.done():
+            # Finished while its callers were gone (cancelled): never hand out a stale
+            # token or error; ask the source again.
+            self._flight = None
         if self._flight is None:
             self.calls += 1
             self._flight = asyncio.ensure_future(
