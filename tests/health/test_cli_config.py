@@ -14,8 +14,6 @@ from fokha_integration import ConfigError
 from fokha_integration.health import load_targets, parse_targets
 from tests.support import free_port, timeout
 
-needs_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is 3.11+")
-
 
 def test_parse_targets_builds_checks_with_defaults() -> None:
     """[defaults] apply to every [[check]]; per-check keys override; types are checked."""
@@ -61,7 +59,6 @@ def test_bad_targets_name_the_field(doc: dict[str, object], field: str) -> None:
     assert info.value.field == field
 
 
-@needs_tomllib
 def test_load_targets_rejects_bad_toml(tmp_path: Path) -> None:
     """A file that is not TOML is a ConfigError, not a crash."""
     bad = tmp_path / "bad.toml"
@@ -79,15 +76,6 @@ def listening_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 11), reason="3.10 only")
-def test_load_targets_on_310_says_what_it_needs(tmp_path: Path) -> None:
-    """On Python 3.10 loading a TOML file is a ConfigError naming the need for 3.11."""
-    cfg = tmp_path / "t.toml"
-    cfg.write_text('[[check]]\ntype = "tcp"\nhost = "h"\nport = 1\n')
-    with pytest.raises(ConfigError, match=r"Python 3\.11"):
-        load_targets(cfg)
-
-
 def fokha(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fokha_integration.cli", *args],
@@ -98,7 +86,6 @@ def fokha(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_tomllib
 def test_cli_exit_codes_and_table(tmp_path: Path, listening_port: int) -> None:
     """`fokha health`: 0 when all pass, 1 when an optional check fails, 2 when a critical fails."""
     closed = free_port()
@@ -128,7 +115,6 @@ def test_cli_exit_codes_and_table(tmp_path: Path, listening_port: int) -> None:
     assert done.stdout.count("overall: FAIL") >= 2
 
 
-@needs_tomllib
 def test_cli_bad_file_exit_code(tmp_path: Path) -> None:
     """A bad targets file exits 3 with the field named on stderr."""
     cfg = tmp_path / "t.toml"

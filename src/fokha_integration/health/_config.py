@@ -19,9 +19,9 @@
     port = 6379
     critical = false
 
-Unknown keys are errors (a typo must not silently disable a check). Needs Python
-3.11+ (``tomllib``); on 3.10 loading raises a :class:`~fokha_integration.ConfigError`
-that says so.
+Unknown keys are errors (a typo must not silently disable a check). The file is
+read with ``tomllib`` (Python 3.11+) or, on 3.10, the ``tomli`` package (a
+dependency there).
 """
 
 from __future__ import annotations
@@ -160,17 +160,15 @@ def load_targets(path: str | Path) -> list[Check]:
     return parse_targets(_loads(text, str(p)))
 
 
-if sys.version_info >= (3, 11):
-
-    def _loads(text: str, name: str) -> dict[str, Any]:
+def _loads(text: str, name: str) -> dict[str, Any]:
+    # tomllib from 3.11 on; the tomli package (a dependency on 3.10) before.
+    if sys.version_info >= (3, 11):
         import tomllib
+    else:  # pragma: no cover - 3.10 only
+        import tomli as tomllib
 
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"not valid TOML: {exc}", name) from exc
-
-else:  # pragma: no cover - 3.10 only
-
-    def _loads(text: str, name: str) -> dict[str, Any]:
-        raise ConfigError("config", "reading TOML needs Python 3.11+ (tomllib)", name)
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"not valid TOML: {exc}", name) from exc
+    return data
