@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from ..errors import BackendError
 from ._core import Cursor, PushPlan
 from ._types import ConflictEntry, Record, StoreStatus
 
@@ -152,6 +153,27 @@ def record_from_json(text: str | None) -> Record | None:
         return None
     d = json.loads(text)
     return Record(d["collection"], d["id"], d["data"], d["version"], d["deleted"])
+
+
+def conflict_from_row(row: Sequence[Any]) -> ConflictEntry:
+    """A conflict-log row (id, collection, id, policy, server, client, result, client_id,
+    created_ms, resolved), as every SQL store selects it, as a :class:`ConflictEntry`."""
+    client = record_from_json(row[5])
+    result = record_from_json(row[6])
+    if client is None or result is None:
+        raise BackendError("sync", f"conflict {row[0]} has no client or result version")
+    return ConflictEntry(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        record_from_json(row[4]),
+        client,
+        result,
+        row[7],
+        row[8],
+        bool(row[9]),
+    )
 
 
 def page_cursor(

@@ -25,11 +25,11 @@ from ._store import (
     RawChange,
     RawPage,
     acked_seq,
+    conflict_from_row,
     decode_record,
     dumps,
     new_epoch,
     page_cursor,
-    record_from_json,
     record_json,
 )
 from ._types import ClientInfo, ConflictEntry, Record, StoreStatus
@@ -68,25 +68,6 @@ _ROW = "seq, collection, id, data, version, deleted"
 
 def _change(row: Any) -> RawChange:
     return RawChange(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
-
-
-def _conflict(row: Any) -> ConflictEntry:
-    client = record_from_json(row[5])
-    result = record_from_json(row[6])
-    assert client is not None
-    assert result is not None
-    return ConflictEntry(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        record_from_json(row[4]),
-        client,
-        result,
-        row[7],
-        row[8],
-        bool(row[9]),
-    )
 
 
 class PostgresSyncStore:
@@ -344,7 +325,7 @@ class PostgresSyncStore:
                     collection,
                     limit,
                 )
-                return [_conflict(r) for r in rows]
+                return [conflict_from_row(r) for r in rows]
 
     async def get_conflict(self, conflict_id: int) -> ConflictEntry | None:
         """One conflict."""
@@ -353,7 +334,7 @@ class PostgresSyncStore:
                 row = await conn.fetchrow(
                     "SELECT * FROM sync_conflicts WHERE conflict_id=$1", conflict_id
                 )
-                return None if row is None else _conflict(row)
+                return None if row is None else conflict_from_row(row)
 
     async def status(self) -> StoreStatus:
         """Counts and clients."""

@@ -27,11 +27,11 @@ from ._store import (
     RawChange,
     RawPage,
     acked_seq,
+    conflict_from_row,
     decode_record,
     dumps,
     new_epoch,
     page_cursor,
-    record_from_json,
     record_json,
 )
 from ._types import ClientInfo, ConflictEntry, Record, StoreStatus
@@ -63,25 +63,6 @@ _ROW = "seq, collection, id, data, version, deleted"
 
 def _change(row: Sequence[Any]) -> RawChange:
     return RawChange._make(row)
-
-
-def _conflict(row: Sequence[Any]) -> ConflictEntry:
-    client = record_from_json(row[5])
-    result = record_from_json(row[6])
-    assert client is not None
-    assert result is not None
-    return ConflictEntry(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        record_from_json(row[4]),
-        client,
-        result,
-        row[7],
-        row[8],
-        bool(row[9]),
-    )
 
 
 class SQLiteSyncStore:
@@ -344,7 +325,7 @@ class SQLiteSyncStore:
                 " ORDER BY conflict_id LIMIT ?",
                 (int(include_resolved), collection, collection, limit),
             ).fetchall()
-            return [_conflict(r) for r in rows]
+            return [conflict_from_row(r) for r in rows]
 
         return await self._run("conflicts", run)
 
@@ -355,7 +336,7 @@ class SQLiteSyncStore:
             row = conn.execute(
                 "SELECT * FROM sync_conflicts WHERE conflict_id=?", (conflict_id,)
             ).fetchone()
-            return None if row is None else _conflict(row)
+            return None if row is None else conflict_from_row(row)
 
         return await self._run("get_conflict", run)
 
