@@ -26,7 +26,6 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +34,7 @@ from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
 from ..models import Envelope
+from ._store import EnvelopeCache
 from ._types import DeadLetter, OutboxEntry
 
 logger = logging.getLogger("fokha_integration.queue")
@@ -329,7 +329,7 @@ class SQLiteOutboxStore:
         self._cursor: dict[str, int] = {}
         self._appends = 0
         self._acks = 0
-        self._parsed: OrderedDict[int, Envelope] = OrderedDict()
+        self._parsed: EnvelopeCache[int] = EnvelopeCache(_PARSE_CACHE)
         # Acknowledgements made in this loop turn: (entry, future, or None for ack_nowait).
         self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]] | None = None
         self._append_batch: list[tuple[str, str, float, asyncio.Future[int]]] | None = None
@@ -395,7 +395,7 @@ class SQLiteOutboxStore:
         seq = await fut
         if not seq:
             return False
-        self._remember(seq, envelope)
+        self._parsed.put(seq, envelope)
         return True
 
     def _flush_appends(self) -> None:
@@ -463,20 +463,6 @@ class SQLiteOutboxStore:
                         fut.set_result(seq)
 
         self._db.submit(op).add_done_callback(done)
-
-    def _remember(self, seq: int, envelope: Envelope) -> None:
-        # Each sink reads the same row: parse (and validate) it once, not once per sink.
-        cache = self._parsed
-        cache[seq] = envelope
-        if len(cache) > _PARSE_CACHE:
-            cache.popitem(last=False)
-
-    def _envelope(self, seq: int, data: str) -> Envelope:
-        found = self._parsed.get(seq)
-        if found is None:
-            found = Envelope.from_json(data)
-            self._remember(seq, found)
-        return found
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""
@@ -554,7 +540,7 @@ class SQLiteOutboxStore:
         for seq, enqueued_at in chosen:
             envelope = found.get(seq)
             if envelope is None:
-                envelope = self._envelope(seq, texts[seq])
+                envelope = self._parsed.parse(seq, texts[seq])
             out.append((seq, enqueued_at, envelope))
         return out
 

@@ -18,7 +18,7 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
@@ -351,3 +351,38 @@ def _with_ref(letter: DeadLetter, ref: str) -> DeadLetter:
         dead_at=letter.dead_at,
         ref=ref,
     )
+
+
+K = TypeVar("K")
+
+
+class EnvelopeCache(Generic[K]):
+    """Envelopes parsed (and validated) once for every sink's copy of the same stored row.
+
+    Bounded: past ``limit`` the oldest is dropped. Keyed by what the store has at hand
+    (a row's seq, a stream entry's text).
+    """
+
+    __slots__ = ("_items", "_limit")
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._items: OrderedDict[K, Envelope] = OrderedDict()
+        self._limit = limit
+
+    def get(self, key: K) -> Envelope | None:
+        """The cached envelope of ``key``, if any."""
+        return self._items.get(key)
+
+    def put(self, key: K, envelope: Envelope) -> None:
+        """Remember ``envelope`` under ``key`` (an append already has it parsed)."""
+        self._items[key] = envelope
+        if len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def parse(self, key: K, data: str | bytes) -> Envelope:
+        """The envelope of ``key``: cached, or parsed from ``data`` and cached."""
+        found = self._items.get(key)
+        if found is None:
+            found = Envelope.from_json(data)
+            self.put(key, found)
+        return found

@@ -42,7 +42,6 @@ import logging
 import os
 import secrets
 import socket
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +52,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, ValidationError, map_backend_errors
 from ..models import Envelope, Model
 from ._queue import SignalQueue, default_order_key
+from ._store import EnvelopeCache
 from ._types import DeadLetter, OutboxEntry
 
 __all__ = ["PostgresOutboxConfig", "PostgresOutboxStore", "publish_in_transaction"]
@@ -283,7 +283,7 @@ class PostgresOutboxStore:
         self._append_batch: list[tuple[Envelope, asyncio.Future[bool]]] | None = None
         self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
         self._acking = 0  # acknowledging statements in flight
-        self._parsed: OrderedDict[int, Envelope] = OrderedDict()
+        self._parsed: EnvelopeCache[int] = EnvelopeCache(_PARSE_CACHE)
         self.taken_over = 0
         """Rows this object leased that another owner had held (its lease ran out)."""
 
@@ -504,7 +504,7 @@ class PostgresOutboxStore:
         for envelope, fut in batch:
             seq = fresh.pop(envelope.id, None)  # a repeat in the batch finds it popped
             if seq is not None:
-                self._remember(seq, envelope)
+                self._parsed.put(seq, envelope)
             if not fut.done():
                 fut.set_result(seq is not None)
 
@@ -527,19 +527,6 @@ class PostgresOutboxStore:
 
     # -- deliveries -----------------------------------------------------------
 
-    def _remember(self, seq: int, envelope: Envelope) -> None:
-        cache = self._parsed
-        cache[seq] = envelope
-        if len(cache) > _PARSE_CACHE:
-            cache.popitem(last=False)
-
-    def _envelope(self, seq: int, data: str) -> Envelope:
-        found = self._parsed.get(seq)
-        if found is None:
-            found = Envelope.from_json(data)
-            self._remember(seq, found)
-        return found
-
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` entries of ``sink``, oldest first (waits up to
         ``idle_wait`` for a notification when there is none)."""
@@ -554,7 +541,10 @@ class PostgresOutboxStore:
                 self.taken_over += sum(1 for r in rows if r["was"] not in (None, me))
                 return [
                     OutboxEntry(
-                        sink, str(r["seq"]), self._envelope(r["seq"], r["data"]), r["enqueued_at"]
+                        sink,
+                        str(r["seq"]),
+                        self._parsed.parse(r["seq"], r["data"]),
+                        r["enqueued_at"],
                     )
                     for r in rows
                 ]

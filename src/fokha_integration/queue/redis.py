@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -33,6 +32,7 @@ from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
 from ..models import Envelope
+from ._store import EnvelopeCache
 from ._types import DeadLetter, OutboxEntry
 
 try:
@@ -140,7 +140,8 @@ class RedisStreamsStore:
         self._append: Any = None
         self._pool: Any = None
         self._open = False
-        self._parsed: OrderedDict[bytes | str, Envelope] = OrderedDict()
+        # Every sink's stream holds the same text: parse (and validate) it once.
+        self._parsed: EnvelopeCache[bytes | str] = EnvelopeCache(_PARSE_CACHE)
         # Appends and acks made in one loop turn share one pipeline (one round trip).
         self._append_batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] | None = None
         self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
@@ -274,16 +275,6 @@ class RedisStreamsStore:
             else:
                 fut.set_result(result)
 
-    def _envelope(self, data: bytes | str) -> Envelope:
-        # Every sink's stream holds the same text: parse (and validate) it once.
-        cache = self._parsed
-        found = cache.get(data)
-        if found is None:
-            found = cache[data] = Envelope.from_json(data)
-            if len(cache) > _PARSE_CACHE:
-                cache.popitem(last=False)
-        return found
-
     def _entry(self, sink: str, ident: Any, fields: Any) -> OutboxEntry | None:
         if not fields:
             return None
@@ -291,7 +282,9 @@ class RedisStreamsStore:
         ts = fields.get(b"t", fields.get("t"))
         if data is None:
             return None
-        return OutboxEntry(sink, _text(ident), self._envelope(data), float(_text(ts or 0)))
+        return OutboxEntry(
+            sink, _text(ident), self._parsed.parse(data, data), float(_text(ts or 0))
+        )
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Own pending (after a restart or release), reclaimed, then new entries; leases them."""
