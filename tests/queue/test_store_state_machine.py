@@ -18,6 +18,7 @@ from fokha_integration.queue import (
     OutboxEntry,
     OutboxStore,
     SQLiteOutboxStore,
+    _sqlite,
 )
 
 SINKS = ("a", "b")
@@ -121,7 +122,67 @@ class SQLiteStoreMachine(StoreMachine):
         self._dir.cleanup()
 
 
+class SQLiteSharedFileMachine(SQLiteStoreMachine):
+    """The SQLite store with a second store publishing into the same file (another
+    process, as the docs allow), and real time replaced: rows this store appended are
+    handed over from memory, the other store's rows are found by the rescan that runs
+    at least every ``_RESCAN_EVERY`` seconds — never lost, never handed out twice."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._patched = _sqlite._monotonic
+        _sqlite._monotonic = lambda: self.now
+        super().__init__()
+        self.other = SQLiteOutboxStore(Path(self._dir.name) / "sm.db")
+        self.run(self.other.open(list(SINKS)))
+        self.unseen: set[str] = set()  # the other store's rows since the last rescan
+
+    def teardown(self) -> None:
+        self.run(self.other.close())
+        _sqlite._monotonic = self._patched
+        super().teardown()
+
+    @rule(n=st.integers(min_value=0, max_value=1000))
+    def append_elsewhere(self, n: int) -> None:
+        e = Envelope(type="signal", key=f"o{len(self.envs)}", payload={"n": n})
+        assert self.run(self.other.append(e)) is True
+        self.envs.append(e)
+        self.unseen.add(e.id)
+        for s in SINKS:
+            self.pending[s].add(e.id)
+
+    @rule()
+    def time_passes(self) -> None:
+        self.now += 2 * _sqlite._RESCAN_EVERY
+        self.unseen = set()
+
+    @rule(sink=st.sampled_from(SINKS), limit=st.integers(min_value=1, max_value=5))
+    def fetch(self, sink: str, limit: int) -> None:
+        got = self.run(self.store.fetch(sink, limit=limit))
+        free = self.pending[sink] - set(self.leased[sink])
+        ids = [x.envelope.id for x in got]
+        assert len(ids) == len(set(ids))
+        assert set(ids) <= free
+        # The other store's latest rows may wait for the next rescan; nothing else may.
+        assert len(ids) >= min(limit, len(free - self.unseen))
+        for x in got:
+            self.leased[sink][x.envelope.id] = x
+
+    @rule(sink=st.sampled_from(SINKS))
+    def everything_is_found_after_a_rescan(self, sink: str) -> None:
+        self.time_passes()
+        got = self.run(self.store.fetch(sink, limit=10_000))
+        free = self.pending[sink] - set(self.leased[sink])
+        assert sorted(x.envelope.id for x in got) == sorted(free)
+        for x in got:
+            self.leased[sink][x.envelope.id] = x
+
+
 TestMemoryStoreMachine = MemoryStoreMachine.TestCase
 TestMemoryStoreMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestSQLiteStoreMachine = SQLiteStoreMachine.TestCase
 TestSQLiteStoreMachine.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+TestSQLiteSharedFileMachine = SQLiteSharedFileMachine.TestCase
+TestSQLiteSharedFileMachine.settings = settings(
+    max_examples=25, stateful_step_count=30, deadline=None
+)

@@ -26,9 +26,10 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
@@ -69,6 +70,80 @@ CREATE INDEX IF NOT EXISTS dead_seq ON dead (seq);
 _Op = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 1024
 _PARSE_CACHE = 8192
+# Local hand-off (see _LocalTail): at most this many appended rows are remembered per
+# sink, and the database is scanned again at least this often (seconds).
+_LOCAL_LIMIT = 4096
+_RESCAN_EVERY = 0.05
+# Real time, not the store's injectable clock: it bounds how stale the local tail may
+# get, and a frozen test clock must not freeze the rescans (tests replace it).
+_monotonic = time.monotonic
+
+
+class _Appended(NamedTuple):
+    """A row this process appended, as its worker will be handed it."""
+
+    seq: int
+    enqueued_at: float
+    envelope: Envelope
+
+
+class _LocalTail:
+    """Rows this process appended for one sink, handed to its worker from memory.
+
+    Without it every fetch is a round trip to the database thread, and a delivery
+    took four (the append's commit, a read that finds the row, a read that finds
+    nothing more, the ack), each waiting its turn for the GIL while the event loop
+    runs the sinks. When a scan of the database reached the end of the sink's
+    pending rows (``caught_up``), every pending row it did not hand out is leased,
+    so the only rows left to find are the ones appended after it: seqs grow with
+    every commit, so those are exactly the appended rows past ``seen``, and this
+    process knows them already. The database stays the truth: the tail is dropped
+    whenever it cannot be trusted (a release or a replay put an older row back,
+    more than ``_LOCAL_LIMIT`` rows waiting, the store reopened), and a scan runs at
+    least every ``_RESCAN_EVERY`` seconds all the same, which finds what other
+    processes appended into the file.
+    """
+
+    __slots__ = ("caught_up", "entries", "epoch", "scanned_at", "seen")
+
+    def __init__(self) -> None:
+        self.entries: deque[_Appended] = deque()
+        self.caught_up = False
+        self.seen = 0  # the highest seq a scan read or the tail handed out
+        self.scanned_at = 0.0
+        self.epoch = 0  # bumped by what invalidates a scan under way (release, replay)
+
+    def add(self, row: _Appended) -> None:
+        if len(self.entries) >= _LOCAL_LIMIT:
+            self.forget()  # the sink is far behind: the next scans read the database
+        else:
+            self.entries.append(row)
+
+    def forget(self) -> None:
+        self.entries.clear()
+        self.caught_up = False
+        self.epoch += 1
+
+    def usable(self, now: float) -> bool:
+        return self.caught_up and now - self.scanned_at < _RESCAN_EVERY
+
+    def scanned(self, epoch: int, now: float, complete: bool, last_seq: int) -> None:
+        """A database scan started at ``epoch`` finished (``complete``: it reached the
+        end of the pending rows and considered each one)."""
+        self.seen = max(self.seen, last_seq)
+        if epoch == self.epoch:
+            self.caught_up = complete
+            self.scanned_at = now
+
+    def take(self, limit: int) -> list[_Appended]:
+        out: list[_Appended] = []
+        entries = self.entries
+        while entries and len(out) < limit:
+            row = entries.popleft()
+            if row.seq > self.seen:  # rows a scan read were handed out (or are) by it
+                self.seen = row.seq
+                out.append(row)
+        return out
 
 
 def _pending_rows(
@@ -332,8 +407,9 @@ class SQLiteOutboxStore:
         self._parsed: EnvelopeCache[int] = EnvelopeCache(_PARSE_CACHE)
         # Acknowledgements made in this loop turn: (entry, future, or None for ack_nowait).
         self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]] | None = None
-        self._append_batch: list[tuple[str, str, float, asyncio.Future[int]]] | None = None
+        self._append_batch: list[tuple[Envelope, str, float, asyncio.Future[int]]] | None = None
         self._settled: dict[str, set[int]] = {}  # per sink, during its fetch (see fetch)
+        self._tails: dict[str, _LocalTail] = {}  # per sink of this process (see _LocalTail)
 
     async def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -356,6 +432,7 @@ class SQLiteOutboxStore:
         for name in names:
             self._leased.setdefault(name, set())
             self._cursor.setdefault(name, 0)
+            self._tails.setdefault(name, _LocalTail())
 
     async def registered_sinks(self) -> list[str]:
         """The sink names appends fan out to."""
@@ -374,6 +451,7 @@ class SQLiteOutboxStore:
             await asyncio.get_running_loop().run_in_executor(None, db.stop)
         self._leased.clear()
         self._cursor.clear()
+        self._tails.clear()
 
     async def append(self, envelope: Envelope) -> bool:
         """Insert the envelope and one pending row per registered sink (one transaction).
@@ -389,7 +467,7 @@ class SQLiteOutboxStore:
         if self._append_batch is None:
             self._append_batch = []
             loop.call_soon(self._flush_appends)
-        self._append_batch.append((envelope.id, envelope.to_json(), self._clock.time(), fut))
+        self._append_batch.append((envelope, envelope.to_json(), self._clock.time(), fut))
         if len(self._append_batch) >= _MAX_BATCH:
             self._flush_appends()
         seq = await fut
@@ -406,7 +484,7 @@ class SQLiteOutboxStore:
         if self._db is None:
             _fail_all(futures, ClosedError("the SQLite outbox store is not open"))
             return
-        rows = [(ident, data, now) for ident, data, now, _ in batch]
+        rows = [(envelope.id, data, now) for envelope, data, now, _ in batch]
         self._appends += len(rows)
         check = self._appends // 256 != (self._appends - len(rows)) // 256
         limit = self._max_pending
@@ -458,7 +536,11 @@ class SQLiteOutboxStore:
             elif (exc := result.exception()) is not None:
                 _fail_all(futures, exc)
             else:
-                for fut, seq in zip(futures, result.result(), strict=True):
+                for (envelope, _, now, fut), seq in zip(batch, result.result(), strict=True):
+                    if seq:
+                        appended = _Appended(seq, now, envelope)
+                        for tail in self._tails.values():
+                            tail.add(appended)
                     if not fut.done():
                         fut.set_result(seq)
 
@@ -468,27 +550,38 @@ class SQLiteOutboxStore:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""
         leased = self._leased.setdefault(sink, set())
         self._cursor.setdefault(sink, 0)
-        # Entries acknowledged while this fetch waits on the database (their pending
-        # row may still be in what it read) must not be handed out again.
-        settled = self._settled[sink] = set()
-        try:
-            chosen = await self._choose(sink, limit, leased)
-        finally:
-            self._settled.pop(sink, None)
-        chosen = [c for c in chosen if c[0] not in settled]
+        tail = self._tails.get(sink)
+        started = _monotonic()
+        if tail is not None and tail.usable(started):
+            chosen = tail.take(limit)
+        else:
+            epoch = 0 if tail is None else tail.epoch
+            # Entries acknowledged while this fetch waits on the database (their pending
+            # row may still be in what it read) must not be handed out again.
+            settled = self._settled[sink] = set()
+            try:
+                chosen, complete, last_seq = await self._choose(sink, limit, leased)
+            finally:
+                self._settled.pop(sink, None)
+            chosen = [c for c in chosen if c.seq not in settled]
+            if tail is not None:
+                tail.scanned(epoch, started, complete, last_seq)
         out: list[OutboxEntry] = []
-        for seq, enqueued_at, envelope in chosen:
-            leased.add(seq)
-            out.append(OutboxEntry(sink, str(seq), envelope, enqueued_at))
+        for row in chosen:
+            leased.add(row.seq)
+            out.append(OutboxEntry(sink, str(row.seq), row.envelope, row.enqueued_at))
         return out
 
     async def _choose(
         self, sink: str, limit: int, leased: set[int]
-    ) -> list[tuple[int, float, Envelope]]:
+    ) -> tuple[list[_Appended], bool, int]:
         """Read the next pending rows past the cursor that are not leased, and their
-        envelopes."""
+        envelopes; also whether the scan reached the end of the pending rows having
+        considered each one, and the last seq it considered."""
         cursor = self._cursor.get(sink, 0)
         chosen: list[tuple[int, float]] = []
+        complete = False
+        last_seq = 0
         while True:
             # Past the cursor, rows are mostly not leased: read what is wanted and read
             # on if leased rows took some of it. From the start (after a release, a
@@ -496,13 +589,16 @@ class SQLiteOutboxStore:
             want = limit - len(chosen)
             scan = want + (0 if cursor else len(leased))
             rows = await self._call(_pending_rows(sink, cursor, scan))
+            considered = 0
             for seq, enqueued_at in rows:
                 if len(chosen) >= limit:
                     break
-                cursor = seq
+                considered += 1
+                cursor = last_seq = seq
                 if seq not in leased:
                     chosen.append((seq, enqueued_at))
             if len(rows) < scan:
+                complete = considered == len(rows)
                 # The scan reached the end: the next one starts again from the oldest
                 # pending row, so rows put back below the cursor by another process (a
                 # dead-letter replay from `fokha queue replay`) are found. That rescan
@@ -535,14 +631,14 @@ class SQLiteOutboxStore:
             if len(loaded) < len(missing):
                 # Rows acknowledged meanwhile and compacted away: nothing to deliver.
                 gone = set(missing) - set(texts)
-                chosen = [c for c in chosen if c[0] not in gone]
-        out: list[tuple[int, float, Envelope]] = []
+                chosen = [(seq, at) for seq, at in chosen if seq not in gone]
+        out: list[_Appended] = []
         for seq, enqueued_at in chosen:
             envelope = found.get(seq)
             if envelope is None:
                 envelope = self._parsed.parse(seq, texts[seq])
-            out.append((seq, enqueued_at, envelope))
-        return out
+            out.append(_Appended(seq, enqueued_at, envelope))
+        return out, complete, last_seq
 
     def _unlease(self, entry: OutboxEntry) -> None:
         leased = self._leased.get(entry.sink)
@@ -659,6 +755,9 @@ class SQLiteOutboxStore:
         # The next fetch scans from the oldest pending row, so it finds this one.
         self._unlease(entry)
         self._cursor[entry.sink] = 0
+        tail = self._tails.get(entry.sink)
+        if tail is not None:
+            tail.forget()
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Delete the pending row and insert the dead letter, in one transaction."""
@@ -715,6 +814,8 @@ class SQLiteOutboxStore:
         count = await self._call(op)
         for name in self._cursor:
             self._cursor[name] = 0
+        for tail in self._tails.values():
+            tail.forget()
         return count
 
     async def stats(self, sink: str) -> tuple[int, float | None]:
