@@ -5,6 +5,7 @@
   only where a protocol demands that exact type (listed below with the reason).
 - No module reads another object's private attribute (``x._a._b``,
   ``other._private``): a class's ``_names`` are its own.
+- No class is longer than 450 lines.
 
 ``PENDING`` lists what areas still under refactor (issue 12) have not moved yet;
 the lead removes each line when that area lands. A new offender fails the test.
@@ -126,3 +127,19 @@ def test_every_exception_class_is_in_the_library_tree() -> None:
                 if not issubclass(cls, FokhaError):
                     strays.append(f"{rel}: {node.name}")
     assert strays == []
+
+
+MAX_CLASS_LINES = 450
+
+
+def test_no_class_is_longer_than_450_lines() -> None:
+    """No class in src/ spans more than 450 lines: past that, split a part out
+    (as the WebSocket fan-out and the queue's worker were)."""
+    long: list[str] = []
+    for rel, text in _sources():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    long.append(f"{rel}: {node.name} ({lines} lines)")
+    assert not long, long

@@ -20,7 +20,6 @@ claim never waits on the sweep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -29,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _validate as v
+from .._aio import cancel_and_wait
 from .._postgres import ConnectionPool, PostgresPool, check_prefix, migrate
 from ..clock import Clock
 from ..errors import ClosedError
@@ -368,10 +368,7 @@ class PostgresDedupBackend:
             return
         self._closed = True
         self._ready = False
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel_and_wait(self._sweeper)
         if self._pool is not None:
             await self._pool.close()
 

@@ -544,48 +544,54 @@ class HealthMonitor:
         )
 
     def _metric_families(self) -> list[MetricFamily]:
-        now = self._clock.monotonic()
-        status: list[Sample] = []
-        duration: list[Sample] = []
-        runs: list[Sample] = []
-        failures: list[Sample] = []
-        timeouts: list[Sample] = []
-        for e in self._entries.values():
-            labels = {"check": e.check.key}
-            status.append(Sample(_STATUS_VALUE[e.state.effective(now)], labels))
-            last = e.state.last
-            duration.append(Sample(last.duration if last is not None else 0.0, labels))
-            runs.append(Sample(e.runs, labels))
-            failures.append(Sample(e.failures, labels))
-            timeouts.append(Sample(e.timeouts, labels))
-        overall = self.status()
-        return [
-            MetricFamily(
-                "fokha_health_status",
-                "gauge",
-                "Overall health: 0 pass, 1 warn, 2 fail, -1 unknown",
-                (Sample(_STATUS_VALUE[overall]),),
-            ),
-            MetricFamily(
-                "fokha_health_check_status",
-                "gauge",
-                "Check status: 0 pass, 1 warn, 2 fail, -1 unknown",
-                tuple(status),
-            ),
-            MetricFamily(
-                "fokha_health_check_duration_seconds",
-                "gauge",
-                "Duration of the check's latest run",
-                tuple(duration),
-            ),
-            MetricFamily("fokha_health_check_runs_total", "counter", "Check runs", tuple(runs)),
-            MetricFamily(
-                "fokha_health_check_failures_total", "counter", "Failed runs", tuple(failures)
-            ),
-            MetricFamily(
-                "fokha_health_check_timeouts_total",
-                "counter",
-                "Runs that timed out",
-                tuple(timeouts),
-            ),
-        ]
+        return _metric_families(self._entries.values(), self.status(), self._clock.monotonic())
+
+
+def _metric_families(
+    entries: Iterable[_Entry], overall: HealthStatus, now: float
+) -> list[MetricFamily]:
+    """The monitor's Prometheus families: overall status, and per check its status,
+    latest duration and run, failure and timeout counters."""
+    status: list[Sample] = []
+    duration: list[Sample] = []
+    runs: list[Sample] = []
+    failures: list[Sample] = []
+    timeouts: list[Sample] = []
+    for e in entries:
+        labels = {"check": e.check.key}
+        status.append(Sample(_STATUS_VALUE[e.state.effective(now)], labels))
+        last = e.state.last
+        duration.append(Sample(last.duration if last is not None else 0.0, labels))
+        runs.append(Sample(e.runs, labels))
+        failures.append(Sample(e.failures, labels))
+        timeouts.append(Sample(e.timeouts, labels))
+    return [
+        MetricFamily(
+            "fokha_health_status",
+            "gauge",
+            "Overall health: 0 pass, 1 warn, 2 fail, -1 unknown",
+            (Sample(_STATUS_VALUE[overall]),),
+        ),
+        MetricFamily(
+            "fokha_health_check_status",
+            "gauge",
+            "Check status: 0 pass, 1 warn, 2 fail, -1 unknown",
+            tuple(status),
+        ),
+        MetricFamily(
+            "fokha_health_check_duration_seconds",
+            "gauge",
+            "Duration of the check's latest run",
+            tuple(duration),
+        ),
+        MetricFamily("fokha_health_check_runs_total", "counter", "Check runs", tuple(runs)),
+        MetricFamily(
+            "fokha_health_check_failures_total", "counter", "Failed runs", tuple(failures)
+        ),
+        MetricFamily(
+            "fokha_health_check_timeouts_total",
+            "counter",
+            "Runs that timed out",
+            tuple(timeouts),
+        ),
+    ]

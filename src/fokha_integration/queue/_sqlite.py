@@ -160,6 +160,57 @@ def _pending_rows(
     return op
 
 
+def _append_rows(
+    rows: list[tuple[str, str, float]], limit: int | None
+) -> Callable[[sqlite3.Connection], list[int]]:
+    """The database call that appends ``rows`` (id, text, enqueued_at) with one pending
+    row per registered sink; it answers each row's seq, or 0 for an id already stored.
+    ``limit``: when given, first refuse the group if a sink's backlog reached it."""
+
+    def op(conn: sqlite3.Connection) -> list[int]:
+        if limit is not None:
+            (fullest,) = conn.execute(
+                "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM pending GROUP BY sink)"
+            ).fetchone()
+            if fullest is not None and fullest >= limit:
+                raise BackendError("sqlite", "outbox is full (max_pending reached)")
+        if conn.execute("SELECT 1 FROM sinks LIMIT 1").fetchone() is None:
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
+        # Ids already stored (a repeated append) answer 0; so does a repeat within
+        # this group. The write lock is held (BEGIN IMMEDIATE): nobody else inserts.
+        ids = json.dumps([ident for ident, _, _ in rows])
+        known = {
+            ident
+            for (ident,) in conn.execute(
+                "SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+            )
+        }
+        fresh: list[tuple[str, str, float]] = []
+        for ident, data, enqueued_at in rows:
+            if ident not in known:
+                known.add(ident)
+                fresh.append((ident, data, enqueued_at))
+        if not fresh:
+            return [0] * len(rows)
+        conn.executemany("INSERT INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)", fresh)
+        # AUTOINCREMENT under the write lock: the new rows took consecutive seqs.
+        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+        first = last - len(fresh) + 1
+        conn.execute(
+            "INSERT INTO pending(sink, seq, enqueued_at)"
+            " SELECT s.name, o.seq, o.enqueued_at FROM outbox o CROSS JOIN sinks s"
+            " WHERE o.seq BETWEEN ? AND ?",
+            (first, last),
+        )
+        seqs = {ident: first + i for i, (ident, _, _) in enumerate(fresh)}
+        out: list[int] = []
+        for ident, _, _ in rows:
+            out.append(seqs.pop(ident, 0))  # a repeat in the group finds it popped
+        return out
+
+    return op
+
+
 def _load_texts(seqs: list[int]) -> Callable[[sqlite3.Connection], list[tuple[int, str]]]:
     """An op reading the envelope text of outbox rows ``seqs`` (pending rows keep theirs)."""
     wanted = json.dumps(seqs)
@@ -487,48 +538,7 @@ class SQLiteOutboxStore:
         rows = [(envelope.id, data, now) for envelope, data, now, _ in batch]
         self._appends += len(rows)
         check = self._appends // 256 != (self._appends - len(rows)) // 256
-        limit = self._max_pending
-
-        def op(conn: sqlite3.Connection) -> list[int]:
-            if check:
-                row = conn.execute(
-                    "SELECT COUNT(*) FROM pending GROUP BY sink ORDER BY 1 DESC LIMIT 1"
-                ).fetchone()
-                if row is not None and row[0] >= limit:
-                    raise BackendError("sqlite", "outbox is full (max_pending reached)")
-            if conn.execute("SELECT 1 FROM sinks LIMIT 1").fetchone() is None:
-                raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
-            # Ids already stored (a repeated append) answer 0; so does a repeat within
-            # this group. The write lock is held (BEGIN IMMEDIATE): nobody else inserts.
-            ids = json.dumps([r[0] for r in rows])
-            known = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (ids,)
-                )
-            }
-            fresh: list[tuple[str, str, float]] = []
-            for row in rows:
-                if row[0] not in known:
-                    known.add(row[0])
-                    fresh.append(row)
-            if not fresh:
-                return [0] * len(rows)
-            conn.executemany("INSERT INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)", fresh)
-            # AUTOINCREMENT under the write lock: the new rows took consecutive seqs.
-            last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-            first = last - len(fresh) + 1
-            conn.execute(
-                "INSERT INTO pending(sink, seq, enqueued_at)"
-                " SELECT s.name, o.seq, o.enqueued_at FROM outbox o CROSS JOIN sinks s"
-                " WHERE o.seq BETWEEN ? AND ?",
-                (first, last),
-            )
-            seqs = {row[0]: first + i for i, row in enumerate(fresh)}
-            out: list[int] = []
-            for ident, _, _ in rows:
-                out.append(seqs.pop(ident, 0))  # a repeat in the group finds it popped
-            return out
+        op = _append_rows(rows, self._max_pending if check else None)
 
         def done(result: asyncio.Future[list[int]]) -> None:
             if result.cancelled():

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from .._aio import cancel_and_wait
 from ..clock import Clock
 from ..errors import CircuitOpenError, OperationTimeoutError, RetryExhaustedError
 from ..models import Envelope, parse_datetime
@@ -79,6 +80,22 @@ class _Final(NamedTuple):
 
     reason: str
     detail: str
+
+
+def signal_expired(envelope: Envelope, now: float) -> bool:
+    """Whether ``envelope`` is a signal whose payload's ``expires_at`` (an RFC 3339
+    time) is at or before ``now`` (Unix seconds); a missing or unreadable one never
+    expires."""
+    if envelope.type != "signal":
+        return False
+    raw = envelope.payload.get("expires_at")
+    if not isinstance(raw, str):
+        return False
+    try:
+        expires = parse_datetime(raw, field_name="expires_at").timestamp()
+    except ValueError:
+        return False
+    return now >= expires
 
 
 class SinkWorker:
@@ -148,10 +165,7 @@ class SinkWorker:
         """
         self._draining = True  # runners finish their current call and take no new one
         fetcher, self._fetcher = self._fetcher, None
-        if fetcher is not None:
-            fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
+        await cancel_and_wait(fetcher)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._tasks:
@@ -312,7 +326,7 @@ class SinkWorker:
     async def _deliver_at_least_once(self, entry: OutboxEntry) -> None:
         history: list[AttemptRecord] = []
         final: _Final | None
-        if self._expired(entry.envelope):
+        if self.execution and signal_expired(entry.envelope, self.clock.time()):
             final = _Final("expired", "")
         else:
             try:
@@ -368,7 +382,7 @@ class SinkWorker:
         ``None`` when the envelope expired meanwhile."""
         cap = self.settings.max_breaker_wait
         while True:
-            if self._expired(envelope):
+            if self.execution and signal_expired(envelope, self.clock.time()):
                 return None
             try:
                 return self.breaker.acquire()
@@ -381,7 +395,7 @@ class SinkWorker:
         # Acknowledge first: a crash from here on loses this delivery, never repeats it.
         await self._store_write(entry, None)
         envelope = entry.envelope
-        if self._expired(envelope):
+        if self.execution and signal_expired(envelope, self.clock.time()):
             await self._dead(entry, _Final("expired", ""), [], acked=True)
             return
         try:
@@ -459,18 +473,6 @@ class SinkWorker:
                     task.cancel()
 
     # -- bookkeeping -----------------------------------------------------------------
-
-    def _expired(self, envelope: Envelope) -> bool:
-        if not self.execution or envelope.type != "signal":
-            return False
-        raw = envelope.payload.get("expires_at")
-        if not isinstance(raw, str):
-            return False
-        try:
-            expires = parse_datetime(raw, field_name="expires_at").timestamp()
-        except ValueError:
-            return False
-        return self.clock.time() >= expires
 
     def _record(self, number: int, started: float, error: str) -> AttemptRecord:
         """Attempt ``number``, begun at wall time ``started``, that ended now in ``error``."""

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _validate as v
+from .._aio import cancel_and_wait
 from .._postgres import ConnectionPool, PostgresPool, check_prefix, connect, migrate
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, ValidationError, map_backend_errors
@@ -362,11 +363,8 @@ class PostgresOutboxStore:
         self._flush_acks()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self._limits.command_timeout)
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-            self._keeper = None
+        await cancel_and_wait(self._keeper)
+        self._keeper = None
         with contextlib.suppress(Exception):  # the rows' lease runs out anyway
             await self._execute(
                 "close",

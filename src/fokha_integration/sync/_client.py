@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import _validate
+from .._aio import cancel_and_wait
 from ..errors import (
     BackendUnavailableError,
     ClosedError,
@@ -442,10 +443,7 @@ class SyncClient:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._transport.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
         self._executor.shutdown(wait=True)

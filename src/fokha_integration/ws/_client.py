@@ -137,6 +137,7 @@ def _check_settings(
     open_timeout: object,
     heartbeat_timeout: object,
     max_size: object,
+    on_message: object,
 ) -> None:
     """Refuse wrong-typed or out-of-range client settings with ConfigError."""
     _validate.string("name", name, max_length=64)
@@ -146,6 +147,8 @@ def _check_settings(
     if heartbeat_timeout is not None:
         _validate.positive("heartbeat_timeout", heartbeat_timeout)
     _validate.integer("max_size", max_size, minimum=1024)
+    if on_message is not None and not callable(on_message):
+        raise ConfigError("on_message", "must be callable", on_message)
 
 
 def _dead_after(
@@ -365,7 +368,7 @@ class WebSocketClient:
             raise ConfigError("url", "must be a URL or a non-empty list of URLs", url)
         retry = _retry_policy(backoff, retry)
         _check_settings(
-            name, queue_size, request_timeout, open_timeout, heartbeat_timeout, max_size
+            name, queue_size, request_timeout, open_timeout, heartbeat_timeout, max_size, on_message
         )
         self.url = self.urls[0]
         self._url_index = 0
@@ -377,8 +380,6 @@ class WebSocketClient:
         self._heartbeat_timeout = heartbeat_timeout
         self._max_size = max_size
         self._on_state = on_state
-        if on_message is not None and not callable(on_message):
-            raise ConfigError("on_message", "must be callable", on_message)
         self._on_message_cb = on_message
         self._clock = clock
         self._rng = rng or random.Random()

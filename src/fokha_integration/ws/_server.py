@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 from .. import _validate
+from .._aio import cancel_and_wait
 from .._version import __version__
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ClosedError, ConfigError, ValidationError
@@ -252,10 +253,7 @@ class WebSocketServer:
         if self._closed:
             return
         self._closed = True
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+        await cancel_and_wait(self._heartbeat_task)
         if self._server is not None:
             if drain > 0:
                 notice = Session(now=0.0).drain(retry_after).text

@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ... import _validate
+from ..._aio import cancel_and_wait
 from ...errors import BackendUnavailableError, ClosedError, map_backend_errors
 from .._channels import (
     ChannelLimitError,
@@ -285,9 +286,6 @@ class RedisBroker:
     async def close(self) -> None:
         """Stop listening and close the Redis connections."""
         self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await cancel_and_wait(self._listener)
         if self._redis is not None:
             await self._redis.aclose()
