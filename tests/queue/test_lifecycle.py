@@ -4,6 +4,7 @@ sinks in flight, and sinks closed with the queue."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -58,6 +59,57 @@ async def test_a_replay_by_another_store_object_is_delivered_by_the_running_queu
         await other.close()
         await queue.wait_idle(timeout=timeout(5))
     assert sorted(got) == sorted(s.id for s in signals)
+
+
+_PUBLISHER = """
+import asyncio, sys
+from fokha_integration.models import Envelope
+from fokha_integration.queue import SQLiteOutboxStore
+
+async def main() -> None:
+    store = SQLiteOutboxStore(sys.argv[1])
+    await store.open(["a", "b"])
+    for i in range(int(sys.argv[2])):
+        await store.append(Envelope(type="signal", key=f"o{i}", payload={"n": i}))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_signals_another_process_publishes_into_the_file_are_delivered_once(
+    tmp_path: Path,
+) -> None:
+    """While this queue publishes and delivers its own signals (handed to its workers
+    from memory), a second process publishes into the same SQLite file: every signal of
+    both reaches each sink exactly once."""
+    path = tmp_path / "outbox.db"
+    got: dict[str, list[str]] = defaultdict(list)
+
+    def sink(name: str) -> CallableSink:
+        async def deliver(envelope: Envelope) -> None:
+            got[name].append(envelope.id)
+
+        return CallableSink(deliver, name=name)
+
+    mine: list[str] = []
+    async with SignalQueue(store=SQLiteOutboxStore(path), sinks=[sink("a"), sink("b")]) as q:
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PUBLISHER, str(path), "300"
+        )
+        # Publish until the other process is done, so the two overlap.
+        while (len(mine) < 300 or other.returncode is None) and len(mine) < 50_000:
+            envelope = Envelope(type="signal", key=f"m{len(mine)}", payload={})
+            await q.publish(envelope)
+            mine.append(envelope.id)
+        assert await asyncio.wait_for(other.wait(), timeout(30)) == 0
+        await q.wait_idle(timeout=timeout(10))
+        pending, _ = await q.store.stats("a")
+        assert pending == 0
+    for name in ("a", "b"):
+        assert len(got[name]) == len(mine) + 300, (name, len(got[name]), len(mine))
+        assert len(set(got[name])) == len(got[name])
+        assert set(mine) <= set(got[name])
 
 
 async def test_wait_idle_waits_for_at_most_once_deliveries_in_flight() -> None:
