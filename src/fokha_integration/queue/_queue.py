@@ -316,8 +316,6 @@ class SignalQueue:
             self._duplicates += 1
             return PublishResult("duplicate", envelope.id, envelope.key)
         self._accepted += 1
-        for worker in self._workers.values():
-            worker.wake.set()
         return PublishResult("accepted", envelope.id, envelope.key)
 
     async def _store(self, envelope: Envelope, token: str | None) -> bool:
@@ -327,6 +325,11 @@ class SignalQueue:
         except BaseException:
             await self.dedup.release(envelope.key, type=envelope.type, token=token)
             raise
+        if stored:
+            # Stored is deliverable: the workers need not wait for the claim's commit
+            # and for this publish to resume (a few loop turns on a busy loop).
+            for worker in self._workers.values():
+                worker.wake.set()
         await self.dedup.commit(envelope.key, type=envelope.type, token=token)
         return stored
 

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
@@ -225,6 +225,44 @@ def _load_texts(seqs: list[int]) -> Callable[[sqlite3.Connection], list[tuple[in
     return op
 
 
+class _Outcome(Protocol):
+    """Where the database thread puts a call's outcome: a future, or a :class:`_Then`."""
+
+    def done(self) -> bool: ...
+    def set_result(self, value: Any) -> None: ...
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+class _Then:
+    """A call's outcome handed to a plain callback, ``callback(value, error)``, in the
+    loop turn that receives it: a future's done-callbacks would run one turn later,
+    and the appends' and acks' answers are on the path every delivery waits for."""
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
+        self._callback = callback
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._call(value, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._call(None, exc)
+
+    def _call(self, value: Any, exc: BaseException | None) -> None:
+        self._done = True
+        try:
+            self._callback(value, exc)
+        except Exception as error:  # a bug of ours: report it, resolve the other calls
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "SQLite outbox: a completion callback failed", "exception": error}
+            )
+
+
 def _fail_all(futures: Sequence[asyncio.Future[Any]], exc: BaseException | None) -> None:
     """Fail every waiting caller of a group with ``exc`` (``None``: cancel them)."""
     for fut in futures:
@@ -254,9 +292,9 @@ class _DbThread:
         self._next_check = 0.0
         self._identity: tuple[int, int] | None = None
         self._broken: BackendError | None = None
-        self._q: queue.SimpleQueue[
-            tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[_Op, _Outcome, asyncio.AbstractEventLoop] | None] = (
+            queue.SimpleQueue()
+        )
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="fokha-sqlite-outbox", daemon=True)
@@ -272,6 +310,10 @@ class _DbThread:
         fut: asyncio.Future[Any] = loop.create_future()
         self._q.put((op, fut, loop))
         return fut
+
+    def submit_then(self, op: _Op, callback: Callable[[Any, BaseException | None], None]) -> None:
+        """Queue ``op``; ``callback(value, error)`` runs on the loop when it is done."""
+        self._q.put((op, _Then(callback), asyncio.get_running_loop()))
 
     def stop(self) -> None:
         self._q.put(None)
@@ -357,7 +399,7 @@ class _DbThread:
             conn.close()
 
     @staticmethod
-    def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    def _resolve(outcomes: list[tuple[_Outcome, bool, Any]]) -> None:
         for fut, ok, value in outcomes:
             if fut.done():
                 continue
@@ -368,11 +410,11 @@ class _DbThread:
 
     def _deliver_all(
         self,
-        batch: list[tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]],
+        batch: list[tuple[_Op, _Outcome, asyncio.AbstractEventLoop]],
         outcomes: list[tuple[bool, Any]],
     ) -> None:
         # One wake-up of each event loop per batch, not one per call.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Outcome, bool, Any]]] = {}
         for (_, fut, loop), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
         for loop, items in by_loop.items():
@@ -382,7 +424,7 @@ class _DbThread:
     def _run_batch(
         self,
         conn: sqlite3.Connection,
-        batch: list[tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]],
+        batch: list[tuple[_Op, _Outcome, asyncio.AbstractEventLoop]],
     ) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -540,13 +582,11 @@ class SQLiteOutboxStore:
         check = self._appends // 256 != (self._appends - len(rows)) // 256
         op = _append_rows(rows, self._max_pending if check else None)
 
-        def done(result: asyncio.Future[list[int]]) -> None:
-            if result.cancelled():
-                _fail_all(futures, None)
-            elif (exc := result.exception()) is not None:
+        def done(seqs: list[int], exc: BaseException | None) -> None:
+            if exc is not None:
                 _fail_all(futures, exc)
             else:
-                for (envelope, _, now, fut), seq in zip(batch, result.result(), strict=True):
+                for (envelope, _, now, fut), seq in zip(batch, seqs, strict=True):
                     if seq:
                         appended = _Appended(seq, now, envelope)
                         for tail in self._tails.values():
@@ -554,7 +594,7 @@ class SQLiteOutboxStore:
                     if not fut.done():
                         fut.set_result(seq)
 
-        self._db.submit(op).add_done_callback(done)
+        self._db.submit_then(op, done)
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""
@@ -705,9 +745,8 @@ class SQLiteOutboxStore:
                     " AND seq NOT IN (SELECT seq FROM dead)"
                 )
 
-        def done(result: asyncio.Future[None]) -> None:
-            exc = None if result.cancelled() else result.exception()
-            failed = exc is not None or result.cancelled()
+        def done(_: None, exc: BaseException | None) -> None:
+            failed = exc is not None
             retry: list[OutboxEntry] = []
             for entry, fut in batch:
                 if fut is None:  # ack_nowait: settle here, or keep the lease and retry
@@ -717,8 +756,6 @@ class SQLiteOutboxStore:
                         self._settle_entry(entry)
                 elif fut.done():
                     continue
-                elif result.cancelled():
-                    fut.cancel()
                 elif exc is not None:
                     fut.set_exception(exc)
                 else:
@@ -736,7 +773,7 @@ class SQLiteOutboxStore:
                 elif not fut.done():
                     fut.set_exception(closed)
             return
-        self._db.submit(op).add_done_callback(done)
+        self._db.submit_then(op, done)
 
     def _retry_acks(self, entries: list[OutboxEntry], exc: BaseException | None) -> None:
         """Acks that failed: the entries stay leased; try again after a growing pause."""
