@@ -266,3 +266,17 @@ async def test_attempt_timeout_bounds_each_attempt() -> None:
     policy = RetryPolicy(attempts=2, initial=0, attempt_timeout=0.05)
     assert await asyncio.wait_for(policy.call(first_hangs), 5) == "done"
     assert calls == 2
+
+
+def test_jittered_delays_draw_each_wait_from_zero_to_the_backoff_value() -> None:
+    """jittered_delays() follows delays(): unchanged with jitter="none", and with full
+    jitter each wait lies in [0, the backoff value], repeatable from a seeded rng."""
+    policy = RetryPolicy(initial=0.5, multiplier=2.0, max_delay=4.0)
+    bases = [d for _, d in zip(range(6), policy.delays(), strict=False)]
+    plain = RetryPolicy(initial=0.5, multiplier=2.0, max_delay=4.0, jitter="none")
+    assert [d for _, d in zip(range(6), plain.jittered_delays(), strict=False)] == bases
+    first = [d for _, d in zip(range(6), policy.jittered_delays(random.Random(7)), strict=False)]
+    again = [d for _, d in zip(range(6), policy.jittered_delays(random.Random(7)), strict=False)]
+    assert first == again
+    assert all(0.0 <= d <= b for d, b in zip(first, bases, strict=True))
+    assert first != bases

@@ -7,8 +7,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from fokha_integration.errors import ClosedError
 from fokha_integration.ws import (
     ClientState,
     LocalBroker,
@@ -152,3 +154,35 @@ async def test_on_message_callback_gets_every_message_in_order() -> None:
         assert got == [1, 2, 3, 4, 5]
         assert client.positions["signals.cb"].seq == 5
         await client.close()
+
+
+async def test_close_does_not_wait_for_a_handshake_that_never_comes() -> None:
+    """close() while the client is still opening (the peer accepted TCP and never
+    answers the handshake) returns at once instead of after open_timeout."""
+    accepted = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = WebSocketClient(f"ws://127.0.0.1:{port}/", open_timeout=60.0)
+    connecting = asyncio.create_task(client.connect(timeout=60.0))
+    try:
+        await asyncio.wait_for(accepted.wait(), timeout(5))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await client.close()  # before the fix: the whole 60 s open_timeout
+        assert loop.time() - started < timeout(5)
+        assert client.state is ClientState.CLOSED
+        with pytest.raises(ClosedError):
+            await asyncio.wait_for(connecting, timeout(5))
+    finally:
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

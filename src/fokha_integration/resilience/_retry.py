@@ -229,11 +229,17 @@ class RetryPolicy:
         next(gen)  # prime the generator (backoff's generators expect a first send)
         yield from gen
 
-    def _jittered(self, value: float) -> float:
+    def jittered_delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The waits between attempts: :meth:`delays` with the policy's jitter
+        applied, drawn from ``rng`` (else the policy's ``rng``, else ``random``)."""
+        for value in self.delays():
+            yield self._jittered(value, rng)
+
+    def _jittered(self, value: float, rng: random.Random | None = None) -> float:
         if self.jitter == "none":
             return value
-        rng = self.rng
-        return rng.uniform(0.0, value) if rng is not None else random.uniform(0.0, value)
+        source = rng if rng is not None else self.rng
+        return source.uniform(0.0, value) if source is not None else random.uniform(0.0, value)
 
     def _notify(self, details: RetryDetails) -> None:
         for hook in self.hooks:

@@ -30,7 +30,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .. import _validate
+from .._aio import cancel_and_wait
 from .._client_rules import CLIENT_RULES
 from .._version import __version__
 from ..clock import SYSTEM_CLOCK, Clock
@@ -426,30 +427,34 @@ class WebSocketClient:
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.get_running_loop().create_task(self._run())
+        task = self._task
         wait = self._open_timeout * 2 if timeout is None else timeout
         connected = asyncio.ensure_future(self._connected.wait())
         try:
-            await asyncio.wait(
-                (connected, self._task), timeout=wait, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait((connected, task), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         finally:
             connected.cancel()
         if self._connected.is_set():
             return
-        if self._task.done():
-            self._task = None
-            raise ClosedError(f"closed by the server: {self.close_code} {self.close_reason}")
+        if task.done():
+            self._task = None if self._task is task else self._task
+            why = "closed" if self._stopping.is_set() else "closed by the server:"
+            raise ClosedError(f"{why} {self.close_code} {self.close_reason}")
         raise OperationTimeoutError("connect", wait)
 
     async def close(self) -> None:
-        """Close for good (no reconnect); the iterator ends."""
+        """Close for good (no reconnect); the iterator ends. An open connection gets
+        its close handshake; an opening one (or a wait to reconnect) is abandoned at
+        once instead of running out its ``open_timeout``."""
         self._stopping.set()
         ws = self._ws
         if ws is not None:
             await ws.close()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is not None:
+            if ws is not None:
+                await asyncio.wait({task}, timeout=self._request_timeout)
+            await cancel_and_wait(task)
             self._task = None
 
     async def __aenter__(self) -> WebSocketClient:
@@ -568,14 +573,9 @@ class WebSocketClient:
             except Exception:
                 self.log.exception("on_state callback failed")
 
-    def _delay(self, delays: Iterator[float]) -> float:
-        """The next reconnect delay: the policy's sequence, with its jitter."""
-        value = next(delays)
-        return self._rng.uniform(0.0, value) if self._retry.jitter == "full" else value
-
     async def _run(self) -> None:
         attempt = 0
-        delays = self._retry.delays()
+        delays = self._retry.jittered_delays(self._rng)
         try:
             while not self._stopping.is_set():
                 self._set_state(StateEvent(ClientState.CONNECTING, attempt=attempt))
@@ -587,7 +587,7 @@ class WebSocketClient:
                     # Only a connection that stayed up resets the backoff: a server that
                     # accepts and drops at once must not be hammered at the first delay.
                     attempt = 0
-                    delays = self._retry.delays()
+                    delays = self._retry.jittered_delays(self._rng)
                 self._connected.clear()
                 self._ws = None
                 self.close_code, self.close_reason = code, reason
@@ -596,7 +596,7 @@ class WebSocketClient:
                 if not is_reconnect_code(code):
                     self.log.warning("server closed with %s %s: not reconnecting", code, reason)
                     break
-                delay = self._delay(delays)
+                delay = next(delays)
                 if self.retry_after is not None:
                     # Never sooner than the drain notice asks, and still spread: every
                     # client of a draining node got the same retry_after.
