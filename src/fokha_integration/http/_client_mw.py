@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..clock import Clock
 from ..errors import OperationTimeoutError, RateLimitedError
@@ -40,7 +41,13 @@ if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
 
 Handler = Callable[["ClientRequest"], Awaitable["ClientResponse"]]
-Middleware = Callable[["ClientRequest", Handler], Awaitable["ClientResponse"]]
+
+
+class Middleware(Protocol):
+    """An aiohttp client middleware whose second parameter is named ``handler``."""
+
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]: ...
+
 
 _log = logging.getLogger("fokha_integration.http.client")
 
@@ -92,7 +99,10 @@ class MetricsMiddleware:
         self._hosts = hosts
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        counters = self._hosts.setdefault(req.url.host or "", HostCounters())
+        host = req.url.host or ""
+        counters = self._hosts.get(host)
+        if counters is None:
+            counters = self._hosts[host] = HostCounters()
         counters.requests += 1
         start = time.perf_counter()
         try:
@@ -220,14 +230,9 @@ class BreakerMiddleware:
         return found
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        return await self._guarded(self.breaker(req.url.host or ""), req, handler)
-
-    @staticmethod
-    async def _guarded(
-        breaker: CircuitBreaker, req: ClientRequest, handler: Handler
-    ) -> ClientResponse:
-        """Every call under a breaker permit (the one public path of CircuitBreaker)."""
-        permit = breaker.acquire()
+        host = req.url.host or ""
+        breaker = self.breakers.get(host) or self.breaker(host)
+        permit = breaker.acquire()  # every call under a permit (CircuitBreaker's one public path)
         try:
             resp = await handler(req)
         except BaseException as exc:
@@ -317,9 +322,10 @@ class RetryMiddleware:
 
     async def _attempt(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         call = CALL.get()
+        timeout = self._attempt_timeout
         if call is not None:
             call.attempts += 1
-        timeout = min(self._attempt_timeout, max(0.0, _remaining(self._clock)))
+            timeout = min(timeout, max(0.0, call.deadline - self._clock.monotonic()))
         timer = _AttemptTimer(timeout)
         try:
             resp = await handler(req)
@@ -364,8 +370,10 @@ class RetryMiddleware:
             return None
         return parse_retry_after(raw, now=self._clock.time())
 
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        return await self.policy_for(req).call(self._attempt, req, handler)
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
+        # The policy's coroutine itself, not one awaiting it: a frame fewer on the stack
+        # that every resumption of the request passes through.
+        return self.policy_for(req).call(self._attempt, req, handler)
 
 
 class MiddlewareChain:
@@ -373,35 +381,31 @@ class MiddlewareChain:
 
     aiohttp builds a closure per middleware per request; composing the stages once
     at construction and handing aiohttp a single middleware keeps the chain's cost
-    to one await per stage. The innermost stage calls aiohttp's handler for the
-    current request, taken from the call's :class:`CallContext`.
+    to one frame per stage: each stage is bound to the one after it with
+    :func:`functools.partial` (``stage(req, handler=following)``), so every stage
+    names its second parameter ``handler``, as aiohttp's own signature does. The
+    innermost stage calls aiohttp's handler for the current request, taken from the
+    call's :class:`CallContext`.
     """
 
     def __init__(self, stages: tuple[Middleware, ...]) -> None:
         self.stages = stages
         handler: Handler = self._send
         for stage in reversed(stages):
-            handler = self._bind(stage, handler)
+            handler = functools.partial(stage, handler=handler)
         self._chain = handler
 
     @staticmethod
-    def _bind(stage: Middleware, following: Handler) -> Handler:
-        async def run(req: ClientRequest) -> ClientResponse:
-            return await stage(req, following)
-
-        return run
-
-    @staticmethod
-    async def _send(req: ClientRequest) -> ClientResponse:
+    def _send(req: ClientRequest) -> Awaitable[ClientResponse]:
         call = CALL.get()
         assert call is not None
         assert call.send is not None
-        return await call.send(req)
+        return call.send(req)
 
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
         if call is None:  # used outside ApiClient.request: run the stages per request
             call = CallContext(float("inf"), True)
             CALL.set(call)
         call.send = handler
-        return await self._chain(req)
+        return self._chain(req)
