@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -246,35 +247,87 @@ class BreakerMiddleware:
         return resp
 
 
-class _AttemptTimer:
-    """Cancels the running task after ``seconds``: one timer handle per attempt.
+class AttemptDeadline:
+    """One attempt's deadline, kept by :class:`AttemptTimers`."""
 
-    Cheaper than :func:`asyncio.timeout` or :func:`asyncio.wait_for` (no extra task,
-    no context object); :meth:`expired` tells a cancellation it caused from one
-    that came from outside (which must propagate).
-    """
+    __slots__ = ("at", "done", "fired", "handle", "task")
 
-    __slots__ = ("_fired", "_handle", "_task")
+    def __init__(self, at: float, task: asyncio.Task[object] | None) -> None:
+        self.at = at
+        self.task = task
+        self.done = False
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None  # only for an out-of-order deadline
 
-    def __init__(self, seconds: float) -> None:
-        self._task = asyncio.current_task()
-        self._fired = False
-        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
-
-    def _fire(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._fired = True
-            self._task.cancel()
+    def fire(self) -> None:
+        """The deadline passed: cancel the attempt's task if the attempt still runs."""
+        if not self.done and self.task is not None and not self.task.done():
+            self.fired = True
+            self.task.cancel()
 
     def expired(self) -> bool:
-        """Whether this timer cancelled the task (and take that cancellation back)."""
-        if self._fired and self._task is not None and hasattr(self._task, "uncancel"):
-            self._task.uncancel()  # Python >= 3.11: keep the task's cancel count right
-        return self._fired
+        """Whether this deadline cancelled the task (and take that cancellation back)."""
+        if self.fired and self.task is not None and hasattr(self.task, "uncancel"):
+            self.task.uncancel()  # Python >= 3.11: keep the task's cancel count right
+        return self.fired
 
-    def cancel(self) -> None:
-        """Stop the timer (the attempt ended)."""
-        self._handle.cancel()
+
+class AttemptTimers:
+    """Cancels the attempts that overrun their deadline, with one timer handle per client.
+
+    A ``call_later`` per attempt pushes a handle onto the event loop's heap (whose
+    comparisons run in Python) and leaves it there, cancelled, until the loop purges
+    it: that was a third of the client's own cost per request. The attempts of one
+    client share one ``attempt_timeout``, so their deadlines come in the order they
+    started: a FIFO of deadlines and one handle, set for the oldest deadline still
+    open, do the same job. An attempt whose deadline comes before one already queued
+    (a call close to its own deadline gets a shorter attempt) has a handle of its own.
+    A finished attempt only marks its entry done; finished entries leave the queue
+    from its head, when the next attempt starts or when the handle fires.
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[AttemptDeadline] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, seconds: float) -> AttemptDeadline:
+        """Cancel the current task in ``seconds`` unless :meth:`finish` comes first."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or the client moved to another loop
+            self._queue.clear()
+            self._handle = None
+            self._loop = loop
+        entry = AttemptDeadline(loop.time() + seconds, asyncio.current_task())
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+        if queue and entry.at < queue[-1].at:
+            entry.handle = loop.call_at(entry.at, entry.fire)
+            return entry
+        queue.append(entry)
+        if self._handle is None:
+            self._handle = loop.call_at(entry.at, self._expire)
+        return entry
+
+    @staticmethod
+    def finish(entry: AttemptDeadline) -> None:
+        """The attempt ended (whichever way): its deadline no longer applies."""
+        entry.done = True
+        if entry.handle is not None:
+            entry.handle.cancel()
+
+    def _expire(self) -> None:
+        self._handle = None
+        loop = self._loop
+        if loop is None:  # pragma: no cover - the handle only exists once a loop is set
+            return
+        now = loop.time()
+        queue = self._queue
+        while queue and (queue[0].done or queue[0].at <= now):
+            queue.popleft().fire()
+        if queue:
+            self._handle = loop.call_at(queue[0].at, self._expire)
 
 
 class RetryMiddleware:
@@ -306,6 +359,7 @@ class RetryMiddleware:
         )
         self._attempt_timeout = attempt_timeout
         self._clock = clock
+        self._timers = AttemptTimers()
 
     def policy_for(self, req: ClientRequest) -> RetryPolicy:
         """The policy for one request: no retries unless it is safe to repeat."""
@@ -326,7 +380,7 @@ class RetryMiddleware:
         if call is not None:
             call.attempts += 1
             timeout = min(timeout, max(0.0, call.deadline - self._clock.monotonic()))
-        timer = _AttemptTimer(timeout)
+        timer = self._timers.start(timeout)
         try:
             resp = await handler(req)
             try:
@@ -351,7 +405,7 @@ class RetryMiddleware:
                 raise
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
-            timer.cancel()
+            self._timers.finish(timer)
         if resp.status in self._keyed.retry_statuses:
             raise status_error(
                 req.method,
