@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -289,21 +289,24 @@ class ApiClient:
             )
         return value
 
-    async def get(self, path: str, **kwargs: Any) -> ApiResponse:
+    # get/post/put/delete hand back request()'s coroutine rather than awaiting it in a
+    # coroutine of their own: one frame fewer that every resumption passes through.
+
+    def get(self, path: str, **kwargs: Any) -> Coroutine[Any, Any, ApiResponse]:
         """``request("GET", path, ...)``."""
-        return await self.request("GET", path, **kwargs)
+        return self.request("GET", path, **kwargs)
 
-    async def post(self, path: str, **kwargs: Any) -> ApiResponse:
+    def post(self, path: str, **kwargs: Any) -> Coroutine[Any, Any, ApiResponse]:
         """``request("POST", path, ...)``; pass ``idempotency_key=True`` to make it retryable."""
-        return await self.request("POST", path, **kwargs)
+        return self.request("POST", path, **kwargs)
 
-    async def put(self, path: str, **kwargs: Any) -> ApiResponse:
+    def put(self, path: str, **kwargs: Any) -> Coroutine[Any, Any, ApiResponse]:
         """``request("PUT", path, ...)``."""
-        return await self.request("PUT", path, **kwargs)
+        return self.request("PUT", path, **kwargs)
 
-    async def delete(self, path: str, **kwargs: Any) -> ApiResponse:
+    def delete(self, path: str, **kwargs: Any) -> Coroutine[Any, Any, ApiResponse]:
         """``request("DELETE", path, ...)``."""
-        return await self.request("DELETE", path, **kwargs)
+        return self.request("DELETE", path, **kwargs)
 
     def stats(self) -> dict[str, ApiHostStats]:
         """Per-host counters, breaker state and token refreshes (snapshots)."""
