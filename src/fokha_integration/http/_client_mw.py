@@ -283,7 +283,8 @@ class AttemptTimers:
     open, do the same job. An attempt whose deadline comes before one already queued
     (a call close to its own deadline gets a shorter attempt) has a handle of its own.
     A finished attempt only marks its entry done; finished entries leave the queue
-    from its head, when the next attempt starts or when the handle fires.
+    from its head, when the next attempt starts or when the handle fires (behind a
+    slow attempt they wait, at most ``attempt_timeout`` seconds' worth of calls).
     """
 
     def __init__(self) -> None:
@@ -318,10 +319,10 @@ class AttemptTimers:
             entry.handle.cancel()
 
     def _expire(self) -> None:
-        self._handle = None
-        loop = self._loop
-        if loop is None:  # pragma: no cover - the handle only exists once a loop is set
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a handle left on a loop this client no longer uses
             return
+        self._handle = None
         now = loop.time()
         queue = self._queue
         while queue and (queue[0].done or queue[0].at <= now):
