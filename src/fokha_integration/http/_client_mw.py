@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..clock import Clock
 from ..errors import OperationTimeoutError, RateLimitedError
@@ -40,7 +42,13 @@ if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientResponse
 
 Handler = Callable[["ClientRequest"], Awaitable["ClientResponse"]]
-Middleware = Callable[["ClientRequest", Handler], Awaitable["ClientResponse"]]
+
+
+class Middleware(Protocol):
+    """An aiohttp client middleware whose second parameter is named ``handler``."""
+
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]: ...
+
 
 _log = logging.getLogger("fokha_integration.http.client")
 
@@ -92,7 +100,10 @@ class MetricsMiddleware:
         self._hosts = hosts
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        counters = self._hosts.setdefault(req.url.host or "", HostCounters())
+        host = req.url.host or ""
+        counters = self._hosts.get(host)
+        if counters is None:
+            counters = self._hosts[host] = HostCounters()
         counters.requests += 1
         start = time.perf_counter()
         try:
@@ -220,14 +231,9 @@ class BreakerMiddleware:
         return found
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        return await self._guarded(self.breaker(req.url.host or ""), req, handler)
-
-    @staticmethod
-    async def _guarded(
-        breaker: CircuitBreaker, req: ClientRequest, handler: Handler
-    ) -> ClientResponse:
-        """Every call under a breaker permit (the one public path of CircuitBreaker)."""
-        permit = breaker.acquire()
+        host = req.url.host or ""
+        breaker = self.breakers.get(host) or self.breaker(host)
+        permit = breaker.acquire()  # every call under a permit (CircuitBreaker's one public path)
         try:
             resp = await handler(req)
         except BaseException as exc:
@@ -241,35 +247,88 @@ class BreakerMiddleware:
         return resp
 
 
-class _AttemptTimer:
-    """Cancels the running task after ``seconds``: one timer handle per attempt.
+class AttemptDeadline:
+    """One attempt's deadline, kept by :class:`AttemptTimers`."""
 
-    Cheaper than :func:`asyncio.timeout` or :func:`asyncio.wait_for` (no extra task,
-    no context object); :meth:`expired` tells a cancellation it caused from one
-    that came from outside (which must propagate).
-    """
+    __slots__ = ("at", "done", "fired", "handle", "task")
 
-    __slots__ = ("_fired", "_handle", "_task")
+    def __init__(self, at: float, task: asyncio.Task[object] | None) -> None:
+        self.at = at
+        self.task = task
+        self.done = False
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None  # only for an out-of-order deadline
 
-    def __init__(self, seconds: float) -> None:
-        self._task = asyncio.current_task()
-        self._fired = False
-        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
-
-    def _fire(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._fired = True
-            self._task.cancel()
+    def fire(self) -> None:
+        """The deadline passed: cancel the attempt's task if the attempt still runs."""
+        if not self.done and self.task is not None and not self.task.done():
+            self.fired = True
+            self.task.cancel()
 
     def expired(self) -> bool:
-        """Whether this timer cancelled the task (and take that cancellation back)."""
-        if self._fired and self._task is not None and hasattr(self._task, "uncancel"):
-            self._task.uncancel()  # Python >= 3.11: keep the task's cancel count right
-        return self._fired
+        """Whether this deadline cancelled the task (and take that cancellation back)."""
+        if self.fired and self.task is not None and hasattr(self.task, "uncancel"):
+            self.task.uncancel()  # Python >= 3.11: keep the task's cancel count right
+        return self.fired
 
-    def cancel(self) -> None:
-        """Stop the timer (the attempt ended)."""
-        self._handle.cancel()
+
+class AttemptTimers:
+    """Cancels the attempts that overrun their deadline, with one timer handle per client.
+
+    A ``call_later`` per attempt pushes a handle onto the event loop's heap (whose
+    comparisons run in Python) and leaves it there, cancelled, until the loop purges
+    it: that was a third of the client's own cost per request. The attempts of one
+    client share one ``attempt_timeout``, so their deadlines come in the order they
+    started: a FIFO of deadlines and one handle, set for the oldest deadline still
+    open, do the same job. An attempt whose deadline comes before one already queued
+    (a call close to its own deadline gets a shorter attempt) has a handle of its own.
+    A finished attempt only marks its entry done; finished entries leave the queue
+    from its head, when the next attempt starts or when the handle fires (behind a
+    slow attempt they wait, at most ``attempt_timeout`` seconds' worth of calls).
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[AttemptDeadline] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, seconds: float) -> AttemptDeadline:
+        """Cancel the current task in ``seconds`` unless :meth:`finish` comes first."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or the client moved to another loop
+            self._queue.clear()
+            self._handle = None
+            self._loop = loop
+        entry = AttemptDeadline(loop.time() + seconds, asyncio.current_task())
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+        if queue and entry.at < queue[-1].at:
+            entry.handle = loop.call_at(entry.at, entry.fire)
+            return entry
+        queue.append(entry)
+        if self._handle is None:
+            self._handle = loop.call_at(entry.at, self._expire)
+        return entry
+
+    @staticmethod
+    def finish(entry: AttemptDeadline) -> None:
+        """The attempt ended (whichever way): its deadline no longer applies."""
+        entry.done = True
+        if entry.handle is not None:
+            entry.handle.cancel()
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a handle left on a loop this client no longer uses
+            return
+        self._handle = None
+        now = loop.time()
+        queue = self._queue
+        while queue and (queue[0].done or queue[0].at <= now):
+            queue.popleft().fire()
+        if queue:
+            self._handle = loop.call_at(queue[0].at, self._expire)
 
 
 class RetryMiddleware:
@@ -301,6 +360,7 @@ class RetryMiddleware:
         )
         self._attempt_timeout = attempt_timeout
         self._clock = clock
+        self._timers = AttemptTimers()
 
     def policy_for(self, req: ClientRequest) -> RetryPolicy:
         """The policy for one request: no retries unless it is safe to repeat."""
@@ -317,10 +377,11 @@ class RetryMiddleware:
 
     async def _attempt(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         call = CALL.get()
+        timeout = self._attempt_timeout
         if call is not None:
             call.attempts += 1
-        timeout = min(self._attempt_timeout, max(0.0, _remaining(self._clock)))
-        timer = _AttemptTimer(timeout)
+            timeout = min(timeout, max(0.0, call.deadline - self._clock.monotonic()))
+        timer = self._timers.start(timeout)
         try:
             resp = await handler(req)
             try:
@@ -345,7 +406,7 @@ class RetryMiddleware:
                 raise
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
-            timer.cancel()
+            self._timers.finish(timer)
         if resp.status in self._keyed.retry_statuses:
             raise status_error(
                 req.method,
@@ -364,8 +425,10 @@ class RetryMiddleware:
             return None
         return parse_retry_after(raw, now=self._clock.time())
 
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        return await self.policy_for(req).call(self._attempt, req, handler)
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
+        # The policy's coroutine itself, not one awaiting it: a frame fewer on the stack
+        # that every resumption of the request passes through.
+        return self.policy_for(req).call(self._attempt, req, handler)
 
 
 class MiddlewareChain:
@@ -373,35 +436,31 @@ class MiddlewareChain:
 
     aiohttp builds a closure per middleware per request; composing the stages once
     at construction and handing aiohttp a single middleware keeps the chain's cost
-    to one await per stage. The innermost stage calls aiohttp's handler for the
-    current request, taken from the call's :class:`CallContext`.
+    to one frame per stage: each stage is bound to the one after it with
+    :func:`functools.partial` (``stage(req, handler=following)``), so every stage
+    names its second parameter ``handler``, as aiohttp's own signature does. The
+    innermost stage calls aiohttp's handler for the current request, taken from the
+    call's :class:`CallContext`.
     """
 
     def __init__(self, stages: tuple[Middleware, ...]) -> None:
         self.stages = stages
         handler: Handler = self._send
         for stage in reversed(stages):
-            handler = self._bind(stage, handler)
+            handler = functools.partial(stage, handler=handler)
         self._chain = handler
 
     @staticmethod
-    def _bind(stage: Middleware, following: Handler) -> Handler:
-        async def run(req: ClientRequest) -> ClientResponse:
-            return await stage(req, following)
-
-        return run
-
-    @staticmethod
-    async def _send(req: ClientRequest) -> ClientResponse:
+    def _send(req: ClientRequest) -> Awaitable[ClientResponse]:
         call = CALL.get()
         assert call is not None
         assert call.send is not None
-        return await call.send(req)
+        return call.send(req)
 
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
         if call is None:  # used outside ApiClient.request: run the stages per request
             call = CallContext(float("inf"), True)
             CALL.set(call)
         call.send = handler
-        return await self._chain(req)
+        return self._chain(req)

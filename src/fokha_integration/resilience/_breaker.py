@@ -173,12 +173,15 @@ class CircuitBreaker:
         try:
             return self._machine.acquire(self._monotonic())
         finally:
-            self._emit()
+            if self._machine.has_changes:
+                self._emit()
 
     def release(self, permit: Permit, exc: BaseException | None = None) -> None:
         """Report the end of a call made under ``permit`` (``exc``: what it raised)."""
-        self._machine.record(permit, self.classify(exc), self._monotonic())
-        self._emit()
+        outcome = Outcome.SUCCESS if exc is None else self.classify(exc)
+        self._machine.record(permit, outcome, self._monotonic())
+        if self._machine.has_changes:
+            self._emit()
 
     def _emit(self) -> None:
         if not self._machine.has_changes:
