@@ -1,16 +1,20 @@
 """The PostgreSQL dedup backend: one table shared by every process on every host.
 
-Needs the ``[postgres]`` extra (asyncpg). Each claim is ONE statement and one round
-trip: an ``INSERT ... ON CONFLICT (type, key) DO UPDATE ... RETURNING`` that
-inserts the entry, or takes over an expired one, and returns the row as it now is;
-the claim won when the returned row carries the claim's own random token. A live
-row is "updated" to itself so that ``RETURNING`` always answers (the price is one
-dead tuple per repeated claim, which autovacuum reclaims; see docs/postgres.md).
-Concurrent claims of one key are serialised by the row lock, so exactly one is
-:attr:`~fokha_integration.dedup.ClaimStatus.FIRST`.
+Needs the ``[postgres]`` extra (asyncpg). A claim is one statement and one round
+trip in the common cases (a new key, a live entry): an ``INSERT ... ON CONFLICT
+(type, key) DO UPDATE SET state = d.state WHERE <the row is live> RETURNING``
+inserts the entry, or locks the live row and returns it as it is; the claim won
+when the returned row carries the claim's own random token. Only a key whose
+entry has expired (or is being taken over) costs a second statement: the fast one
+returns no row, and the take-over upsert (``CASE WHEN <expired>`` in every column)
+runs. Both statements see the newest committed row under its row lock, so
+concurrent claims of one key are serialised and exactly one is
+:attr:`~fokha_integration.dedup.ClaimStatus.FIRST`. The live row is still written
+back to itself (one dead tuple per repeated claim, which autovacuum reclaims; see
+docs/postgres.md): ``RETURNING`` answers only for rows the statement wrote.
 
 Times are Unix seconds stored as ``float8``. By default they come from the
-server's clock (``clock_timestamp()``), so hosts with skewed clocks agree; pass
+server's clock (``statement_timestamp()``), so hosts with skewed clocks agree; pass
 ``clock=`` to use that clock instead (tests use a manual clock). Expired rows are
 ignored at once and deleted by a background sweep in small batches with
 ``FOR UPDATE SKIP LOCKED``: the sweep never waits on a row a claim holds, and a
@@ -43,12 +47,29 @@ _CLAIMED, _LEASED, _DONE = 0, 1, 2
 # "now": the caller's clock when given ($n::float8), else the server's.
 # statement_timestamp() is one value for the whole statement, so it may be written
 # twice in one VALUES row (a VALUES row is cheaper than a subquery for "now").
-_NOW = "coalesce({}::float8, extract(epoch FROM statement_timestamp()))"
+# date_part() is float8 already; extract() would compute a numeric and convert it.
+_NOW = "coalesce({}::float8, date_part('epoch', statement_timestamp()))"
 
 
 def _claim_sql(p: str) -> str:
-    # Every SET expression sees the old row (d); a live row is written back as it is,
-    # an expired one takes the new values. excluded.first_seen is this claim's "now".
+    # The fast path: a new key is inserted, a live row is locked and returned as it
+    # is (RETURNING answers only for a row written, hence the no-op SET). An expired
+    # row is left alone and nothing is returned: then the take-over runs. Fewer
+    # expressions than the take-over: each one costs the server on every call.
+    return f"""
+INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
+VALUES ($1, $2, {_NOW.format("$7")}, {_NOW.format("$7")} + $3, $4, $5, $6)
+ON CONFLICT (type, key) DO UPDATE SET state = d.state
+WHERE d.expires_at > excluded.first_seen
+RETURNING first_seen, expires_at, state, fingerprint, token, result
+"""
+
+
+def _take_over_sql(p: str) -> str:
+    # The same parameters as _claim_sql, and an answer in every case. Every SET
+    # expression sees the old row (d); a live row (another claim took the key over
+    # since the fast path looked) is written back as it is, an expired one takes the
+    # new values. excluded.first_seen is this claim's "now".
     expired = "d.expires_at <= excluded.first_seen"
     cols = ("expires_at", "state", "fingerprint", "token")
     sets = ",\n    ".join(
@@ -146,6 +167,7 @@ class PostgresDedupBackend:
         self._token_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
         self._seq = itertools.count(1)
         self._sql_claim = _claim_sql(self._p)
+        self._sql_take_over = _take_over_sql(self._p)
         self._sql_claim_many = _claim_many_sql(self._p)
         self._sql_commit = _commit_sql(self._p)
 
@@ -213,32 +235,27 @@ class PostgresDedupBackend:
 
     @staticmethod
     def _answer(key: str, row: Any, mine: str, fingerprint: str | None, lease: bool) -> ClaimResult:
-        first_seen, expires_at, state, fp, token, result = (
-            row["first_seen"],
-            row["expires_at"],
-            row["state"],
-            row["fingerprint"],
-            row["token"],
-            row["result"],
-        )
-        if token == mine:
-            return ClaimResult(FIRST, key, first_seen, None, expires_at, mine if lease else None)
-        if fingerprint is not None and fp is not None and fp != fingerprint:
+        if row["token"] == mine:
+            return ClaimResult(
+                FIRST, key, row["first_seen"], None, row["expires_at"], mine if lease else None
+            )
+        stored = row["fingerprint"]
+        if fingerprint is not None and stored is not None and stored != fingerprint:
             status = CONFLICT
-        elif state == _LEASED:
+        elif row["state"] == _LEASED:
             status = IN_FLIGHT
         else:
             status = DUPLICATE
-        return ClaimResult(status, key, first_seen, result, expires_at)
+        return ClaimResult(status, key, row["first_seen"], row["result"], row["expires_at"])
 
     async def claim(
         self, type: str, key: str, ttl: float, fingerprint: str | None, lease: float | None
     ) -> ClaimResult:
-        """Atomically claim ``key`` (one upsert statement, one round trip)."""
+        """Atomically claim ``key``: one statement, two when its entry has expired."""
+        pool = self._pool if self._ready else await self._open()
+        assert pool is not None
         token = self._token()
-        row = await self._fetchrow(
-            "claim",
-            self._sql_claim,
+        args = (
             type,
             key,
             float(ttl if lease is None else lease),
@@ -247,6 +264,9 @@ class PostgresDedupBackend:
             token,
             self._now(),
         )
+        row = await pool.fetchrow("claim", self._sql_claim, *args)
+        if row is None:  # the entry has expired: take it over
+            row = await pool.fetchrow("claim", self._sql_take_over, *args)
         return self._answer(key, row, token, fingerprint, lease is not None)
 
     async def claim_many(self, type: str, keys: Sequence[str], ttl: float) -> list[ClaimResult]:
