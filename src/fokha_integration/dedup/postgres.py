@@ -87,6 +87,36 @@ RETURNING first_seen, expires_at, state, fingerprint, token, result
 
 
 def _claim_many_sql(p: str) -> str:
+    # A batch writes nothing for a key already held: DO NOTHING, then the live rows
+    # as the statement's snapshot saw them (the CTE's inserts are not visible to the
+    # SELECT, and NOT IN keeps a key the batch inserted from also showing its old,
+    # since deleted row). A key in neither (its entry expired, or another session
+    # committed it after this statement began) is left to the take-over. The fixed
+    # cost of the CTE, too high for one key (see _claim_sql), is shared by the batch.
+    # Keys are sorted and inserted in that order (ORDER BY u.i): two batches with
+    # overlapping keys queue behind each other instead of deadlocking.
+    return f"""
+WITH n AS (SELECT {_NOW.format("$5")} AS now),
+ins AS (
+    INSERT INTO {p}dedup (type, key, first_seen, expires_at, state, fingerprint, token)
+    SELECT $1, u.key, n.now, n.now + $2, 0, NULL, $4
+    FROM unnest($3::text[]) WITH ORDINALITY AS u(key, i), n
+    ORDER BY u.i
+    ON CONFLICT (type, key) DO NOTHING
+    RETURNING key, first_seen, expires_at, state, token, result
+)
+SELECT key, first_seen, expires_at, state, token, result FROM ins
+UNION ALL
+SELECT d.key, d.first_seen, d.expires_at, d.state, d.token, d.result
+FROM {p}dedup d, n
+WHERE d.type = $1 AND d.key = ANY($3::text[]) AND d.expires_at > n.now
+    AND d.key NOT IN (SELECT key FROM ins)
+"""
+
+
+def _take_over_many_sql(p: str) -> str:
+    # The batch's take-over: the parameters of _claim_many_sql, a row for every key
+    # (as in _take_over_sql, a live row is written back as it is).
     expired = "d.expires_at <= excluded.first_seen"
     cols = ("expires_at", "state", "fingerprint", "token")
     sets = ",\n    ".join(
@@ -94,15 +124,15 @@ def _claim_many_sql(p: str) -> str:
     )
     return f"""
 INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
-SELECT $1, u.key, n.now, n.now + $2, 0, NULL, u.token
-FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(key, token, i),
+SELECT $1, u.key, n.now, n.now + $2, 0, NULL, $4
+FROM unnest($3::text[]) WITH ORDINALITY AS u(key, i),
     (SELECT {_NOW.format("$5")} AS now) n
 ORDER BY u.i
 ON CONFLICT (type, key) DO UPDATE SET
     first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
     result = CASE WHEN {expired} THEN NULL ELSE d.result END,
     {sets}
-RETURNING key, first_seen, expires_at, state, fingerprint, token, result
+RETURNING key, first_seen, expires_at, state, token, result
 """
 
 
@@ -169,6 +199,7 @@ class PostgresDedupBackend:
         self._sql_claim = _claim_sql(self._p)
         self._sql_take_over = _take_over_sql(self._p)
         self._sql_claim_many = _claim_many_sql(self._p)
+        self._sql_take_over_many = _take_over_many_sql(self._p)
         self._sql_commit = _commit_sql(self._p)
 
     @property
@@ -270,26 +301,39 @@ class PostgresDedupBackend:
         return self._answer(key, row, token, fingerprint, lease is not None)
 
     async def claim_many(self, type: str, keys: Sequence[str], ttl: float) -> list[ClaimResult]:
-        """Claim each key in one statement; a key repeated in ``keys`` is DUPLICATE."""
+        """Claim each key in one statement (two when some entries had expired); a key
+        repeated in ``keys`` is DUPLICATE."""
         if not keys:
             return []
-        # Sorted: every batch locks its rows in the same order, so two batches with
-        # overlapping keys queue behind each other instead of deadlocking.
+        pool = self._pool if self._ready else await self._open()
+        assert pool is not None
+        # Sorted: the lock order of every batch (see _claim_many_sql). One token for
+        # the batch: a row carries it only when this batch wrote it.
         unique = sorted(set(keys))
-        tokens = [self._token() for _ in unique]
-        rows = await self._fetch(
-            "claim_many", self._sql_claim_many, type, float(ttl), unique, tokens, self._now()
-        )
+        token = self._token()
+        args = (type, float(ttl), unique, token, self._now())
+        rows = await pool.fetch("claim_many", self._sql_claim_many, *args)
         by_key = {row["key"]: row for row in rows}
-        mine = dict(zip(unique, tokens, strict=True))
+        if len(by_key) < len(unique):
+            missing = [key for key in unique if key not in by_key]
+            args = (type, float(ttl), missing, token, self._now())
+            rows = await pool.fetch("claim_many", self._sql_take_over_many, *args)
+            by_key.update((row["key"], row) for row in rows)
         out: list[ClaimResult] = []
-        answered: set[str] = set()
+        won: set[str] = set()
         for key in keys:
-            answer = self._answer(key, by_key[key], mine[key], None, False)
-            if key in answered and answer.status is FIRST:
-                answer = ClaimResult(DUPLICATE, key, answer.first_seen, None, answer.expires_at)
-            answered.add(key)
-            out.append(answer)
+            row = by_key[key]
+            if row["token"] == token and key not in won:
+                won.add(key)
+                out.append(ClaimResult(FIRST, key, row["first_seen"], None, row["expires_at"]))
+            elif row["state"] == _LEASED:
+                out.append(
+                    ClaimResult(IN_FLIGHT, key, row["first_seen"], row["result"], row["expires_at"])
+                )
+            else:
+                out.append(
+                    ClaimResult(DUPLICATE, key, row["first_seen"], row["result"], row["expires_at"])
+                )
         return out
 
     # -- the rest -------------------------------------------------------------
