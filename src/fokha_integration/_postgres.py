@@ -152,8 +152,8 @@ class ConnectionPool:
             self._wake_one(None)
             raise
 
-    async def acquire(self) -> Any:
-        """A connection, waiting at most ``acquire_timeout`` for one to be free."""
+    def _take_free(self) -> Any:
+        """A free connection at once, or ``None`` (closed pool: ClosedError)."""
         if self._closed:
             raise ClosedError("the PostgreSQL connection pool is closed")
         now = time.monotonic()
@@ -162,6 +162,13 @@ class ConnectionPool:
             if not conn.is_closed() and now - since < self.limits.max_idle:
                 return conn
             self._drop(conn)
+        return None
+
+    async def acquire(self) -> Any:
+        """A connection, waiting at most ``acquire_timeout`` for one to be free."""
+        conn = self._take_free()
+        if conn is not None:
+            return conn
         if self._size < self.limits.max_size:
             return await self._connect()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -205,7 +212,7 @@ class ConnectionPool:
 
     async def fetchrow(self, what: str, sql: str, *args: Any) -> Any:
         """``sql``'s first row on a pooled connection; errors mapped (``what`` names it)."""
-        conn = await self._lend(what)
+        conn = self._take_free() or await self._lend(what)
         try:
             row = await conn.fetchrow(sql, *args)
         except BaseException as exc:
@@ -216,7 +223,7 @@ class ConnectionPool:
 
     async def fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         """``sql``'s rows on a pooled connection; errors mapped (``what`` names it)."""
-        conn = await self._lend(what)
+        conn = self._take_free() or await self._lend(what)
         try:
             rows: list[Any] = await conn.fetch(sql, *args)
         except BaseException as exc:
@@ -227,7 +234,7 @@ class ConnectionPool:
 
     async def execute(self, what: str, sql: str, *args: Any) -> None:
         """Run ``sql`` on a pooled connection; errors mapped (``what`` names it)."""
-        conn = await self._lend(what)
+        conn = self._take_free() or await self._lend(what)
         try:
             await conn.execute(sql, *args)
         except BaseException as exc:
@@ -236,6 +243,8 @@ class ConnectionPool:
         self.release(conn)
 
     async def _lend(self, what: str) -> Any:
+        # The slow way, when no connection is free at once (the common case takes one
+        # from _take_free without a coroutine or an error-mapping block).
         with map_backend_errors("postgres", what):
             return await self.acquire()
 

@@ -1,16 +1,20 @@
 """The PostgreSQL dedup backend: one table shared by every process on every host.
 
-Needs the ``[postgres]`` extra (asyncpg). Each claim is ONE statement and one round
-trip: an ``INSERT ... ON CONFLICT (type, key) DO UPDATE ... RETURNING`` that
-inserts the entry, or takes over an expired one, and returns the row as it now is;
-the claim won when the returned row carries the claim's own random token. A live
-row is "updated" to itself so that ``RETURNING`` always answers (the price is one
-dead tuple per repeated claim, which autovacuum reclaims; see docs/postgres.md).
-Concurrent claims of one key are serialised by the row lock, so exactly one is
-:attr:`~fokha_integration.dedup.ClaimStatus.FIRST`.
+Needs the ``[postgres]`` extra (asyncpg). A claim is one statement and one round
+trip in the common cases (a new key, a live entry): an ``INSERT ... ON CONFLICT
+(type, key) DO UPDATE SET state = d.state WHERE <the row is live> RETURNING``
+inserts the entry, or locks the live row and returns it as it is; the claim won
+when the returned row carries the claim's own random token. Only a key whose
+entry has expired (or is being taken over) costs a second statement: the fast one
+returns no row, and the take-over upsert (``CASE WHEN <expired>`` in every column)
+runs. Both statements see the newest committed row under its row lock, so
+concurrent claims of one key are serialised and exactly one is
+:attr:`~fokha_integration.dedup.ClaimStatus.FIRST`. The live row is still written
+back to itself (one dead tuple per repeated claim, which autovacuum reclaims; see
+docs/postgres.md): ``RETURNING`` answers only for rows the statement wrote.
 
 Times are Unix seconds stored as ``float8``. By default they come from the
-server's clock (``clock_timestamp()``), so hosts with skewed clocks agree; pass
+server's clock (``statement_timestamp()``), so hosts with skewed clocks agree; pass
 ``clock=`` to use that clock instead (tests use a manual clock). Expired rows are
 ignored at once and deleted by a background sweep in small batches with
 ``FOR UPDATE SKIP LOCKED``: the sweep never waits on a row a claim holds, and a
@@ -43,12 +47,29 @@ _CLAIMED, _LEASED, _DONE = 0, 1, 2
 # "now": the caller's clock when given ($n::float8), else the server's.
 # statement_timestamp() is one value for the whole statement, so it may be written
 # twice in one VALUES row (a VALUES row is cheaper than a subquery for "now").
-_NOW = "coalesce({}::float8, extract(epoch FROM statement_timestamp()))"
+# date_part() is float8 already; extract() would compute a numeric and convert it.
+_NOW = "coalesce({}::float8, date_part('epoch', statement_timestamp()))"
 
 
 def _claim_sql(p: str) -> str:
-    # Every SET expression sees the old row (d); a live row is written back as it is,
-    # an expired one takes the new values. excluded.first_seen is this claim's "now".
+    # The fast path: a new key is inserted, a live row is locked and returned as it
+    # is (RETURNING answers only for a row written, hence the no-op SET). An expired
+    # row is left alone and nothing is returned: then the take-over runs. Fewer
+    # expressions than the take-over: each one costs the server on every call.
+    return f"""
+INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
+VALUES ($1, $2, {_NOW.format("$7")}, {_NOW.format("$7")} + $3, $4, $5, $6)
+ON CONFLICT (type, key) DO UPDATE SET state = d.state
+WHERE d.expires_at > excluded.first_seen
+RETURNING first_seen, expires_at, state, fingerprint, token, result
+"""
+
+
+def _take_over_sql(p: str) -> str:
+    # The same parameters as _claim_sql, and an answer in every case. Every SET
+    # expression sees the old row (d); a live row (another claim took the key over
+    # since the fast path looked) is written back as it is, an expired one takes the
+    # new values. excluded.first_seen is this claim's "now".
     expired = "d.expires_at <= excluded.first_seen"
     cols = ("expires_at", "state", "fingerprint", "token")
     sets = ",\n    ".join(
@@ -66,6 +87,36 @@ RETURNING first_seen, expires_at, state, fingerprint, token, result
 
 
 def _claim_many_sql(p: str) -> str:
+    # A batch writes nothing for a key already held: DO NOTHING, then the live rows
+    # as the statement's snapshot saw them (the CTE's inserts are not visible to the
+    # SELECT, and NOT IN keeps a key the batch inserted from also showing its old,
+    # since deleted row). A key in neither (its entry expired, or another session
+    # committed it after this statement began) is left to the take-over. The fixed
+    # cost of the CTE, too high for one key (see _claim_sql), is shared by the batch.
+    # Keys are sorted and inserted in that order (ORDER BY u.i): two batches with
+    # overlapping keys queue behind each other instead of deadlocking.
+    return f"""
+WITH n AS (SELECT {_NOW.format("$5")} AS now),
+ins AS (
+    INSERT INTO {p}dedup (type, key, first_seen, expires_at, state, fingerprint, token)
+    SELECT $1, u.key, n.now, n.now + $2, 0, NULL, $4
+    FROM unnest($3::text[]) WITH ORDINALITY AS u(key, i), n
+    ORDER BY u.i
+    ON CONFLICT (type, key) DO NOTHING
+    RETURNING key, first_seen, expires_at, state, token, result
+)
+SELECT key, first_seen, expires_at, state, token, result FROM ins
+UNION ALL
+SELECT d.key, d.first_seen, d.expires_at, d.state, d.token, d.result
+FROM {p}dedup d, n
+WHERE d.type = $1 AND d.key = ANY($3::text[]) AND d.expires_at > n.now
+    AND d.key NOT IN (SELECT key FROM ins)
+"""
+
+
+def _take_over_many_sql(p: str) -> str:
+    # The batch's take-over: the parameters of _claim_many_sql, a row for every key
+    # (as in _take_over_sql, a live row is written back as it is).
     expired = "d.expires_at <= excluded.first_seen"
     cols = ("expires_at", "state", "fingerprint", "token")
     sets = ",\n    ".join(
@@ -73,15 +124,15 @@ def _claim_many_sql(p: str) -> str:
     )
     return f"""
 INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
-SELECT $1, u.key, n.now, n.now + $2, 0, NULL, u.token
-FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(key, token, i),
+SELECT $1, u.key, n.now, n.now + $2, 0, NULL, $4
+FROM unnest($3::text[]) WITH ORDINALITY AS u(key, i),
     (SELECT {_NOW.format("$5")} AS now) n
 ORDER BY u.i
 ON CONFLICT (type, key) DO UPDATE SET
     first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
     result = CASE WHEN {expired} THEN NULL ELSE d.result END,
     {sets}
-RETURNING key, first_seen, expires_at, state, fingerprint, token, result
+RETURNING key, first_seen, expires_at, state, token, result
 """
 
 
@@ -146,7 +197,9 @@ class PostgresDedupBackend:
         self._token_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
         self._seq = itertools.count(1)
         self._sql_claim = _claim_sql(self._p)
+        self._sql_take_over = _take_over_sql(self._p)
         self._sql_claim_many = _claim_many_sql(self._p)
+        self._sql_take_over_many = _take_over_many_sql(self._p)
         self._sql_commit = _commit_sql(self._p)
 
     @property
@@ -213,32 +266,27 @@ class PostgresDedupBackend:
 
     @staticmethod
     def _answer(key: str, row: Any, mine: str, fingerprint: str | None, lease: bool) -> ClaimResult:
-        first_seen, expires_at, state, fp, token, result = (
-            row["first_seen"],
-            row["expires_at"],
-            row["state"],
-            row["fingerprint"],
-            row["token"],
-            row["result"],
-        )
-        if token == mine:
-            return ClaimResult(FIRST, key, first_seen, None, expires_at, mine if lease else None)
-        if fingerprint is not None and fp is not None and fp != fingerprint:
+        if row["token"] == mine:
+            return ClaimResult(
+                FIRST, key, row["first_seen"], None, row["expires_at"], mine if lease else None
+            )
+        stored = row["fingerprint"]
+        if fingerprint is not None and stored is not None and stored != fingerprint:
             status = CONFLICT
-        elif state == _LEASED:
+        elif row["state"] == _LEASED:
             status = IN_FLIGHT
         else:
             status = DUPLICATE
-        return ClaimResult(status, key, first_seen, result, expires_at)
+        return ClaimResult(status, key, row["first_seen"], row["result"], row["expires_at"])
 
     async def claim(
         self, type: str, key: str, ttl: float, fingerprint: str | None, lease: float | None
     ) -> ClaimResult:
-        """Atomically claim ``key`` (one upsert statement, one round trip)."""
+        """Atomically claim ``key``: one statement, two when its entry has expired."""
+        pool = self._pool if self._ready else await self._open()
+        assert pool is not None
         token = self._token()
-        row = await self._fetchrow(
-            "claim",
-            self._sql_claim,
+        args = (
             type,
             key,
             float(ttl if lease is None else lease),
@@ -247,29 +295,45 @@ class PostgresDedupBackend:
             token,
             self._now(),
         )
+        row = await pool.fetchrow("claim", self._sql_claim, *args)
+        if row is None:  # the entry has expired: take it over
+            row = await pool.fetchrow("claim", self._sql_take_over, *args)
         return self._answer(key, row, token, fingerprint, lease is not None)
 
     async def claim_many(self, type: str, keys: Sequence[str], ttl: float) -> list[ClaimResult]:
-        """Claim each key in one statement; a key repeated in ``keys`` is DUPLICATE."""
+        """Claim each key in one statement (two when some entries had expired); a key
+        repeated in ``keys`` is DUPLICATE."""
         if not keys:
             return []
-        # Sorted: every batch locks its rows in the same order, so two batches with
-        # overlapping keys queue behind each other instead of deadlocking.
+        pool = self._pool if self._ready else await self._open()
+        assert pool is not None
+        # Sorted: the lock order of every batch (see _claim_many_sql). One token for
+        # the batch: a row carries it only when this batch wrote it.
         unique = sorted(set(keys))
-        tokens = [self._token() for _ in unique]
-        rows = await self._fetch(
-            "claim_many", self._sql_claim_many, type, float(ttl), unique, tokens, self._now()
-        )
+        token = self._token()
+        args = (type, float(ttl), unique, token, self._now())
+        rows = await pool.fetch("claim_many", self._sql_claim_many, *args)
         by_key = {row["key"]: row for row in rows}
-        mine = dict(zip(unique, tokens, strict=True))
+        if len(by_key) < len(unique):
+            missing = [key for key in unique if key not in by_key]
+            args = (type, float(ttl), missing, token, self._now())
+            rows = await pool.fetch("claim_many", self._sql_take_over_many, *args)
+            by_key.update((row["key"], row) for row in rows)
         out: list[ClaimResult] = []
-        answered: set[str] = set()
+        won: set[str] = set()
         for key in keys:
-            answer = self._answer(key, by_key[key], mine[key], None, False)
-            if key in answered and answer.status is FIRST:
-                answer = ClaimResult(DUPLICATE, key, answer.first_seen, None, answer.expires_at)
-            answered.add(key)
-            out.append(answer)
+            row = by_key[key]
+            if row["token"] == token and key not in won:
+                won.add(key)
+                out.append(ClaimResult(FIRST, key, row["first_seen"], None, row["expires_at"]))
+            elif row["state"] == _LEASED:
+                out.append(
+                    ClaimResult(IN_FLIGHT, key, row["first_seen"], row["result"], row["expires_at"])
+                )
+            else:
+                out.append(
+                    ClaimResult(DUPLICATE, key, row["first_seen"], row["result"], row["expires_at"])
+                )
         return out
 
     # -- the rest -------------------------------------------------------------
