@@ -373,7 +373,9 @@ def main() -> None:
         "memory_backend_claim_vs_ttlcache", paired("memory_backend_claim", "cachetools_ttlcache")
     )
     report.target("memory claim_many vs plain dict loop", many_vs_dict, 0.5, ">=", "x")
-    report.target("memory claim (await DedupCache.claim) vs TTLCache", claim_vs_ttl, 2.0, ">=", "x")
+    # `await DedupCache.claim` vs TTLCache (was >= 2x) is a figure only: that target was
+    # retired in issue 12 (the async API's cost is judged with real I/O, not in memory).
+    del claim_vs_ttl
     report.target("memory backend claim (sync) vs TTLCache", backend_vs_ttl, 2.0, ">=", "x")
     if rops:
         single = ratio("redis_claim_vs_raw", rops["redis_claim_paired_ratio"])
