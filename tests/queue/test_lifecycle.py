@@ -226,3 +226,22 @@ async def test_closing_gives_back_every_held_entry_in_per_key_order(
     async with SignalQueue(store=factory(), sinks=[CallableSink(record, name="a")]) as second:
         await second.wait_idle(timeout=timeout(5))
     assert seen == {"A": [0, 1, 2, 4], "B": [3], "C": [5, 6]}
+
+
+async def test_a_row_another_process_committed_first_is_handed_out_first(tmp_path: Path) -> None:
+    """A row another store committed before this store's own append comes out first:
+    the local hand-off stops at the gap in seqs and the database answers."""
+    mine, theirs = SQLiteOutboxStore(tmp_path / "q.db"), SQLiteOutboxStore(tmp_path / "q.db")
+    await mine.open(["s"])
+    await theirs.open(["s"])
+    try:
+        assert await mine.fetch("s", limit=10) == []  # a complete scan: the tail is trusted
+        opened = Envelope(type="signal", key="a", payload={"symbol": "EURUSD", "op": "open"})
+        closed = Envelope(type="signal", key="b", payload={"symbol": "EURUSD", "op": "close"})
+        assert await theirs.append(opened)
+        assert await mine.append(closed)
+        got = await mine.fetch("s", limit=10)
+        assert [entry.envelope.id for entry in got] == [opened.id, closed.id]
+    finally:
+        await mine.close()
+        await theirs.close()

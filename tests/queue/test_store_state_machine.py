@@ -74,6 +74,10 @@ class StoreMachine(RuleBasedStateMachine):
         # All that is free is handed out, up to the limit; only rows another store
         # appended since the last rescan may wait for the next one.
         assert len(ids) >= min(limit, len(free - self.unseen))
+        # Oldest first: nothing free that was appended before a handed-out row is left
+        # behind (per-key order depends on it), whichever store appended it.
+        in_order = [e.id for e in self.envs if e.id in free]
+        assert ids == in_order[: len(ids)], (ids, in_order)
         for x in got:
             self.leased[sink][x.envelope.id] = x
 

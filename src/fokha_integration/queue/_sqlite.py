@@ -136,10 +136,18 @@ class _LocalTail:
             self.scanned_at = now
 
     def take(self, limit: int) -> list[_Appended]:
+        """The next appended rows, in order, as long as they follow ``seen`` without a
+        gap. Every writer of the file takes consecutive seqs, so a gap means another
+        process committed rows in between: they come first, so the tail stops being
+        trusted and the next fetch scans the database."""
         out: list[_Appended] = []
         entries = self.entries
         while entries and len(out) < limit:
-            row = entries.popleft()
+            row = entries[0]
+            if row.seq > self.seen + 1:
+                self.caught_up = False
+                break
+            entries.popleft()
             if row.seq > self.seen:  # rows a scan read were handed out (or are) by it
                 self.seen = row.seq
                 out.append(row)
@@ -602,9 +610,11 @@ class SQLiteOutboxStore:
         self._cursor.setdefault(sink, 0)
         tail = self._tails.get(sink)
         started = _monotonic()
-        if tail is not None and tail.usable(started):
-            chosen = tail.take(limit)
-        else:
+        trusted = tail is not None and tail.usable(started)
+        chosen = tail.take(limit) if tail is not None and trusted else []
+        if tail is None or not trusted or not tail.caught_up:
+            # Not trusted, stale, or it just met a gap: the database answers (rows the
+            # tail had taken are still pending and unleased, so the scan finds them).
             epoch = 0 if tail is None else tail.epoch
             # Entries acknowledged while this fetch waits on the database (their pending
             # row may still be in what it read) must not be handed out again.
