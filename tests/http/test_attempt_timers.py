@@ -7,6 +7,8 @@ their deadline and that a cancellation from outside is not taken for a timeout.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from fokha_integration.http._client_mw import AttemptDeadline, AttemptTimers
 from tests.support import timeout
@@ -86,3 +88,34 @@ def test_one_timers_object_serves_two_event_loops_in_turn() -> None:
     timers = AttemptTimers()
     for _ in range(2):
         assert asyncio.run(_attempt(timers, 0.02, 1.0)) == "timeout"
+
+
+async def test_a_short_deadline_after_a_finished_long_one_fires_on_time() -> None:
+    """A 10 s attempt that finished leaves the queue empty; a 0.05 s deadline started
+    next fires at 0.05 s, not when the finished attempt's deadline would have."""
+    timers = AttemptTimers()
+    assert await _attempt(timers, 10.0, 0.0) == "ok"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await _attempt(timers, timeout(0.05), 5.0) == "timeout"
+    assert loop.time() - started < timeout(1.0)
+
+
+async def test_a_finished_attempt_does_not_keep_its_task_alive() -> None:
+    """Behind one slow attempt, attempts that finished are not kept alive (with their
+    results) by the deadline queue until the slow one's deadline."""
+    timers = AttemptTimers()
+    slow = asyncio.ensure_future(_attempt(timers, timeout(5.0), timeout(5.0)))
+    await asyncio.sleep(0)  # the slow attempt is queued first
+    finished = asyncio.ensure_future(_attempt(timers, timeout(5.0), 0.0))
+    assert await finished == "ok"
+    ref = weakref.ref(finished)
+    del finished
+    for _ in range(3):  # the loop's own wake-up callbacks still hold it for a turn
+        await asyncio.sleep(0)
+    gc.collect()
+    try:
+        assert ref() is None
+    finally:
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)

@@ -307,7 +307,12 @@ class AttemptTimers:
             entry.handle = loop.call_at(entry.at, entry.fire)
             return entry
         queue.append(entry)
-        if self._handle is None:
+        handle = self._handle
+        if handle is None or entry.at < handle.when():
+            # No handle, or one left for a finished attempt's later deadline (the queue
+            # emptied since): the new head's deadline is the one to keep.
+            if handle is not None:
+                handle.cancel()
             self._handle = loop.call_at(entry.at, self._expire)
         return entry
 
@@ -315,6 +320,7 @@ class AttemptTimers:
     def finish(entry: AttemptDeadline) -> None:
         """The attempt ended (whichever way): its deadline no longer applies."""
         entry.done = True
+        entry.task = None  # a finished entry may wait in the queue: do not keep its task alive
         if entry.handle is not None:
             entry.handle.cancel()
 
