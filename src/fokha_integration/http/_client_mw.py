@@ -1,7 +1,8 @@
 """The aiohttp client middlewares behind :class:`~fokha_integration.http.ApiClient`.
 
-The chain, outermost first: metrics → auth (single-flight refresh on 401) →
-per-host rate limiter → per-host circuit breaker → retry. What a middleware needs
+The chain, outermost first: auth (single-flight refresh on 401) → per-host rate
+limiter → per-host circuit breaker → retry. (The per-host metrics are kept by
+``ApiClient.request`` around the whole call.) What a middleware needs
 to know about the logical call (its deadline, whether its body can be replayed)
 travels in a context variable set by the client for the duration of one call.
 """
@@ -12,11 +13,10 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..clock import Clock
@@ -79,47 +79,6 @@ def _remaining(clock: Clock) -> float:
     if call is None:
         return float("inf")
     return call.deadline - clock.monotonic()
-
-
-@dataclass(slots=True)
-class HostCounters:
-    """Mutable per-host counters (the client snapshots them in ``stats()``)."""
-
-    requests: int = 0
-    attempts: int = 0
-    errors: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
-    latency_total: float = 0.0
-    latency_max: float = 0.0
-
-
-class MetricsMiddleware:
-    """Counts calls, statuses, errors and latency per host."""
-
-    def __init__(self, hosts: dict[str, HostCounters]) -> None:
-        self._hosts = hosts
-
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        host = req.url.host or ""
-        counters = self._hosts.get(host)
-        if counters is None:
-            counters = self._hosts[host] = HostCounters()
-        counters.requests += 1
-        start = time.perf_counter()
-        try:
-            resp = await handler(req)
-        except BaseException:
-            counters.errors += 1
-            raise
-        finally:
-            call = CALL.get()
-            if call is not None:
-                counters.attempts += call.attempts
-            took = time.perf_counter() - start
-            counters.latency_total += took
-            counters.latency_max = max(counters.latency_max, took)
-        counters.statuses[resp.status] = counters.statuses.get(resp.status, 0) + 1
-        return resp
 
 
 TokenProvider = Callable[[], Awaitable[str]]
