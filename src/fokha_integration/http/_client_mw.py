@@ -61,7 +61,9 @@ class CallContext:
     """One logical call: when it must end, whether its body may be sent again.
 
     ``send`` is aiohttp's own handler for this request (connect and send), which
-    the innermost stage of a :class:`MiddlewareChain` calls.
+    the innermost stage of a :class:`MiddlewareChain` calls. ``body`` is the body the
+    latest attempt read (the retry stage reads each answer whole, inside the attempt),
+    so the client does not ask aiohttp for it a second time.
     """
 
     deadline: float
@@ -69,6 +71,7 @@ class CallContext:
     budget: float | None = None
     attempts: int = 0
     send: Handler | None = None
+    body: bytes | None = None
 
 
 CALL: ContextVar[CallContext | None] = ContextVar("fokha_api_call", default=None)
@@ -350,6 +353,8 @@ class RetryMiddleware:
                 body = await resp.read()  # the whole body inside the attempt: a reset is retryable
                 if len(body) > self._max_body:
                     raise ApiDecodeError(req.method, str(req.url), f"body of {len(body)} bytes")
+                if call is not None:
+                    call.body = body
             except BaseException:
                 resp.release()
                 raise

@@ -275,7 +275,7 @@ class ApiClient:
                 allow_redirects=False,
                 middlewares=self._middlewares,
             ) as resp:
-                payload = await resp.read()
+                payload = call.body if call.body is not None else await resp.read()
                 status, resp_headers = resp.status, resp.headers
                 answered = status
         except Exception as exc:
