@@ -302,3 +302,19 @@ async def test_stats_count_each_call_once(server: FaultServer) -> None:
     assert (stats.requests, stats.attempts, stats.errors) == (5, 1 + 3 + 1 + 4, 2)
     assert stats.statuses == {200: 2, 404: 1}
     assert 0 < stats.latency_avg <= stats.latency_max
+
+
+async def test_the_body_returned_is_the_last_answers(server: FaultServer) -> None:
+    """After a retried 503 or a 401 and a token refresh, the body is the final answer's."""
+    tokens = iter(["old", "new"])
+
+    async def provider() -> str:
+        return next(tokens)
+
+    server.valid_token = "new"
+    with retry_testing():
+        async with ApiClient(server.url, token_provider=provider) as client:
+            retried = await client.get("/status/503?ok_after=1")
+            refreshed = await client.get("/auth")
+    assert retried.attempts == 2 and retried.json()["ok"] is True
+    assert refreshed.status == 200 and refreshed.body == b"in"
