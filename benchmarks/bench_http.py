@@ -4,7 +4,8 @@ Rows:
 
 * ``bare_session`` vs ``api_client``: GET of a tiny JSON document from a local
   aiohttp server (a separate process), 16 requests in flight; the ``ApiClient`` runs
-  its whole middleware chain (metrics, breaker, retry policy; no retries happen).
+  its per-host metrics and its whole middleware chain (breaker, retry policy; no
+  retries happen).
   Throughput ratio and p99 latency ratio.
 * ``app_plain`` vs ``app_idempotent``: POSTs with a fresh ``Idempotency-Key`` each
   to the same handler without and with ``idempotency_middleware`` (memory

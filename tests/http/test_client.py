@@ -283,3 +283,38 @@ async def test_a_body_over_max_response_bytes_is_refused(server: FaultServer) ->
         with pytest.raises(ApiDecodeError):
             await client.get("/status/503")  # the problem+json body is ~60 bytes
     assert server.count("/status/503") == 1
+
+
+async def test_stats_count_each_call_once(server: FaultServer) -> None:
+    """stats(): one request per call, its attempts, an answer's status, an exception as an error
+    (also one raised before the middleware chain runs)."""
+    with retry_testing():
+        async with ApiClient(server.url) as client:
+            assert (await client.get("/status/200")).status == 200
+            assert (await client.get("/status/503?ok_after=2")).attempts == 3
+            with pytest.raises(HttpStatusError):
+                await client.get("/status/404")
+            with pytest.raises(HttpStatusError):
+                await client.get("/status/500")  # retried 4 times, then raised
+            with pytest.raises(TypeError):  # aiohttp refuses the query before any middleware
+                await client.get("/status/200", params={"a": object()})  # type: ignore[dict-item]
+            stats = client.stats()["127.0.0.1"]
+    assert (stats.requests, stats.attempts, stats.errors) == (5, 1 + 3 + 1 + 4, 2)
+    assert stats.statuses == {200: 2, 404: 1}
+    assert 0 < stats.latency_avg <= stats.latency_max
+
+
+async def test_the_body_returned_is_the_last_answers(server: FaultServer) -> None:
+    """After a retried 503 or a 401 and a token refresh, the body is the final answer's."""
+    tokens = iter(["old", "new"])
+
+    async def provider() -> str:
+        return next(tokens)
+
+    server.valid_token = "new"
+    with retry_testing():
+        async with ApiClient(server.url, token_provider=provider) as client:
+            retried = await client.get("/status/503?ok_after=1")
+            refreshed = await client.get("/auth")
+    assert retried.attempts == 2 and retried.json()["ok"] is True
+    assert refreshed.status == 200 and refreshed.body == b"in"

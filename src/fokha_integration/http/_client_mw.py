@@ -1,7 +1,8 @@
 """The aiohttp client middlewares behind :class:`~fokha_integration.http.ApiClient`.
 
-The chain, outermost first: metrics → auth (single-flight refresh on 401) →
-per-host rate limiter → per-host circuit breaker → retry. What a middleware needs
+The chain, outermost first: auth (single-flight refresh on 401) → per-host rate
+limiter → per-host circuit breaker → retry. (The per-host metrics are kept by
+``ApiClient.request`` around the whole call.) What a middleware needs
 to know about the logical call (its deadline, whether its body can be replayed)
 travels in a context variable set by the client for the duration of one call.
 """
@@ -12,11 +13,10 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..clock import Clock
@@ -61,7 +61,9 @@ class CallContext:
     """One logical call: when it must end, whether its body may be sent again.
 
     ``send`` is aiohttp's own handler for this request (connect and send), which
-    the innermost stage of a :class:`MiddlewareChain` calls.
+    the innermost stage of a :class:`MiddlewareChain` calls. ``body`` is the body the
+    latest attempt read (the retry stage reads each answer whole, inside the attempt),
+    so the client does not ask aiohttp for it a second time.
     """
 
     deadline: float
@@ -69,6 +71,7 @@ class CallContext:
     budget: float | None = None
     attempts: int = 0
     send: Handler | None = None
+    body: bytes | None = None
 
 
 CALL: ContextVar[CallContext | None] = ContextVar("fokha_api_call", default=None)
@@ -79,47 +82,6 @@ def _remaining(clock: Clock) -> float:
     if call is None:
         return float("inf")
     return call.deadline - clock.monotonic()
-
-
-@dataclass(slots=True)
-class HostCounters:
-    """Mutable per-host counters (the client snapshots them in ``stats()``)."""
-
-    requests: int = 0
-    attempts: int = 0
-    errors: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
-    latency_total: float = 0.0
-    latency_max: float = 0.0
-
-
-class MetricsMiddleware:
-    """Counts calls, statuses, errors and latency per host."""
-
-    def __init__(self, hosts: dict[str, HostCounters]) -> None:
-        self._hosts = hosts
-
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        host = req.url.host or ""
-        counters = self._hosts.get(host)
-        if counters is None:
-            counters = self._hosts[host] = HostCounters()
-        counters.requests += 1
-        start = time.perf_counter()
-        try:
-            resp = await handler(req)
-        except BaseException:
-            counters.errors += 1
-            raise
-        finally:
-            call = CALL.get()
-            if call is not None:
-                counters.attempts += call.attempts
-            took = time.perf_counter() - start
-            counters.latency_total += took
-            counters.latency_max = max(counters.latency_max, took)
-        counters.statuses[resp.status] = counters.statuses.get(resp.status, 0) + 1
-        return resp
 
 
 TokenProvider = Callable[[], Awaitable[str]]
@@ -397,6 +359,8 @@ class RetryMiddleware:
                 body = await resp.read()  # the whole body inside the attempt: a reset is retryable
                 if len(body) > self._max_body:
                     raise ApiDecodeError(req.method, str(req.url), f"body of {len(body)} bytes")
+                if call is not None:
+                    call.body = body
             except BaseException:
                 resp.release()
                 raise

@@ -1,10 +1,11 @@
 """ApiClient: an outbound HTTP client that only retries what is safe to retry.
 
 Built on one :class:`aiohttp.ClientSession` with aiohttp (>= 3.12) client
-middlewares, outermost first: metrics per host → bearer auth with a single-flight
-refresh on 401 → a per-host :class:`~fokha_integration.resilience.RateLimiter` → a
-per-host :class:`~fokha_integration.resilience.CircuitBreaker` → a
-:class:`~fokha_integration.resilience.RetryPolicy`.
+middlewares, outermost first: bearer auth with a single-flight refresh on 401 → a
+per-host :class:`~fokha_integration.resilience.RateLimiter` → a per-host
+:class:`~fokha_integration.resilience.CircuitBreaker` → a
+:class:`~fokha_integration.resilience.RetryPolicy`. Metrics per host are kept around
+the whole call (every call counted once, also one that fails before the chain).
 
 Retried: GET, HEAD, PUT, DELETE, OPTIONS, and any request that carries an
 ``Idempotency-Key`` (``idempotency_key=True`` makes one per logical call, reused on
@@ -23,6 +24,7 @@ Redirects are not followed (a 3xx is returned as it is). Errors: see
 from __future__ import annotations
 
 import json as jsonlib
+import time
 import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -38,8 +40,6 @@ from ._client_mw import (
     AuthMiddleware,
     BreakerMiddleware,
     CallContext,
-    HostCounters,
-    MetricsMiddleware,
     MiddlewareChain,
     RateLimitMiddleware,
     RetryMiddleware,
@@ -93,11 +93,38 @@ class ApiClientConfig:
         integer("max_response_bytes", self.max_response_bytes, minimum=1)
 
 
+@dataclass(slots=True)
+class HostCounters:
+    """Mutable per-host counters (the client snapshots them in ``stats()``)."""
+
+    requests: int = 0
+    attempts: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latency_total: float = 0.0
+    latency_max: float = 0.0
+
+    def record(self, attempts: int, took: float, status: int | None) -> None:
+        """One call ended after ``attempts`` attempts and ``took`` seconds, with an
+        answer of ``status`` or (``None``) an exception."""
+        self.requests += 1
+        self.attempts += attempts
+        if status is None:
+            self.errors += 1
+        else:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.latency_total += took
+        if took > self.latency_max:
+            self.latency_max = took
+
+
 class _Target(NamedTuple):
-    """A path joined with ``base_url``: the URL and its text (both used on every call)."""
+    """A path joined with ``base_url``: the URL, its text and its host's counters (all
+    used on every call)."""
 
     url: Any
     text: str
+    counters: HostCounters
 
 
 class ApiResponse(NamedTuple):
@@ -173,7 +200,7 @@ class ApiClient:
         self._auth = AuthMiddleware(token_provider) if token_provider is not None else None
         self._breakers: BreakerMiddleware | None = None
         cfg = self._config
-        chain: list[Any] = [MetricsMiddleware(self._hosts)]
+        chain: list[Any] = []
         if self._auth is not None:
             chain.append(self._auth)
         if cfg.rate is not None:
@@ -236,6 +263,8 @@ class ApiClient:
         session = self._session
         if session is None or session.closed:
             session = self._new_session()
+        answered: int | None = None  # the status, once an answer came back
+        started = time.perf_counter()
         try:
             async with session.request(
                 method,
@@ -246,8 +275,9 @@ class ApiClient:
                 allow_redirects=False,
                 middlewares=self._middlewares,
             ) as resp:
-                payload = await resp.read()
+                payload = call.body if call.body is not None else await resp.read()
                 status, resp_headers = resp.status, resp.headers
+                answered = status
         except Exception as exc:
             mapped = translate_client_error(exc, method, url, self._config.attempt_timeout)
             if mapped is exc:
@@ -255,6 +285,7 @@ class ApiClient:
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
             CALL.reset(token)
+            target.counters.record(call.attempts, time.perf_counter() - started, answered)
         if status >= 400:
             raise status_error(
                 method,
@@ -272,7 +303,11 @@ class ApiClient:
         target = self._targets.get(path)
         if target is None:
             url = self._base.join(_relative(path))
-            target = _Target(url, str(url))
+            host = url.host or ""
+            counters = self._hosts.get(host)
+            if counters is None:
+                counters = self._hosts[host] = HostCounters()
+            target = _Target(url, str(url), counters)
             if len(self._targets) < 1024:
                 self._targets[path] = target
         return target

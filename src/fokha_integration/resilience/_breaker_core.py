@@ -184,6 +184,9 @@ class BreakerStateMachine:
         self._probes: dict[int, float] = {}
         self._probe_successes = 0
         self._changes: list[StateChange] = []
+        # A plain attribute, not a property: the breaker reads it after every call.
+        self.has_changes = False
+        """Whether transitions are waiting for :meth:`drain_changes`."""
         self._calls = self._successes = self._failures = self._slow = 0
         self._ignored = self._rejected = self._stale = self._times_opened = 0
 
@@ -199,12 +202,8 @@ class BreakerStateMachine:
         if not self._changes:
             return []
         changes, self._changes = self._changes, []
+        self.has_changes = False
         return changes
-
-    @property
-    def has_changes(self) -> bool:
-        """Whether transitions are waiting for :meth:`drain_changes`."""
-        return bool(self._changes)
 
     def _transition(self, new: BreakerState, now: float, reason: str) -> None:
         old = self._state
@@ -226,6 +225,7 @@ class BreakerStateMachine:
             self._reopens = 0
             self._reset_window()
         self._changes.append(StateChange(self.name, old, new, now, reason))
+        self.has_changes = True
 
     def _reset_window(self) -> None:
         self._window.clear()
