@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import socket
 import statistics
@@ -214,3 +216,28 @@ class PrivatePostgres:
     def stop(self) -> None:
         self._server.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def callgrind_instructions(valgrind: str, script: str, *args: str) -> int:
+    """Instructions ``valgrind --tool=callgrind`` counted for ``python script --inner
+    *args`` (the count does not depend on the machine's load)."""
+    done = subprocess.run(
+        [
+            valgrind,
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            str(Path(script).resolve()),
+            "--inner",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        # A fixed hash seed: dict layouts, and so the counts, are the same every run.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in callgrind's output: {done.stderr[-500:]}")
+    return int(found.group(1))

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from _harness import Report, free_port, log, parse_args
+from _harness import Report, callgrind_instructions, free_port, log, parse_args
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = 16
@@ -71,28 +69,7 @@ async def inner(side: str, n: int, base: str) -> None:
 
 def instructions(valgrind: str, side: str, n: int, base: str) -> int:
     """Instructions callgrind counted for one client process making n requests."""
-    done = subprocess.run(
-        [
-            valgrind,
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--inner",
-            side,
-            str(n),
-            base,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        # A fixed hash seed: dict layouts, and so the counts, are the same every run.
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in callgrind's output: {done.stderr[-500:]}")
-    return int(found.group(1))
+    return callgrind_instructions(valgrind, __file__, side, str(n), base)
 
 
 def main() -> None:

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from _harness import Report, log, parse_args
+from _harness import Report, callgrind_instructions, log, parse_args
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,27 +48,7 @@ async def inner(mode: str, n: int) -> None:
 
 def instructions(valgrind: str, mode: str, n: int) -> int:
     """Instructions callgrind counted for one process running ``mode`` on n envelopes."""
-    done = subprocess.run(
-        [
-            valgrind,
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--inner",
-            mode,
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        # A fixed hash seed: dict layouts, and so the counts, are the same every run.
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in callgrind's output: {done.stderr[-500:]}")
-    return int(found.group(1))
+    return callgrind_instructions(valgrind, __file__, mode, str(n))
 
 
 def main() -> None:
@@ -95,7 +72,8 @@ def main() -> None:
     report.figure("baseline_instructions_per_envelope", base)
     report.figure("memory_instructions_per_envelope", mem)
     report.figure("memory_vs_baseline", base / mem)
-    report.target("memory cost vs baseline (instructions)", base / mem, 0.5, ">=", "x")
+    # A figure, not a target: the 0.5x in-memory target was retired in issue 12 (the
+    # queue is judged with real sinks, in bench_queue.py's real-sink section).
     report.notes.append(f"building an envelope: {per['envelopes']:,.0f} instructions (subtracted)")
     report.emit(args.json)
 
