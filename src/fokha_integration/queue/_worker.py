@@ -349,10 +349,18 @@ class SinkWorker:
         permit = await self._permit(envelope)
         if permit is None:
             return _Final("expired", "")
-        number = len(history) + 1
-        if number > 1:
+        if history:
             self.retried += 1
-            envelope = replace(envelope, attempt=number - 1)
+            envelope = replace(envelope, attempt=len(history))
+        return await self._call(envelope, permit, history)
+
+    async def _call(
+        self, envelope: Envelope, permit: Permit, history: list[AttemptRecord]
+    ) -> _Final | None:
+        """Call the sink under ``permit``: ``None`` when delivered, a :class:`_Final`
+        for a result that ends the entry; raises what the sink raised. A failed call
+        is added to ``history``; the breaker hears how the call went either way."""
+        number = len(history) + 1
         started = self.clock.time()
         try:
             result = await self._call_sink(envelope)
@@ -403,25 +411,17 @@ class SinkWorker:
         except CircuitOpenError as exc:
             await self._dead(entry, _Final("at_most_once_failed", _describe(exc)), [], acked=True)
             return
-        started = self.clock.time()
+        history: list[AttemptRecord] = []
         try:
-            result = await self._call_sink(envelope)
+            outcome = await self._call(envelope, permit, history)
         except Exception as exc:
-            self.breaker.release(permit, exc)
-            record = self._record(1, started, _describe(exc))
             failed = _Final("at_most_once_failed", _describe(exc))
-            await self._dead(entry, failed, [record], acked=True)
+            await self._dead(entry, failed, history, acked=True)
             return
-        except BaseException as exc:
-            self.breaker.release(permit, exc)
-            raise
-        outcome = _final_of(self.name, result)
-        self._release(permit, result)
         if outcome is None:
             self._count_delivered(entry)
-            return
-        record = self._record(1, started, _attempt_error(result, outcome))
-        await self._dead(entry, outcome, [record], acked=True)
+        else:
+            await self._dead(entry, outcome, history, acked=True)
 
     # -- the sink call and its timeout ---------------------------------------------
 
