@@ -71,6 +71,7 @@ REQUIRED: dict[str, Callable[[], dict[str, Any]]] = {
     "sync.HybridClock": lambda: {"node_id": "n1"},
     "queue.postgres.PostgresOutboxStore": lambda: {"dsn": "postgresql://127.0.0.1:9/x"},
     "dedup.postgres.PostgresDedupBackend": lambda: {"dsn": "postgresql://127.0.0.1:9/x"},
+    "sync.postgres.PostgresSyncStore": lambda: {"dsn": "postgresql://127.0.0.1:9/x"},
 }
 
 # Public classes whose constructors take settings (ConfigError expected).
@@ -128,6 +129,7 @@ SETTINGS = [
     "queue.postgres.PostgresOutboxConfig",
     "queue.postgres.PostgresOutboxStore",
     "dedup.postgres.PostgresDedupBackend",
+    "sync.postgres.PostgresSyncStore",
 ]
 # Data from outside (ValidationError expected).
 DATA = ["Signal", "PriceTick", "Envelope", "Notification", "DeliveryResult"]
