@@ -377,6 +377,27 @@ async def test_concurrent_appends_each_get_their_own_answer(
     assert sorted(x.envelope.id for x in got) == sorted(e.id for e in unique)
 
 
+async def test_a_large_group_with_known_ids_scattered_in_it(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """A group of appends larger than one insert statement, with ids already stored
+    between new ones: each new id gets its own entry for every sink, in append order,
+    and each known id answers False."""
+    _, factory = store_factory
+    store = await opened(factory, ["a", "b"])
+    group = [env(key=f"g{i}", n=i) for i in range(300)]
+    known = group[5:300:7]
+    for e in known:
+        assert await store.append(e) is True
+    answers = await asyncio.gather(*(store.append(e) for e in group))
+    known_ids = {e.id for e in known}
+    assert answers == [e.id not in known_ids for e in group]
+    for sink in ("a", "b"):
+        got = await store.fetch(sink, limit=1000)
+        fresh = [e.id for e in group if e.id not in known_ids]
+        assert [x.envelope.id for x in got] == [e.id for e in known] + fresh
+
+
 async def test_concurrent_acks_of_several_sinks_all_land(
     store_factory: tuple[str, StoreFactory],
 ) -> None:

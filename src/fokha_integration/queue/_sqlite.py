@@ -168,12 +168,30 @@ def _pending_rows(
     return op
 
 
+def _insert_outbox_sql(count: int) -> str:
+    """One multi-row ``INSERT`` of ``count`` outbox rows."""
+    # Only "?" placeholders are joined in: no value reaches the SQL text.
+    return "INSERT INTO outbox(id, data, enqueued_at) VALUES " + ",".join(  # noqa: S608
+        ["(?, ?, ?)"] * count
+    )
+
+
+# A group is inserted in chunks of these sizes (its binary digits): a few statement
+# shapes for SQLite's statement cache, and at most 768 parameters per statement
+# (under SQLite's oldest default limit of 999).
+_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT_SQL = {count: _insert_outbox_sql(count) for count in _CHUNKS}
+
+
 def _append_rows(
     rows: list[tuple[str, str, float]], limit: int | None
 ) -> Callable[[sqlite3.Connection], list[int]]:
     """The database call that appends ``rows`` (id, text, enqueued_at) with one pending
     row per registered sink; it answers each row's seq, or 0 for an id already stored.
-    ``limit``: when given, first refuse the group if a sink's backlog reached it."""
+    ``limit``: when given, first refuse the group if a sink's backlog reached it.
+
+    Few statements per group, whatever its size: each statement is a point where the
+    database thread lets go of the GIL and must win it back from a busy event loop."""
 
     def op(conn: sqlite3.Connection) -> list[int]:
         if limit is not None:
@@ -182,8 +200,6 @@ def _append_rows(
             ).fetchone()
             if fullest is not None and fullest >= limit:
                 raise BackendError("sqlite", "outbox is full (max_pending reached)")
-        if conn.execute("SELECT 1 FROM sinks LIMIT 1").fetchone() is None:
-            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         # Ids already stored (a repeated append) answer 0; so does a repeat within
         # this group. The write lock is held (BEGIN IMMEDIATE): nobody else inserts.
         ids = json.dumps([ident for ident, _, _ in rows])
@@ -194,27 +210,30 @@ def _append_rows(
             )
         }
         fresh: list[tuple[str, str, float]] = []
-        for ident, data, enqueued_at in rows:
-            if ident not in known:
-                known.add(ident)
-                fresh.append((ident, data, enqueued_at))
+        for row in rows:
+            if row[0] not in known:
+                known.add(row[0])
+                fresh.append(row)
         if not fresh:
             return [0] * len(rows)
-        conn.executemany("INSERT INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)", fresh)
-        # AUTOINCREMENT under the write lock: the new rows took consecutive seqs.
-        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+        # AUTOINCREMENT under the write lock, every row new: consecutive seqs, in order.
+        at = last = 0
+        for size in _CHUNKS:
+            while len(fresh) - at >= size:
+                values = [value for row in fresh[at : at + size] for value in row]
+                last = conn.execute(_INSERT_SQL[size], values).lastrowid or 0
+                at += size
         first = last - len(fresh) + 1
-        conn.execute(
+        fanned = conn.execute(
             "INSERT INTO pending(sink, seq, enqueued_at)"
             " SELECT s.name, o.seq, o.enqueued_at FROM outbox o CROSS JOIN sinks s"
             " WHERE o.seq BETWEEN ? AND ?",
             (first, last),
-        )
+        ).rowcount
+        if fanned == 0:  # the caller rolls the group back
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         seqs = {ident: first + i for i, (ident, _, _) in enumerate(fresh)}
-        out: list[int] = []
-        for ident, _, _ in rows:
-            out.append(seqs.pop(ident, 0))  # a repeat in the group finds it popped
-        return out
+        return [seqs.pop(ident, 0) for ident, _, _ in rows]  # a repeat finds it popped
 
     return op
 
