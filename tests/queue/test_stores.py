@@ -143,6 +143,28 @@ async def test_dead_letter_keeps_reason_and_history_and_replays(
     assert (await store.stats("b"))[0] == 1
 
 
+async def test_a_replayed_dead_letter_comes_back_in_its_place(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """A dead letter put back by a replay is handed out before the entries appended
+    after it that are still pending (a key's order holds across a replay). Redis
+    Streams cannot put an entry back in place: there a replay appends it anew, after
+    them (docs/signal-queue.md says so)."""
+    name, factory = store_factory
+    store = await opened(factory, ["a"])
+    first, second = env(key="k", n=1), env(key="k", n=2)
+    for e in (first, second):
+        assert await store.append(e) is True
+    got = await store.fetch("a", limit=2)
+    assert [x.envelope for x in got] == [first, second]
+    await store.dead_letter(got[0], letter(first, "a"))
+    assert await store.replay("a") == 1
+    await store.release(got[1])
+    again = await store.fetch("a", limit=2)
+    expected = [second, first] if name == "redis" else [first, second]
+    assert [x.envelope for x in again] == expected
+
+
 async def test_replay_only_the_chosen_refs(store_factory: tuple[str, StoreFactory]) -> None:
     """replay(refs=...) replays exactly those dead letters."""
     _, factory = store_factory

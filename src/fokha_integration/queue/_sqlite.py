@@ -35,7 +35,7 @@ from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
 from ..models import Envelope
-from ._store import EnvelopeCache
+from ._store import EnvelopeCache, TurnBatch
 from ._types import DeadLetter, OutboxEntry
 
 logger = logging.getLogger("fokha_integration.queue")
@@ -526,8 +526,10 @@ class SQLiteOutboxStore:
         self._acks = 0
         self._parsed: EnvelopeCache[int] = EnvelopeCache(_PARSE_CACHE)
         # Acknowledgements made in this loop turn: (entry, future, or None for ack_nowait).
-        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]] | None = None
-        self._append_batch: list[tuple[Envelope, str, float, asyncio.Future[int]]] | None = None
+        self._acks_batch: TurnBatch[tuple[OutboxEntry, asyncio.Future[None] | None]]
+        self._acks_batch = TurnBatch(self._flush_acks, _MAX_BATCH)
+        self._appends_batch: TurnBatch[tuple[Envelope, str, float, asyncio.Future[int]]]
+        self._appends_batch = TurnBatch(self._flush_appends, _MAX_BATCH)
         self._settled: dict[str, set[int]] = {}  # per sink, during its fetch (see fetch)
         self._tails: dict[str, _LocalTail] = {}  # per sink of this process (see _LocalTail)
 
@@ -564,8 +566,7 @@ class SQLiteOutboxStore:
 
     async def close(self) -> None:
         """Finish queued calls (acknowledgements included) and close the file."""
-        if self._ack_batch:
-            self._flush_acks()
+        self._acks_batch.flush()
         db, self._db = self._db, None
         if db is not None:
             await asyncio.get_running_loop().run_in_executor(None, db.stop)
@@ -584,22 +585,14 @@ class SQLiteOutboxStore:
             raise ClosedError("the SQLite outbox store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        if self._append_batch is None:
-            self._append_batch = []
-            loop.call_soon(self._flush_appends)
-        self._append_batch.append((envelope, envelope.to_json(), self._clock.time(), fut))
-        if len(self._append_batch) >= _MAX_BATCH:
-            self._flush_appends()
+        self._appends_batch.add((envelope, envelope.to_json(), self._clock.time(), fut))
         seq = await fut
         if not seq:
             return False
         self._parsed.put(seq, envelope)
         return True
 
-    def _flush_appends(self) -> None:
-        batch, self._append_batch = self._append_batch or [], None
-        if not batch:
-            return
+    def _flush_appends(self, batch: list[tuple[Envelope, str, float, asyncio.Future[int]]]) -> None:
         futures = [fut for _, _, _, fut in batch]
         if self._db is None:
             _fail_all(futures, ClosedError("the SQLite outbox store is not open"))
@@ -733,12 +726,8 @@ class SQLiteOutboxStore:
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Delete the pending row (acks made in one loop turn share one statement)."""
-        loop = asyncio.get_running_loop()
-        if self._ack_batch is None:
-            self._ack_batch = []
-            loop.call_soon(self._flush_acks)
-        fut: asyncio.Future[None] = loop.create_future()
-        self._ack_batch.append((entry, fut))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks_batch.add((entry, fut))
         await fut
         self._settle_entry(entry)
 
@@ -750,15 +739,9 @@ class SQLiteOutboxStore:
         (the entry stays leased: no redelivery); entries still unacknowledged at
         :meth:`close` are pending for the next opener (at-least-once).
         """
-        if self._ack_batch is None:
-            self._ack_batch = []
-            asyncio.get_running_loop().call_soon(self._flush_acks)
-        self._ack_batch.append((entry, None))
+        self._acks_batch.add((entry, None))
 
-    def _flush_acks(self) -> None:
-        batch, self._ack_batch = self._ack_batch or [], None
-        if not batch:
-            return
+    def _flush_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]]) -> None:
         rows = [(entry.sink, int(entry.ref)) for entry, _ in batch]
         self._acks += len(rows)
         compact = self._acks // 1000 != (self._acks - len(rows)) // 1000
