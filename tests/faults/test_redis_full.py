@@ -1,12 +1,13 @@
 """A full Redis (``maxmemory`` reached, ``noeviction``) under the Redis Streams outbox
-store and the Redis dedup backend.
+store, the Redis dedup backend and the WebSocket Redis broker.
 
-Redis then refuses every command that may grow memory with an ``OOM`` error, while
-reads and deletes still work. Asserted: a publish made while Redis is full is refused
-with a library error and leaves nothing behind; every accepted signal is delivered
-exactly once, before, during and after the fault; and a dedup claim is
-``BackendUnavailableError`` under ``fail_mode="closed"`` and a degraded ``FIRST``
-under ``fail_mode="open"``, like any other Redis that cannot serve.
+Redis then refuses every command that may grow memory with an ``OOM`` error, and
+every command inside a ``MULTI``; plain reads and deletes still work. Asserted: a
+publish made while Redis is full is refused with ``BackendUnavailableError`` and
+leaves nothing behind; every accepted signal is delivered exactly once, before,
+during and after the fault; a dedup claim is ``BackendUnavailableError`` under
+``fail_mode="closed"`` and a degraded ``FIRST`` under ``fail_mode="open"``, like any
+other Redis that cannot serve; a refused broker publish takes no sequence number.
 """
 
 from __future__ import annotations
@@ -233,3 +234,57 @@ async def test_a_full_redis_is_unavailable_to_dedup(small_redis: RedisServer, ad
     finally:
         await closed.close()
         await opened.close()
+
+
+async def test_a_full_redis_refuses_broker_publishes_without_a_gap(
+    small_redis: RedisServer, admin: Any
+) -> None:
+    """WebSocket RedisBroker on a full Redis: a publish raises BackendUnavailableError
+    and takes no sequence number (live clients see 1..n with no gap, same epoch, once
+    memory is freed); a resume meanwhile gets a temporary `unavailable` error, and
+    after it recovers exactly what it missed."""
+    from fokha_integration.ws import WebSocketServer
+    from fokha_integration.ws.brokers.redis import RedisBroker
+    from tests.ws.support import RawClient
+
+    srv = await WebSocketServer(broker=RedisBroker(small_redis.url, op_timeout=1.0)).start()
+    clients: list[RawClient] = []
+    try:
+        live = await RawClient.open(srv.url)
+        clients.append(live)
+        await live.request("subscribe", channels=[{"channel": "signals.f", "mode": "all"}])
+        first = [await srv.publish("signals.f", {"i": i}) for i in range(5)]
+
+        await fill(admin)
+        for _ in range(3):
+            with pytest.raises(BackendUnavailableError):
+                await srv.publish("signals.f", {"i": "refused"})
+        resumer = await RawClient.open(srv.url)
+        clients.append(resumer)
+        since = {"epoch": first[1].epoch, "seq": first[1].seq}
+        answer = await resumer.request(
+            "subscribe", channels=[{"channel": "signals.f", "since": since}]
+        )
+        assert (answer["type"], answer["code"], answer["temporary"]) == (
+            "error",
+            "unavailable",
+            True,
+        )
+
+        await free(admin)
+        later = [await srv.publish("signals.f", {"i": i}) for i in range(5, 10)]
+        assert {p.epoch for p in first + later} == {first[0].epoch}
+        assert [p.seq for p in first + later] == list(range(1, 11))
+        got = await live.messages(10)
+        assert [(m["seq"], m["data"]) for m in got] == [(i + 1, {"i": i}) for i in range(10)]
+
+        ack = await resumer.request(
+            "subscribe", channels=[{"channel": "signals.f", "since": since}]
+        )
+        assert ack["channels"][0]["recovered"] is True
+        missed = await resumer.messages(8)
+        assert [m["seq"] for m in missed] == list(range(3, 11))
+    finally:
+        for client in clients:
+            await client.ws.close()
+        await srv.close()
