@@ -56,6 +56,8 @@ __all__ = [
     "schema_version",
 ]
 
+_IDLE = (0.0, None)
+
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 
@@ -254,7 +256,10 @@ class ConnectionPool:
         deadline = time.monotonic() + self.limits.command_timeout
         self._running[conn] = (deadline, asyncio.current_task())
         if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().call_at(deadline, self._watch)
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        self._watchdog = asyncio.get_running_loop().call_at(deadline, self._watch)
 
     def _watch(self) -> None:
         self._watchdog = None
@@ -295,43 +300,78 @@ class ConnectionPool:
         """``async with pool.lease() as conn:`` one connection for one block."""
         return _Lease(self)
 
+    def checkout(self) -> Any:
+        """A free connection with its statement's deadline recorded, or ``None``
+        (then :meth:`lend` waits for one). For one statement, then :meth:`checkin`
+        (it succeeded) or :meth:`failed` (it raised): the hot path of a caller that
+        runs the statement itself, without a coroutine layer of the pool's."""
+        free = self._free
+        if free and not self._closed:
+            conn, since = free.pop()  # the most recently used one
+            now = time.monotonic()
+            if now - since < self.limits.max_idle and not conn.is_closed():
+                self._running[conn] = (now + self.limits.command_timeout, asyncio.current_task())
+                if self._watchdog is None:
+                    self._arm(now + self.limits.command_timeout)
+                return conn
+            free.append((conn, since))
+        conn = self._take_free()  # the slow way: stale ones dropped, ClosedError
+        if conn is not None:
+            self._started(conn)
+        return conn
+
+    async def lend(self, what: str) -> Any:
+        """:meth:`checkout`, waiting (bounded) for a connection when none is free."""
+        conn = await self._lend(what)
+        self._started(conn)
+        return conn
+
+    def checkin(self, conn: Any) -> None:
+        """Take ``conn`` back after its statement succeeded."""
+        deadline, _ = self._running.pop(conn, _IDLE)
+        if self._closed or conn.is_in_transaction() or self._waiters:
+            self.release(conn)
+        else:
+            # The statement started command_timeout before its deadline: "released
+            # at" for the idle bound without reading the clock again.
+            self._free.append((conn, deadline - self.limits.command_timeout))
+
+    def failed(self, conn: Any, exc: BaseException, what: str) -> None:
+        """Take ``conn`` back after its statement raised ``exc``; raises the library's
+        error for it (or returns: re-raise ``exc`` then)."""
+        self._failed(conn, exc, what)
+
     async def fetchrow(self, what: str, sql: str, *args: Any) -> Any:
         """``sql``'s first row on a pooled connection; errors mapped (``what`` names it)."""
-        conn = self._take_free() or await self._lend(what)
-        self._started(conn)
+        conn = self.checkout() or await self.lend(what)
         try:
             row = await conn.fetchrow(sql, *args)
         except BaseException as exc:
             self._failed(conn, exc, what)
             raise
-        self._running.pop(conn, None)
-        self.release(conn)
+        self.checkin(conn)
         return row
 
     async def fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         """``sql``'s rows on a pooled connection; errors mapped (``what`` names it)."""
-        conn = self._take_free() or await self._lend(what)
-        self._started(conn)
+        conn = self.checkout() or await self.lend(what)
         try:
             rows: list[Any] = await conn.fetch(sql, *args)
         except BaseException as exc:
             self._failed(conn, exc, what)
             raise
-        self._running.pop(conn, None)
-        self.release(conn)
+        self.checkin(conn)
         return rows
 
     async def execute(self, what: str, sql: str, *args: Any) -> None:
         """Run ``sql`` on a pooled connection; errors mapped (``what`` names it)."""
-        conn = self._take_free() or await self._lend(what)
-        self._started(conn)
+        conn = self.checkout() or await self.lend(what)
         try:
             await conn.execute(sql, *args)
         except BaseException as exc:
             self._failed(conn, exc, what)
             raise
-        self._running.pop(conn, None)
-        self.release(conn)
+        self.checkin(conn)
 
     async def _lend(self, what: str) -> Any:
         # The slow way, when no connection is free at once (the common case takes one

@@ -28,8 +28,8 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from .. import _validate as v
 from .._aio import cancel_and_wait
@@ -43,6 +43,9 @@ __all__ = ["PostgresDedupBackend"]
 _log = logging.getLogger("fokha_integration.dedup.postgres")
 
 _CLAIMED, _LEASED, _DONE = 0, 1, 2
+
+# ClaimResult without its Python-level __new__ (every field given): the claim's answer.
+_new = cast(Callable[[type[ClaimResult], tuple[Any, ...]], ClaimResult], tuple.__new__)
 
 # "now": the caller's clock when given ($n::float8), else the server's.
 # statement_timestamp() is one value for the whole statement, so it may be written
@@ -311,19 +314,28 @@ class PostgresDedupBackend:
         if self._clock is not None:
             args += (self._clock.time(),)
         with_fp = fingerprint is not None
-        row = await pool.fetchrow("claim", self._sql_claim[with_fp], *args)
+        # pool.fetchrow's steps, inline: one coroutine layer less on the hot path.
+        conn = pool.checkout() or await pool.lend("claim")
+        try:
+            row = await conn.fetchrow(self._sql_claim[with_fp], *args)
+        except BaseException as exc:
+            pool.failed(conn, exc, "claim")
+            raise
+        pool.checkin(conn)
         if row is None:  # the entry has expired: take it over
             row = await pool.fetchrow("claim", self._sql_take_over[with_fp], *args)
         first_seen, expires_at, state, holder, result = row[:5]
         if holder == token:
             mine = token if lease is not None else None
-            return ClaimResult(FIRST, key, first_seen, None, expires_at, mine)
+            return _new(ClaimResult, (FIRST, key, first_seen, None, expires_at, mine, False))
         if with_fp:
             stored = row[5]
             if stored is not None and stored != fingerprint:
-                return ClaimResult(CONFLICT, key, first_seen, result, expires_at)
+                return _new(
+                    ClaimResult, (CONFLICT, key, first_seen, result, expires_at, None, False)
+                )
         status = IN_FLIGHT if state == _LEASED else DUPLICATE
-        return ClaimResult(status, key, first_seen, result, expires_at)
+        return _new(ClaimResult, (status, key, first_seen, result, expires_at, None, False))
 
     async def claim_many(self, type: str, keys: Sequence[str], ttl: float) -> list[ClaimResult]:
         """Claim each key in one statement (two when some entries had expired); a key
