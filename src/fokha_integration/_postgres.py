@@ -159,6 +159,7 @@ class ConnectionPool:
         self._overdue: set[Any] = set()  # cancelled by the watchdog, not yet seen
         self._watchdog: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._stmts: dict[Any, dict[str, Any]] = {}  # connection -> sql -> prepared
 
     async def open(self) -> None:
         """Open ``min_size`` connections (at least one: fails fast when unreachable)."""
@@ -228,6 +229,7 @@ class ConnectionPool:
 
     def _drop(self, conn: Any) -> None:
         self._size -= 1
+        self._stmts.pop(conn, None)
         if conn.is_closed():
             pass
         else:
@@ -336,10 +338,33 @@ class ConnectionPool:
             # at" for the idle bound without reading the clock again.
             self._free.append((conn, deadline - self.limits.command_timeout))
 
-    def failed(self, conn: Any, exc: BaseException, what: str) -> None:
-        """Take ``conn`` back after its statement raised ``exc``; raises the library's
-        error for it (or returns: re-raise ``exc`` then)."""
+    def failed(self, conn: Any, exc: BaseException, what: str) -> bool:
+        """Take ``conn`` back after its statement raised ``exc``. True: the statement
+        was a stale :meth:`prepared` one (the schema changed under it) and did not
+        run; run it again (e.g. with :meth:`fetchrow`). Else raises the library's
+        error for ``exc``, or returns False: re-raise ``exc`` then."""
+        if isinstance(exc, asyncpg.InvalidCachedStatementError):
+            self._stmts.pop(conn, None)
+            self._failed(conn, exc, what, raising=False)
+            return True
         self._failed(conn, exc, what)
+        return False
+
+    def prepared(self, conn: Any, sql: str) -> Any:
+        """``conn``'s prepared statement for ``sql`` (from :meth:`prepare`), or ``None``.
+
+        Running a prepared statement skips asyncpg's statement-cache lookup and its
+        per-call bookkeeping: about 7k instructions of a claim's ~100k on the client.
+        """
+        stmts = self._stmts.get(conn)
+        return None if stmts is None else stmts.get(sql)
+
+    async def prepare(self, conn: Any, sql: str) -> Any:
+        """Prepare ``sql`` on ``conn`` (a checked-out connection) and keep it for
+        :meth:`prepared` while the connection lives."""
+        stmt = await conn.prepare(sql)
+        self._stmts.setdefault(conn, {})[sql] = stmt
+        return stmt
 
     async def fetchrow(self, what: str, sql: str, *args: Any) -> Any:
         """``sql``'s first row on a pooled connection; errors mapped (``what`` names it)."""
@@ -379,11 +404,13 @@ class ConnectionPool:
         with map_backend_errors("postgres", what):
             return await self.acquire()
 
-    def _failed(self, conn: Any, exc: BaseException, what: str) -> None:
+    def _failed(self, conn: Any, exc: BaseException, what: str, *, raising: bool = True) -> None:
         # A server error leaves the connection usable; anything else (a cancellation
         # mid-statement, a lost link, a timeout) may not: it is not reused.
         self.release(conn, reuse=isinstance(exc, asyncpg.PostgresError))
         self._ended(conn, exc, what)
+        if not raising:
+            return
         mapped = translate_backend_error("postgres", exc, what)
         if mapped is not exc:
             raise mapped from exc

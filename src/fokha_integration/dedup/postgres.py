@@ -314,14 +314,20 @@ class PostgresDedupBackend:
         if self._clock is not None:
             args += (self._clock.time(),)
         with_fp = fingerprint is not None
-        # pool.fetchrow's steps, inline: one coroutine layer less on the hot path.
+        sql = self._sql_claim[with_fp]
+        # pool.fetchrow's steps, inline (one coroutine layer less on the hot path),
+        # with the connection's prepared statement (no statement-cache lookup).
         conn = pool.checkout() or await pool.lend("claim")
         try:
-            row = await conn.fetchrow(self._sql_claim[with_fp], *args)
+            stmt = pool.prepared(conn, sql) or await pool.prepare(conn, sql)
+            row = await stmt.fetchrow(*args)
         except BaseException as exc:
-            pool.failed(conn, exc, "claim")
-            raise
-        pool.checkin(conn)
+            if not pool.failed(conn, exc, "claim"):
+                raise
+            # The schema changed under the prepared statement, which did not run.
+            row = await pool.fetchrow("claim", sql, *args)
+        else:
+            pool.checkin(conn)
         if row is None:  # the entry has expired: take it over
             row = await pool.fetchrow("claim", self._sql_take_over[with_fp], *args)
         first_seen, expires_at, state, holder, result = row[:5]
