@@ -160,6 +160,7 @@ class ConnectionPool:
         self._watchdog: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._stmts: dict[Any, dict[str, Any]] = {}  # connection -> sql -> prepared
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
         """Open ``min_size`` connections (at least one: fails fast when unreachable)."""
@@ -168,6 +169,7 @@ class ConnectionPool:
             self.release(conn)
 
     async def _connect(self) -> Any:
+        self._loop = asyncio.get_running_loop()  # the loop the connections belong to
         self._size += 1
         try:
             return await connect(
@@ -312,7 +314,10 @@ class ConnectionPool:
             conn, since = free.pop()  # the most recently used one
             now = time.monotonic()
             if now - since < self.limits.max_idle and not conn.is_closed():
-                self._running[conn] = (now + self.limits.command_timeout, asyncio.current_task())
+                # current_task() without its loop argument asks for the running loop,
+                # which costs a getpid() system call on every claim.
+                task = asyncio.current_task(self._loop)
+                self._running[conn] = (now + self.limits.command_timeout, task)
                 if self._watchdog is None:
                     self._arm(now + self.limits.command_timeout)
                 return conn
