@@ -107,6 +107,12 @@ async def test_a_statement_past_command_timeout_is_cancelled_on_the_server(
         # Statements that end in time are not touched, however many run.
         for _ in range(20):
             await pool.execute("quick", "SELECT pg_sleep(0.01)")
+        # A lease block (the migration's) is bounded as a whole, the same way.
+        with pytest.raises(BackendUnavailableError, match=r"lease: .*command_timeout=0.5"):
+            async with pool.lease() as conn:
+                await conn.execute("SELECT pg_sleep(30) /* watchdog-3 */")
+        await _wait_until_not_running(postgres_dsn, "watchdog-3")
+        assert (await pool.fetchrow("after", "SELECT 1 AS n"))["n"] == 1
     finally:
         await pool.close()
 

@@ -77,8 +77,9 @@ class PostgresPool:
 
     ``min_size``/``max_size`` bound the pooled connections; ``connect_timeout`` bounds
     opening one, ``acquire_timeout`` the wait for a free one and ``command_timeout``
-    every statement (a timeout raises
-    :class:`~fokha_integration.errors.BackendUnavailableError`).
+    every statement (the migration on first use: as a whole). A timeout raises
+    :class:`~fokha_integration.errors.BackendUnavailableError`; a statement past
+    ``command_timeout`` is also cancelled on the server (a cancel request).
     ``max_idle`` closes connections unused that long (seconds).
     """
 
