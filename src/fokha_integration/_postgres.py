@@ -257,7 +257,9 @@ class ConnectionPool:
 
     # -- the statement watchdog -----------------------------------------------
 
-    def _started(self, conn: Any) -> None:
+    def watch(self, conn: Any) -> None:
+        """Record that a statement (or a lease block) starts on ``conn`` now: the
+        watchdog cancels its task at ``command_timeout``."""
         deadline = time.monotonic() + self.limits.command_timeout
         self._running[conn] = (deadline, asyncio.current_task())
         if self._watchdog is None:
@@ -281,9 +283,9 @@ class ConnectionPool:
                 self._overdue.add(conn)
                 task.cancel()
 
-    def _ended(self, conn: Any, exc: BaseException | None, what: str) -> None:
-        """Bookkeeping after a failed statement (or lease block) on ``conn``; raises
-        the timeout error when the watchdog cancelled it."""
+    def unwatch(self, conn: Any, exc: BaseException | None, what: str) -> None:
+        """The statement (or lease block) on ``conn`` ended, with ``exc``; raises the
+        timeout error when the watchdog cancelled it."""
         self._running.pop(conn, None)
         if conn in self._overdue:
             self._overdue.discard(conn)
@@ -325,13 +327,13 @@ class ConnectionPool:
             free.append((conn, since))
         conn = self._take_free()  # the slow way: stale ones dropped, ClosedError
         if conn is not None:
-            self._started(conn)
+            self.watch(conn)
         return conn
 
     async def lend(self, what: str) -> Any:
         """:meth:`checkout`, waiting (bounded) for a connection when none is free."""
         conn = await self._lend(what)
-        self._started(conn)
+        self.watch(conn)
         return conn
 
     def checkin(self, conn: Any) -> None:
@@ -414,7 +416,7 @@ class ConnectionPool:
         # A server error leaves the connection usable; anything else (a cancellation
         # mid-statement, a lost link, a timeout) may not: it is not reused.
         self.release(conn, reuse=isinstance(exc, asyncpg.PostgresError))
-        self._ended(conn, exc, what)
+        self.unwatch(conn, exc, what)
         if not raising:
             return
         mapped = translate_backend_error("postgres", exc, what)
@@ -449,7 +451,7 @@ class _Lease:
 
     async def __aenter__(self) -> Any:
         self._conn = await self._pool.acquire()
-        self._pool._started(self._conn)
+        self._pool.watch(self._conn)
         return self._conn
 
     async def __aexit__(self, kind: object, exc: object, tb: object) -> None:
@@ -457,7 +459,7 @@ class _Lease:
         # As in ConnectionPool._failed: only a server error leaves it reusable.
         reuse = exc is None or isinstance(exc, asyncpg.PostgresError)
         self._pool.release(conn, reuse=reuse)
-        self._pool._ended(conn, exc if isinstance(exc, BaseException) else None, "lease")
+        self._pool.unwatch(conn, exc if isinstance(exc, BaseException) else None, "lease")
 
 
 # Each step: (version, what it does, SQL with {p} for the prefix). Never edit a
