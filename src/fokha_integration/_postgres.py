@@ -129,7 +129,7 @@ class ConnectionPool:
     without a task or a query. Bounds: at most ``max_size`` connections, ``min_size``
     opened by :meth:`open`; waiting for one is bounded by ``acquire_timeout``,
     opening one by ``connect_timeout``; a connection idle longer than ``max_idle``
-    is closed when next seen.
+    (counted from the start of its last statement) is closed when next seen.
 
     Statements are bounded by ``command_timeout`` with one watchdog timer for the
     whole pool, not asyncpg's timer per statement (which cost a claim about a fifth
