@@ -56,6 +56,7 @@ __all__ = [
     "schema_version",
 ]
 
+# A (deadline, task) entry for a connection the watchdog no longer tracks.
 _IDLE = (0.0, None)
 
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
