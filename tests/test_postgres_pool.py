@@ -64,3 +64,70 @@ async def test_server_errors_keep_the_connection_and_are_mapped(postgres_dsn: st
         assert await pool.acquire() is first
     finally:
         await pool.close()
+
+
+async def _wait_until_not_running(dsn: str, marker: str) -> None:
+    """Wait (bounded) until no server backend runs a statement containing ``marker``."""
+    import asyncpg
+
+    from tests.support import timeout
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout(10)
+        while await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+            marker,
+        ):
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"the server still runs the statement marked {marker}")
+            await asyncio.sleep(0.05)  # polling the server's view: no event to wait on
+    finally:
+        await conn.close()
+
+
+async def test_a_statement_past_command_timeout_is_cancelled_on_the_server(
+    postgres_dsn: str,
+) -> None:
+    """The pool's watchdog ends a statement at command_timeout with
+    BackendUnavailableError, the server gets the cancel request (the statement stops
+    there, not 30 s later), and the pool goes on with a fresh connection."""
+    pool = ConnectionPool(postgres_dsn, PostgresPool(min_size=1, max_size=1, command_timeout=0.5))
+    await pool.open()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BackendUnavailableError, match=r"slow: .*command_timeout=0.5"):
+            await pool.fetchrow("slow", "SELECT pg_sleep(30) /* watchdog-1 */")
+        assert 0.5 <= loop.time() - started < 5
+        await _wait_until_not_running(postgres_dsn, "watchdog-1")
+        row = await asyncio.wait_for(pool.fetchrow("next", "SELECT 41 + 1 AS n"), 10)
+        assert row["n"] == 42
+        # Statements that end in time are not touched, however many run.
+        for _ in range(20):
+            await pool.execute("quick", "SELECT pg_sleep(0.01)")
+        # A lease block (the migration's) is bounded as a whole, the same way.
+        with pytest.raises(BackendUnavailableError, match=r"lease: .*command_timeout=0.5"):
+            async with pool.lease() as conn:
+                await conn.execute("SELECT pg_sleep(30) /* watchdog-3 */")
+        await _wait_until_not_running(postgres_dsn, "watchdog-3")
+        assert (await pool.fetchrow("after", "SELECT 1 AS n"))["n"] == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_statement_is_cancelled_on_the_server(postgres_dsn: str) -> None:
+    """Cancelling the caller's task (not a timeout) raises CancelledError, and the server
+    gets the cancel request too."""
+    pool = ConnectionPool(postgres_dsn, PostgresPool(min_size=1, max_size=2))
+    await pool.open()
+    try:
+        slow = asyncio.create_task(pool.fetchrow("slow", "SELECT pg_sleep(30) /* watchdog-2 */"))
+        await asyncio.sleep(0.2)  # let the statement reach the server
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        await _wait_until_not_running(postgres_dsn, "watchdog-2")
+    finally:
+        await pool.close()

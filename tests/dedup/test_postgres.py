@@ -233,3 +233,22 @@ async def test_claim_racing_a_concurrent_forget_is_first(postgres_dsn: str, batc
         answer = result[1] if batch else result
         assert answer.status is ClaimStatus.FIRST
         assert (await cache.claim("k")).status is ClaimStatus.DUPLICATE
+
+
+async def test_a_claim_survives_a_schema_change_under_its_prepared_statement(
+    postgres_dsn: str,
+) -> None:
+    """The claim runs a statement prepared on its connection; when the table changes
+    under it (here a returned column's type), the claim runs it again instead of failing."""
+    import asyncpg
+
+    async with DedupCache(PostgresDedupBackend(postgres_dsn, sweep_interval=None)) as cache:
+        assert (await cache.claim("a")).status is ClaimStatus.FIRST
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute("ALTER TABLE fokha_dedup ALTER COLUMN state TYPE integer")
+        finally:
+            await conn.close()
+        assert (await cache.claim("a")).status is ClaimStatus.DUPLICATE
+        assert (await cache.claim("b")).status is ClaimStatus.FIRST
+        assert (await cache.claim("b", lease=5)).status is ClaimStatus.DUPLICATE

@@ -28,8 +28,8 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from .. import _validate as v
 from .._aio import cancel_and_wait
@@ -44,6 +44,9 @@ _log = logging.getLogger("fokha_integration.dedup.postgres")
 
 _CLAIMED, _LEASED, _DONE = 0, 1, 2
 
+# ClaimResult without its Python-level __new__ (every field given): the claim's answer.
+_new = cast(Callable[[type[ClaimResult], tuple[Any, ...]], ClaimResult], tuple.__new__)
+
 # "now": the caller's clock when given ($n::float8), else the server's.
 # statement_timestamp() is one value for the whole statement, so it may be written
 # twice in one VALUES row (a VALUES row is cheaper than a subquery for "now").
@@ -51,38 +54,63 @@ _CLAIMED, _LEASED, _DONE = 0, 1, 2
 _NOW = "coalesce({}::float8, date_part('epoch', statement_timestamp()))"
 
 
-def _claim_sql(p: str) -> str:
+def _claim_params(fingerprint: bool, clock: bool) -> tuple[str, str, str, str]:
+    """The column list, VALUES row and RETURNING list of a single claim, and its "now".
+
+    Parameters: $1 type, $2 key, $3 ttl, $4 state, $5 token, then $6 fingerprint
+    (``fingerprint``), then the caller's clock (``clock``). A claim without a
+    fingerprint leaves the column out (NULL) and does not read it back: fewer
+    parameters and columns are less work for the server and for asyncpg on every
+    claim. Without a clock "now" is the server's, ``statement_timestamp()``: one
+    value for the whole statement, so it may be written twice in the VALUES row
+    (cheaper than a subquery).
+    """
+    n = 6 + fingerprint
+    now = f"${n}::float8" if clock else "date_part('epoch', statement_timestamp())"
+    cols = "type, key, first_seen, expires_at, state, token" + (
+        ", fingerprint" if fingerprint else ""
+    )
+    values = f"$1, $2, {now}, {now} + $3, $4, $5" + (", $6" if fingerprint else "")
+    returning = "first_seen, expires_at, state, token, result" + (
+        ", fingerprint" if fingerprint else ""
+    )
+    return cols, values, returning, now
+
+
+def _claim_sql(p: str, fingerprint: bool, clock: bool) -> str:
     # The fast path: a new key is inserted, a live row is locked and returned as it
     # is (RETURNING answers only for a row written, hence the no-op SET). An expired
     # row is left alone and nothing is returned: then the take-over runs. Fewer
     # expressions than the take-over: each one costs the server on every call.
+    cols, values, returning, _ = _claim_params(fingerprint, clock)
     return f"""
-INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
-VALUES ($1, $2, {_NOW.format("$7")}, {_NOW.format("$7")} + $3, $4, $5, $6)
+INSERT INTO {p}dedup AS d ({cols})
+VALUES ({values})
 ON CONFLICT (type, key) DO UPDATE SET state = d.state
 WHERE d.expires_at > excluded.first_seen
-RETURNING first_seen, expires_at, state, fingerprint, token, result
+RETURNING {returning}
 """
 
 
-def _take_over_sql(p: str) -> str:
+def _take_over_sql(p: str, fingerprint: bool, clock: bool) -> str:
     # The same parameters as _claim_sql, and an answer in every case. Every SET
     # expression sees the old row (d); a live row (another claim took the key over
     # since the fast path looked) is written back as it is, an expired one takes the
     # new values. excluded.first_seen is this claim's "now".
+    cols, values, returning, _ = _claim_params(fingerprint, clock)
     expired = "d.expires_at <= excluded.first_seen"
-    cols = ("expires_at", "state", "fingerprint", "token")
     sets = ",\n    ".join(
-        f"{c} = CASE WHEN {expired} THEN excluded.{c} ELSE d.{c} END" for c in cols
+        f"{c} = CASE WHEN {expired} THEN excluded.{c} ELSE d.{c} END"
+        for c in ("expires_at", "state", "fingerprint", "token")
     )
     return f"""
-INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
-VALUES ($1, $2, {_NOW.format("$7")}, {_NOW.format("$7")} + $3, $4, $5, $6)
+INSERT INTO {p}dedup AS d ({cols})
+VALUES ({values})
 ON CONFLICT (type, key) DO UPDATE SET
     first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
     result = CASE WHEN {expired} THEN NULL ELSE d.result END,
     {sets}
-RETURNING first_seen, expires_at, state, fingerprint, token, result
+RETURNING {returning}
 """
 
 
@@ -196,8 +224,13 @@ class PostgresDedupBackend:
         self._sweeper: asyncio.Task[None] | None = None
         self._token_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
         self._seq = itertools.count(1)
-        self._sql_claim = _claim_sql(self._p)
-        self._sql_take_over = _take_over_sql(self._p)
+        # [with a fingerprint] -> the claim's statement, and its take-over.
+        timed = clock is not None
+        self._sql_claim = (_claim_sql(self._p, False, timed), _claim_sql(self._p, True, timed))
+        self._sql_take_over = (
+            _take_over_sql(self._p, False, timed),
+            _take_over_sql(self._p, True, timed),
+        )
         self._sql_claim_many = _claim_many_sql(self._p)
         self._sql_take_over_many = _take_over_many_sql(self._p)
         self._sql_commit = _commit_sql(self._p)
@@ -264,41 +297,51 @@ class PostgresDedupBackend:
 
     # -- the claim ------------------------------------------------------------
 
-    @staticmethod
-    def _answer(key: str, row: Any, mine: str, fingerprint: str | None, lease: bool) -> ClaimResult:
-        if row["token"] == mine:
-            return ClaimResult(
-                FIRST, key, row["first_seen"], None, row["expires_at"], mine if lease else None
-            )
-        stored = row["fingerprint"]
-        if fingerprint is not None and stored is not None and stored != fingerprint:
-            status = CONFLICT
-        elif row["state"] == _LEASED:
-            status = IN_FLIGHT
-        else:
-            status = DUPLICATE
-        return ClaimResult(status, key, row["first_seen"], row["result"], row["expires_at"])
-
     async def claim(
         self, type: str, key: str, ttl: float, fingerprint: str | None, lease: float | None
     ) -> ClaimResult:
         """Atomically claim ``key``: one statement, two when its entry has expired."""
         pool = self._pool if self._ready else await self._open()
         assert pool is not None
-        token = self._token()
-        args = (
-            type,
-            key,
-            float(ttl if lease is None else lease),
-            _CLAIMED if lease is None else _LEASED,
-            fingerprint,
-            token,
-            self._now(),
-        )
-        row = await pool.fetchrow("claim", self._sql_claim, *args)
+        token = f"{self._token_prefix}{next(self._seq):x}"
+        args: tuple[Any, ...]
+        if lease is None:
+            args = (type, key, float(ttl), _CLAIMED, token)
+        else:
+            args = (type, key, float(lease), _LEASED, token)
+        if fingerprint is not None:
+            args += (fingerprint,)
+        if self._clock is not None:
+            args += (self._clock.time(),)
+        with_fp = fingerprint is not None
+        sql = self._sql_claim[with_fp]
+        # pool.fetchrow's steps, inline (one coroutine layer less on the hot path),
+        # with the connection's prepared statement (no statement-cache lookup).
+        conn = pool.checkout() or await pool.lend("claim")
+        try:
+            stmt = pool.prepared(conn, sql) or await pool.prepare(conn, sql)
+            row = await stmt.fetchrow(*args)
+        except BaseException as exc:
+            if not pool.failed(conn, exc, "claim"):
+                raise
+            # The schema changed under the prepared statement, which did not run.
+            row = await pool.fetchrow("claim", sql, *args)
+        else:
+            pool.checkin(conn)
         if row is None:  # the entry has expired: take it over
-            row = await pool.fetchrow("claim", self._sql_take_over, *args)
-        return self._answer(key, row, token, fingerprint, lease is not None)
+            row = await pool.fetchrow("claim", self._sql_take_over[with_fp], *args)
+        first_seen, expires_at, state, holder, result = row[:5]
+        if holder == token:
+            mine = token if lease is not None else None
+            return _new(ClaimResult, (FIRST, key, first_seen, None, expires_at, mine, False))
+        if with_fp:
+            stored = row[5]
+            if stored is not None and stored != fingerprint:
+                return _new(
+                    ClaimResult, (CONFLICT, key, first_seen, result, expires_at, None, False)
+                )
+        status = IN_FLIGHT if state == _LEASED else DUPLICATE
+        return _new(ClaimResult, (status, key, first_seen, result, expires_at, None, False))
 
     async def claim_many(self, type: str, keys: Sequence[str], ttl: float) -> list[ClaimResult]:
         """Claim each key in one statement (two when some entries had expired); a key
