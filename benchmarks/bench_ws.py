@@ -573,9 +573,11 @@ async def run_e2e(
 
 async def bench_e2e(args: argparse.Namespace, report: Report) -> None:
     """Our client vs raw clients (same server, same frames) and ours vs python-socketio."""
-    rounds = 2 if args.quick else 3
-    # (clients, saturated burst messages, paced messages, paced rate per second)
-    sizes = [(100, 60, 200, 100.0), (500, 20, 40, 20.0)]
+    rounds = 3
+    # (clients, saturated burst messages, paced messages, paced rate per second). The
+    # client CPU is read over the burst: at 500 clients a 20-message burst is over in
+    # about a second, and one noisy second moved the ratio by +-0.2; 60 messages hold.
+    sizes = [(100, 60, 200, 100.0), (500, 60, 40, 20.0)]
     if not args.quick:
         sizes = [(100, 200, 500, 100.0), (500, 60, 200, 20.0)]
     for n, burst, paced, rate in sizes:
@@ -617,8 +619,19 @@ async def bench_e2e(args: argparse.Namespace, report: Report) -> None:
             report.figure(f"e2e_{label}_{n}_p50_ms", round(_median(rs, "p50_ms"), 3))
             report.figure(f"e2e_{label}_{n}_p99_ms", round(_median(rs, "p99_ms"), 3))
         f = report.figures
-        cpu = f[f"e2e_client_{n}_client_us_per_delivery"] / max(
-            1e-9, f[f"e2e_rawclient_{n}_client_us_per_delivery"]
+        # Our clients and the raw ones run side by side in each round (one server, the
+        # same frames): the ratio is taken per round and the median of those counts, so
+        # a burst of load from elsewhere moves one pair, not one side.
+        cpu = statistics.median(
+            o["cpu_us"] / max(1e-9, r["cpu_us"])
+            for o, r in zip(rows["ours"], rows["raw"], strict=True)
+        )
+        report.notes.append(
+            f"client CPU ours/raw per round at {n}: "
+            + ", ".join(
+                f"{o['cpu_us'] / max(1e-9, r['cpu_us']):.2f}"
+                for o, r in zip(rows["ours"], rows["raw"], strict=True)
+            )
         )
         report.target(f"client CPU/delivery ours/raw at {n}", round(cpu, 3), 1.15, "<=", "x")
         if n == 100:
