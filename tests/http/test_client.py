@@ -252,6 +252,22 @@ async def test_the_breaker_opens_per_host(server: FaultServer) -> None:
     assert server.count("/status/503") == 3
 
 
+async def test_the_breaker_counts_a_retried_call_once(server: FaultServer) -> None:
+    """The breaker runs around the retries: one outcome per logical call, whatever the
+    number of attempts (a 503 then 200 is one success; four 503s are one failure)."""
+    config = ApiClientConfig(breaker=BreakerConfig(failure_threshold=2, open_duration=60))
+    with retry_testing():
+        async with ApiClient(server.url, config=config) as client:
+            assert (await client.get("/status/503?ok_after=2")).attempts == 3
+            with pytest.raises(HttpStatusError):
+                await client.get("/status/503")  # four attempts, one failure
+            assert client.stats()["127.0.0.1"].breaker_state == "closed"
+            with pytest.raises(HttpStatusError):
+                await client.get("/status/503")  # the second failure in a row opens it
+            assert client.stats()["127.0.0.1"].breaker_state == "open"
+    assert server.count("/status/503") == 3 + 4 + 4  # the first call: 503, 503, 200
+
+
 async def test_the_rate_limiter_refuses_past_the_deadline(server: FaultServer) -> None:
     """rate=1/s: a second call with 0.2 s of budget gets RateLimitedError, not a late send."""
     config = ApiClientConfig(rate=1.0, burst=1.0)

@@ -24,7 +24,6 @@ Redirects are not followed (a 3xx is returned as it is). Errors: see
 from __future__ import annotations
 
 import json as jsonlib
-import time
 import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -38,8 +37,8 @@ from ..resilience import BreakerConfig, RetryPolicy
 from ._client_mw import (
     CALL,
     AuthMiddleware,
-    BreakerMiddleware,
     CallContext,
+    HostBreakers,
     MiddlewareChain,
     RateLimitMiddleware,
     RetryMiddleware,
@@ -198,18 +197,19 @@ class ApiClient:
 
         self._hosts: dict[str, HostCounters] = {}
         self._auth = AuthMiddleware(token_provider) if token_provider is not None else None
-        self._breakers: BreakerMiddleware | None = None
         cfg = self._config
+        self._breakers = HostBreakers(cfg.breaker, clock) if cfg.breaker is not None else None
         chain: list[Any] = []
         if self._auth is not None:
             chain.append(self._auth)
         if cfg.rate is not None:
             chain.append(RateLimitMiddleware(cfg.rate, cfg.burst, clock))
-        if cfg.breaker is not None:
-            self._breakers = BreakerMiddleware(cfg.breaker, clock)
-            chain.append(self._breakers)
-        chain.append(RetryMiddleware(cfg.retry, cfg.attempt_timeout, clock, cfg.max_response_bytes))
-        self._middlewares = (MiddlewareChain(tuple(chain)),)
+        retry = RetryMiddleware(
+            cfg.retry, cfg.attempt_timeout, clock, cfg.max_response_bytes, self._breakers
+        )
+        chain.append(retry)  # the breaker runs in the retry stage, around the retried call
+        # One stage (the usual case) goes to aiohttp as it is; more are composed once.
+        self._middlewares = (retry if len(chain) == 1 else MiddlewareChain(tuple(chain)),)
         self._session = session
         self._own_session = session is None
 
@@ -257,14 +257,14 @@ class ApiClient:
         replayable = body is None or isinstance(body, (bytes, str))
         target = self._target(path)
         url = target.url
-        ends = self._clock.monotonic() + (budget if budget is not None else float("inf"))
-        call = CallContext(ends, replayable, budget)
+        now = self._clock.monotonic()
+        ends = now + budget if budget is not None else float("inf")
+        call = CallContext(now, ends, replayable, budget)
         token = CALL.set(call)
         session = self._session
         if session is None or session.closed:
             session = self._new_session()
         answered: int | None = None  # the status, once an answer came back
-        started = time.perf_counter()
         try:
             async with session.request(
                 method,
@@ -285,7 +285,7 @@ class ApiClient:
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
             CALL.reset(token)
-            target.counters.record(call.attempts, time.perf_counter() - started, answered)
+            target.counters.record(call.attempts, self._clock.monotonic() - now, answered)
         if status >= 400:
             raise status_error(
                 method,
@@ -347,7 +347,7 @@ class ApiClient:
         """Per-host counters, breaker state and token refreshes (snapshots)."""
         out: dict[str, ApiHostStats] = {}
         for host, c in self._hosts.items():
-            breaker = self._breakers.breakers.get(host) if self._breakers is not None else None
+            breaker = self._breakers.get(host) if self._breakers is not None else None
             out[host] = ApiHostStats(
                 requests=c.requests,
                 attempts=c.attempts,
