@@ -238,6 +238,7 @@ class AttemptTimers:
     def __init__(self) -> None:
         self._queue: deque[AttemptDeadline] = deque()
         self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = 0.0  # the handle's time (``handle.when()`` is a Python call)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, seconds: float) -> AttemptDeadline:
@@ -247,7 +248,7 @@ class AttemptTimers:
             self._queue.clear()
             self._handle = None
             self._loop = loop
-        entry = AttemptDeadline(loop.time() + seconds, asyncio.current_task())
+        entry = AttemptDeadline(loop.time() + seconds, asyncio.current_task(loop))
         queue = self._queue
         while queue and queue[0].done:
             queue.popleft()
@@ -256,12 +257,13 @@ class AttemptTimers:
             return entry
         queue.append(entry)
         handle = self._handle
-        if handle is None or entry.at < handle.when():
+        if handle is None or entry.at < self._handle_at:
             # No handle, or one left for a finished attempt's later deadline (the queue
             # emptied since): the new head's deadline is the one to keep.
             if handle is not None:
                 handle.cancel()
             self._handle = loop.call_at(entry.at, self._expire)
+            self._handle_at = entry.at
         return entry
 
     @staticmethod
@@ -283,6 +285,7 @@ class AttemptTimers:
             queue.popleft().fire()
         if queue:
             self._handle = loop.call_at(queue[0].at, self._expire)
+            self._handle_at = queue[0].at
 
 
 class RetryMiddleware:

@@ -23,6 +23,7 @@ Redirects are not followed (a 3xx is returned as it is). Errors: see
 
 from __future__ import annotations
 
+import functools
 import json as jsonlib
 import uuid
 from collections.abc import Coroutine, Mapping
@@ -155,6 +156,16 @@ class ApiResponse(NamedTuple):
             raise ApiDecodeError("GET", self.url, f"not a valid {cls.__name__}: {exc}") from exc
 
 
+# A named tuple's own constructor is a Python function (a frame per call); building
+# the tuple directly does the same in C. One ApiResponse is made per call.
+_new_response = functools.partial(tuple.__new__, ApiResponse)
+
+# The methods as the interned strings aiohttp compares them with (``str.upper()`` makes
+# a new string each time, whose every set lookup and comparison then costs more).
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+_METHODS.update({m.lower(): m for m in _METHODS})
+
+
 @dataclass(frozen=True, slots=True)
 class ApiHostStats:
     """Counters for one host (a snapshot)."""
@@ -242,8 +253,8 @@ class ApiClient:
         (default: the retry policy's). Error statuses raise :class:`HttpStatusError`
         (or its idempotency subclasses); 2xx and 3xx are returned.
         """
-        method = method.upper()
-        key = self._key(idempotency_key)
+        method = _METHODS.get(method) or method.upper()
+        key = None if idempotency_key is None else self._key(idempotency_key)
         send_headers = dict(headers) if headers else {}
         if key is not None:
             send_headers["Idempotency-Key"] = key
@@ -255,7 +266,7 @@ class ApiClient:
             send_headers.setdefault("Content-Type", "application/json")
         budget = self._config.retry.deadline if deadline is None else positive("deadline", deadline)
         replayable = body is None or isinstance(body, (bytes, str))
-        target = self._target(path)
+        target = self._targets.get(path) or self._target(path)
         url = target.url
         now = self._clock.monotonic()
         ends = now + budget if budget is not None else float("inf")
@@ -296,20 +307,19 @@ class ApiClient:
                 retry_after=None,
                 has_key=key is not None,
             )
-        return ApiResponse(status, resp_headers, payload, target.text, key, call.attempts)
+        return _new_response((status, resp_headers, payload, target.text, key, call.attempts))
 
     def _target(self, path: str) -> _Target:
-        """``base_url`` joined with ``path`` (cached: clients call a few paths many times)."""
-        target = self._targets.get(path)
-        if target is None:
-            url = self._base.join(_relative(path))
-            host = url.host or ""
-            counters = self._hosts.get(host)
-            if counters is None:
-                counters = self._hosts[host] = HostCounters()
-            target = _Target(url, str(url), counters)
-            if len(self._targets) < 1024:
-                self._targets[path] = target
+        """``base_url`` joined with ``path``, kept (clients call a few paths many times:
+        ``request`` looks a path up in ``_targets`` before it calls this)."""
+        url = self._base.join(_relative(path))
+        host = url.host or ""
+        counters = self._hosts.get(host)
+        if counters is None:
+            counters = self._hosts[host] = HostCounters()
+        target = _Target(url, str(url), counters)
+        if len(self._targets) < 1024:
+            self._targets[path] = target
         return target
 
     @staticmethod
