@@ -301,6 +301,22 @@ async def test_a_body_over_max_response_bytes_is_refused(server: FaultServer) ->
     assert server.count("/status/503") == 1
 
 
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body(
+    server: FaultServer,
+) -> None:
+    """Content-Length 100 kB over a 20-byte limit, the body still coming: ApiDecodeError
+    at once (not after the attempt timeout), one attempt."""
+    from fokha_integration.http._errors import ApiDecodeError
+
+    config = ApiClientConfig(max_response_bytes=20, attempt_timeout=5.0)
+    async with ApiClient(server.url, config=config) as client:
+        started = time.monotonic()
+        with pytest.raises(ApiDecodeError):
+            await client.get("/big-pending")
+        assert time.monotonic() - started < 2.0
+    assert server.count("/big-pending") == 1
+
+
 async def test_stats_count_each_call_once(server: FaultServer) -> None:
     """stats(): one request per call, its attempts, an answer's status, an exception as an error
     (also one raised before the middleware chain runs)."""

@@ -340,10 +340,16 @@ class RetryMiddleware:
             policy = dataclasses.replace(policy, deadline=call.budget)
         return policy
 
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
         if call is None:  # used outside ApiClient.request: a call without a deadline
             call = CallContext(0.0, float("inf"), True)
+        return self.run(call, req, handler)
+
+    async def run(self, call: CallContext, req: ClientRequest, handler: Handler) -> ClientResponse:
+        """The stage for ``call`` (aiohttp calls :meth:`__call__`, which finds the call in
+        ``CALL``; a client whose chain is this stage alone binds the call to this
+        method with :func:`functools.partial` and sets no context variable)."""
         breaker = None if self._breakers is None else self._breakers[req.url.host or ""]
         permit = None if breaker is None else breaker.acquire()
         failure: Exception | None = None
@@ -378,9 +384,8 @@ class RetryMiddleware:
         try:
             resp = await handler(req)
             try:
-                declared = resp.content_length
-                if declared is not None and declared > self._max_body:
-                    raise ApiDecodeError(req.method, str(req.url), f"body of {declared} bytes")
+                if not resp.content.is_eof():  # else the body is in memory already
+                    self._check_declared(req, resp)
                 body = await resp.read()  # the whole body inside the attempt: a reset is retryable
                 if len(body) > self._max_body:
                     raise ApiDecodeError(req.method, str(req.url), f"body of {len(body)} bytes")
@@ -412,6 +417,12 @@ class RetryMiddleware:
                 has_key="Idempotency-Key" in req.headers,
             )
         return resp
+
+    def _check_declared(self, req: ClientRequest, resp: ClientResponse) -> None:
+        """A declared length over ``max_body`` is refused before the body is read."""
+        declared = resp.content_length
+        if declared is not None and declared > self._max_body:
+            raise ApiDecodeError(req.method, str(req.url), f"body of {declared} bytes")
 
     def _retry_after(self, resp: ClientResponse) -> float | None:
         raw = resp.headers.get("Retry-After")

@@ -40,6 +40,7 @@ from ._client_mw import (
     AuthMiddleware,
     CallContext,
     HostBreakers,
+    Middleware,
     MiddlewareChain,
     RateLimitMiddleware,
     RetryMiddleware,
@@ -219,8 +220,14 @@ class ApiClient:
             cfg.retry, cfg.attempt_timeout, clock, cfg.max_response_bytes, self._breakers
         )
         chain.append(retry)  # the breaker runs in the retry stage, around the retried call
-        # One stage (the usual case) goes to aiohttp as it is; more are composed once.
-        self._middlewares = (retry if len(chain) == 1 else MiddlewareChain(tuple(chain)),)
+        # More stages than the retry stage: composed once, and they find the call's
+        # context in CALL. The retry stage alone (the usual case) is given its call
+        # directly (see request()).
+        self._chain: tuple[Middleware, ...] | None = (
+            (MiddlewareChain(tuple(chain)),) if len(chain) > 1 else None
+        )
+        self._run_retry = retry.run
+        self._budget = cfg.retry.deadline
         self._session = session
         self._own_session = session is None
 
@@ -264,14 +271,19 @@ class ApiClient:
                 raise ValidationError("data", "give json= or data=, not both", None)
             body = jsonlib.dumps(json, separators=(",", ":")).encode("utf-8")
             send_headers.setdefault("Content-Type", "application/json")
-        budget = self._config.retry.deadline if deadline is None else positive("deadline", deadline)
+        budget = self._budget if deadline is None else positive("deadline", deadline)
         replayable = body is None or isinstance(body, (bytes, str))
         target = self._targets.get(path) or self._target(path)
         url = target.url
         now = self._clock.monotonic()
         ends = now + budget if budget is not None else float("inf")
         call = CallContext(now, ends, replayable, budget)
-        token = CALL.set(call)
+        middlewares = self._chain
+        token = None
+        if middlewares is None:
+            middlewares = (functools.partial(self._run_retry, call),)
+        else:
+            token = CALL.set(call)
         session = self._session
         if session is None or session.closed:
             session = self._new_session()
@@ -284,7 +296,7 @@ class ApiClient:
                 params=params,
                 headers=send_headers or None,
                 allow_redirects=False,
-                middlewares=self._middlewares,
+                middlewares=middlewares,
             ) as resp:
                 payload = call.body if call.body is not None else await resp.read()
                 status, resp_headers = resp.status, resp.headers
@@ -295,7 +307,8 @@ class ApiClient:
                 raise
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
-            CALL.reset(token)
+            if token is not None:
+                CALL.reset(token)
             target.counters.record(call.attempts, self._clock.monotonic() - now, answered)
         if status >= 400:
             raise status_error(
