@@ -317,6 +317,22 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body(
     assert server.count("/big-pending") == 1
 
 
+async def test_a_closed_session_is_replaced(server: FaultServer) -> None:
+    """A shared session its owner closed, or the client's own after close(): the next
+    call runs on a new session of the client's own."""
+    import aiohttp
+
+    shared = aiohttp.ClientSession()
+    client = ApiClient(server.url, session=shared)
+    assert (await client.get("/status/200")).status == 200
+    await shared.close()
+    assert (await client.get("/status/200")).status == 200
+    await client.close()
+    assert (await client.get("/status/200")).status == 200
+    await client.close()
+    assert server.count("/status/200") == 3
+
+
 async def test_stats_count_each_call_once(server: FaultServer) -> None:
     """stats(): one request per call, its attempts, an answer's status, an exception as an error
     (also one raised before the middleware chain runs)."""

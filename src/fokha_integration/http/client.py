@@ -285,7 +285,9 @@ class ApiClient:
         else:
             token = CALL.set(call)
         session = self._session
-        if session is None or session.closed:
+        # The client's own session is closed only by close(), which forgets it; a
+        # shared one may have been closed by its owner (then the client makes its own).
+        if session is None or (not self._own_session and session.closed):
             session = self._new_session()
         answered: int | None = None  # the status, once an answer came back
         try:
