@@ -291,7 +291,10 @@ class ApiClient:
             session = self._new_session()
         answered: int | None = None  # the status, once an answer came back
         try:
-            async with session.request(
+            # Awaited rather than used in ``async with``: the retry stage has read the
+            # body already, and the context managers' four coroutines would only add
+            # frames; release() frees the response (its connection is back in the pool).
+            resp = await session.request(
                 method,
                 url,
                 data=body,
@@ -299,10 +302,13 @@ class ApiClient:
                 headers=send_headers or None,
                 allow_redirects=False,
                 middlewares=middlewares,
-            ) as resp:
+            )
+            try:
                 payload = call.body if call.body is not None else await resp.read()
-                status, resp_headers = resp.status, resp.headers
-                answered = status
+            finally:
+                resp.release()
+            status, resp_headers = resp.status, resp.headers
+            answered = status
         except Exception as exc:
             mapped = translate_client_error(exc, method, url, self._config.attempt_timeout)
             if mapped is exc:
