@@ -57,6 +57,14 @@ def test_redis_table() -> None:
     assert type(err) is BackendError
 
 
+def test_redis_out_of_memory_is_unavailable() -> None:
+    """redis-py's OutOfMemoryError (maxmemory reached, noeviction) is 'unavailable', like a
+    full disk on SQLite: it passes once memory is freed, and fail-open/closed applies."""
+    redis_exceptions = pytest.importorskip("redis.exceptions")
+    oom = redis_exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+    assert isinstance(translate_backend_error("redis", oom), BackendUnavailableError)
+
+
 def test_postgres_sqlstate_classes() -> None:
     """SQLSTATE class 08 (connection) is 'unavailable', 23505 (unique violation) an error."""
 

@@ -90,6 +90,9 @@ def _classify_redis(exc: BaseException) -> Kind | None:
         r.ClusterDownError,
         r.TryAgainError,
         r.MasterDownError,
+        # OOM: maxmemory reached under noeviction, Redis's "disk full": writes are
+        # refused until memory is freed, then the same command succeeds.
+        r.OutOfMemoryError,
     )
     if isinstance(exc, unavailable):
         return "unavailable"

@@ -25,10 +25,10 @@ from typing import IO
 import pytest
 
 from tests.bridge.helpers import files, wait_until_sync
-from tests.support import timeout
+from tests.support import size, timeout
 
 HERE = Path(__file__).resolve().parent
-N = int(os.environ.get("FOKHA_CHAOS_N", "300"))
+N = size("FOKHA_CHAOS_N", 300, 1500)
 SEED = int(os.environ.get("FOKHA_CHAOS_SEED", str(random.randrange(1 << 30))))
 READY = {"writer": "ready", "ea": "ea: ready"}
 

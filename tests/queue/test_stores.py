@@ -143,6 +143,28 @@ async def test_dead_letter_keeps_reason_and_history_and_replays(
     assert (await store.stats("b"))[0] == 1
 
 
+async def test_a_replayed_dead_letter_comes_back_in_its_place(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """A dead letter put back by a replay is handed out before the entries appended
+    after it that are still pending (a key's order holds across a replay). Redis
+    Streams cannot put an entry back in place: there a replay appends it anew, after
+    them (docs/signal-queue.md says so)."""
+    name, factory = store_factory
+    store = await opened(factory, ["a"])
+    first, second = env(key="k", n=1), env(key="k", n=2)
+    for e in (first, second):
+        assert await store.append(e) is True
+    got = await store.fetch("a", limit=2)
+    assert [x.envelope for x in got] == [first, second]
+    await store.dead_letter(got[0], letter(first, "a"))
+    assert await store.replay("a") == 1
+    await store.release(got[1])
+    again = await store.fetch("a", limit=2)
+    expected = [second, first] if name == "redis" else [first, second]
+    assert [x.envelope for x in again] == expected
+
+
 async def test_replay_only_the_chosen_refs(store_factory: tuple[str, StoreFactory]) -> None:
     """replay(refs=...) replays exactly those dead letters."""
     _, factory = store_factory
@@ -375,6 +397,27 @@ async def test_concurrent_appends_each_get_their_own_answer(
     assert all(sorted(a) == ([False, True] if len(a) == 2 else [True]) for a in by_id.values())
     got = await store.fetch("a", limit=100)
     assert sorted(x.envelope.id for x in got) == sorted(e.id for e in unique)
+
+
+async def test_a_large_group_with_known_ids_scattered_in_it(
+    store_factory: tuple[str, StoreFactory],
+) -> None:
+    """A group of appends larger than one insert statement, with ids already stored
+    between new ones: each new id gets its own entry for every sink, in append order,
+    and each known id answers False."""
+    _, factory = store_factory
+    store = await opened(factory, ["a", "b"])
+    group = [env(key=f"g{i}", n=i) for i in range(300)]
+    known = group[5:300:7]
+    for e in known:
+        assert await store.append(e) is True
+    answers = await asyncio.gather(*(store.append(e) for e in group))
+    known_ids = {e.id for e in known}
+    assert answers == [e.id not in known_ids for e in group]
+    for sink in ("a", "b"):
+        got = await store.fetch(sink, limit=1000)
+        fresh = [e.id for e in group if e.id not in known_ids]
+        assert [x.envelope.id for x in got] == [e.id for e in known] + fresh
 
 
 async def test_concurrent_acks_of_several_sinks_all_land(

@@ -106,7 +106,7 @@ def check(loop: asyncio.AbstractEventLoop, svc: SyncService, route: str, raw: by
     assert 400 <= status < 500, answer
     assert answer["status"] == status
     assert answer["type"].startswith("urn:fokha:sync:")
-    if answer["code"] in ("invalid", "bad_json"):
+    if answer["code"] in ("invalid", "bad_json", "mutation_gap"):
         assert isinstance(answer["field"], str)
         assert answer["field"]
     if route == "push":

@@ -1,12 +1,12 @@
 """Convergence: a server and three SQLite clients under lost, duplicated and partitioned traffic.
 
-``FOKHA_SYNC_EXAMPLES`` sets the number of Hypothesis examples (500 for a full run).
+``FOKHA_SYNC_EXAMPLES`` sets the number of Hypothesis examples (15 for ``make test``,
+500 under ``make test-all``, the issue's full run).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,10 +20,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from fokha_integration.errors import BackendUnavailableError
 from fokha_integration.sync import MemorySyncStore, SyncService
 from fokha_integration.sync._client import SyncClient, SyncClientConfig
+from tests.support import size
 
 from .helpers import DirectTransport
 
-EXAMPLES = int(os.environ.get("FOKHA_SYNC_EXAMPLES", "15"))
+EXAMPLES = size("FOKHA_SYNC_EXAMPLES", 15, 500)
 # About 0.15 s an example on the 2-core machine; the full run needs more than the default.
 pytestmark = pytest.mark.timeout(max(120, int(EXAMPLES * 1.5)))
 IDS = st.sampled_from(["a", "b", "c", "d"])

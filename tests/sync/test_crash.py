@@ -1,12 +1,12 @@
 """Crash test: server and client processes SIGKILLed at random while pushing over loopback HTTP.
 
-``FOKHA_SYNC_CRASH_N`` sets the number of mutations (10,000 for the full run).
+``FOKHA_SYNC_CRASH_N`` sets the number of mutations (300 for ``make test``, 10,000 under
+``make test-all``, the issue's full run).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from fokha_integration.sync import SyncService, SyncStore
-from tests.support import free_port, timeout
+from tests.support import free_port, size, timeout
 
 from .crash_worker import KEYS, open_store
 
-N = int(os.environ.get("FOKHA_SYNC_CRASH_N", "300"))
+N = size("FOKHA_SYNC_CRASH_N", 300, 10_000)
 BATCH = 50
 ROOT = Path(__file__).resolve().parents[2]
 

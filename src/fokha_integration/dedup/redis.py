@@ -20,9 +20,10 @@ and batches split cleanly across cluster nodes. :meth:`clear` uses ``SCAN``, whi
 covers one server (on a cluster, run it per primary node).
 
 Every redis-py error is translated by :func:`~fokha_integration.errors.map_backend_errors`
-with the ``"redis"`` table (one for the whole library): connection, timeout and
-loading errors become :class:`~fokha_integration.errors.BackendUnavailableError` (which
-``fail_mode`` acts on), anything else :class:`~fokha_integration.errors.BackendError`.
+with the ``"redis"`` table (one for the whole library): connection, timeout, loading
+and out-of-memory (``maxmemory`` reached) errors become
+:class:`~fokha_integration.errors.BackendUnavailableError` (which ``fail_mode`` acts
+on), anything else :class:`~fokha_integration.errors.BackendError`.
 After the server comes back, the connection pool reconnects by itself.
 """
 

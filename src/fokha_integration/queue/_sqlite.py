@@ -35,7 +35,7 @@ from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
 from ..models import Envelope
-from ._store import EnvelopeCache
+from ._store import EnvelopeCache, TurnBatch
 from ._types import DeadLetter, OutboxEntry
 
 logger = logging.getLogger("fokha_integration.queue")
@@ -168,12 +168,30 @@ def _pending_rows(
     return op
 
 
+def _insert_outbox_sql(count: int) -> str:
+    """One multi-row ``INSERT`` of ``count`` outbox rows."""
+    # Only "?" placeholders are joined in: no value reaches the SQL text.
+    return "INSERT INTO outbox(id, data, enqueued_at) VALUES " + ",".join(  # noqa: S608
+        ["(?, ?, ?)"] * count
+    )
+
+
+# A group is inserted in chunks of these sizes (its binary digits): a few statement
+# shapes for SQLite's statement cache, and at most 768 parameters per statement
+# (under SQLite's oldest default limit of 999).
+_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT_SQL = {count: _insert_outbox_sql(count) for count in _CHUNKS}
+
+
 def _append_rows(
     rows: list[tuple[str, str, float]], limit: int | None
 ) -> Callable[[sqlite3.Connection], list[int]]:
     """The database call that appends ``rows`` (id, text, enqueued_at) with one pending
     row per registered sink; it answers each row's seq, or 0 for an id already stored.
-    ``limit``: when given, first refuse the group if a sink's backlog reached it."""
+    ``limit``: when given, first refuse the group if a sink's backlog reached it.
+
+    Few statements per group, whatever its size: each statement is a point where the
+    database thread lets go of the GIL and must win it back from a busy event loop."""
 
     def op(conn: sqlite3.Connection) -> list[int]:
         if limit is not None:
@@ -182,8 +200,6 @@ def _append_rows(
             ).fetchone()
             if fullest is not None and fullest >= limit:
                 raise BackendError("sqlite", "outbox is full (max_pending reached)")
-        if conn.execute("SELECT 1 FROM sinks LIMIT 1").fetchone() is None:
-            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         # Ids already stored (a repeated append) answer 0; so does a repeat within
         # this group. The write lock is held (BEGIN IMMEDIATE): nobody else inserts.
         ids = json.dumps([ident for ident, _, _ in rows])
@@ -194,27 +210,30 @@ def _append_rows(
             )
         }
         fresh: list[tuple[str, str, float]] = []
-        for ident, data, enqueued_at in rows:
-            if ident not in known:
-                known.add(ident)
-                fresh.append((ident, data, enqueued_at))
+        for row in rows:
+            if row[0] not in known:
+                known.add(row[0])
+                fresh.append(row)
         if not fresh:
             return [0] * len(rows)
-        conn.executemany("INSERT INTO outbox(id, data, enqueued_at) VALUES (?, ?, ?)", fresh)
-        # AUTOINCREMENT under the write lock: the new rows took consecutive seqs.
-        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+        # AUTOINCREMENT under the write lock, every row new: consecutive seqs, in order.
+        at = last = 0
+        for size in _CHUNKS:
+            while len(fresh) - at >= size:
+                values = [value for row in fresh[at : at + size] for value in row]
+                last = conn.execute(_INSERT_SQL[size], values).lastrowid or 0
+                at += size
         first = last - len(fresh) + 1
-        conn.execute(
+        fanned = conn.execute(
             "INSERT INTO pending(sink, seq, enqueued_at)"
             " SELECT s.name, o.seq, o.enqueued_at FROM outbox o CROSS JOIN sinks s"
             " WHERE o.seq BETWEEN ? AND ?",
             (first, last),
-        )
+        ).rowcount
+        if fanned == 0:  # the caller rolls the group back
+            raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         seqs = {ident: first + i for i, (ident, _, _) in enumerate(fresh)}
-        out: list[int] = []
-        for ident, _, _ in rows:
-            out.append(seqs.pop(ident, 0))  # a repeat in the group finds it popped
-        return out
+        return [seqs.pop(ident, 0) for ident, _, _ in rows]  # a repeat finds it popped
 
     return op
 
@@ -507,8 +526,10 @@ class SQLiteOutboxStore:
         self._acks = 0
         self._parsed: EnvelopeCache[int] = EnvelopeCache(_PARSE_CACHE)
         # Acknowledgements made in this loop turn: (entry, future, or None for ack_nowait).
-        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]] | None = None
-        self._append_batch: list[tuple[Envelope, str, float, asyncio.Future[int]]] | None = None
+        self._acks_batch: TurnBatch[tuple[OutboxEntry, asyncio.Future[None] | None]]
+        self._acks_batch = TurnBatch(self._flush_acks, _MAX_BATCH)
+        self._appends_batch: TurnBatch[tuple[Envelope, str, float, asyncio.Future[int]]]
+        self._appends_batch = TurnBatch(self._flush_appends, _MAX_BATCH)
         self._settled: dict[str, set[int]] = {}  # per sink, during its fetch (see fetch)
         self._tails: dict[str, _LocalTail] = {}  # per sink of this process (see _LocalTail)
 
@@ -545,8 +566,7 @@ class SQLiteOutboxStore:
 
     async def close(self) -> None:
         """Finish queued calls (acknowledgements included) and close the file."""
-        if self._ack_batch:
-            self._flush_acks()
+        self._acks_batch.flush()
         db, self._db = self._db, None
         if db is not None:
             await asyncio.get_running_loop().run_in_executor(None, db.stop)
@@ -565,22 +585,14 @@ class SQLiteOutboxStore:
             raise ClosedError("the SQLite outbox store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        if self._append_batch is None:
-            self._append_batch = []
-            loop.call_soon(self._flush_appends)
-        self._append_batch.append((envelope, envelope.to_json(), self._clock.time(), fut))
-        if len(self._append_batch) >= _MAX_BATCH:
-            self._flush_appends()
+        self._appends_batch.add((envelope, envelope.to_json(), self._clock.time(), fut))
         seq = await fut
         if not seq:
             return False
         self._parsed.put(seq, envelope)
         return True
 
-    def _flush_appends(self) -> None:
-        batch, self._append_batch = self._append_batch or [], None
-        if not batch:
-            return
+    def _flush_appends(self, batch: list[tuple[Envelope, str, float, asyncio.Future[int]]]) -> None:
         futures = [fut for _, _, _, fut in batch]
         if self._db is None:
             _fail_all(futures, ClosedError("the SQLite outbox store is not open"))
@@ -714,12 +726,8 @@ class SQLiteOutboxStore:
 
     async def ack(self, entry: OutboxEntry) -> None:
         """Delete the pending row (acks made in one loop turn share one statement)."""
-        loop = asyncio.get_running_loop()
-        if self._ack_batch is None:
-            self._ack_batch = []
-            loop.call_soon(self._flush_acks)
-        fut: asyncio.Future[None] = loop.create_future()
-        self._ack_batch.append((entry, fut))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks_batch.add((entry, fut))
         await fut
         self._settle_entry(entry)
 
@@ -731,15 +739,9 @@ class SQLiteOutboxStore:
         (the entry stays leased: no redelivery); entries still unacknowledged at
         :meth:`close` are pending for the next opener (at-least-once).
         """
-        if self._ack_batch is None:
-            self._ack_batch = []
-            asyncio.get_running_loop().call_soon(self._flush_acks)
-        self._ack_batch.append((entry, None))
+        self._acks_batch.add((entry, None))
 
-    def _flush_acks(self) -> None:
-        batch, self._ack_batch = self._ack_batch or [], None
-        if not batch:
-            return
+    def _flush_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None] | None]]) -> None:
         rows = [(entry.sink, int(entry.ref)) for entry, _ in batch]
         self._acks += len(rows)
         compact = self._acks // 1000 != (self._acks - len(rows)) // 1000

@@ -14,10 +14,11 @@ after a crash.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from .. import _validate as check
@@ -166,7 +167,8 @@ class MemoryOutboxStore:
         # Envelope id -> live slots with it (a repeated append is refused).
         self._ids: dict[str, int] = {}
         self._seq = itertools.count(1)  # dead-letter refs
-        self._dead: OrderedDict[int, DeadLetter] = OrderedDict()
+        # A dead letter and its entry's place in append order (where a replay puts it).
+        self._dead: OrderedDict[int, tuple[DeadLetter, tuple[int, int]]] = OrderedDict()
         self._closed = False
         self.evicted_dead_letters = 0
         """Dead letters dropped because ``max_dead_letters`` was reached."""
@@ -289,8 +291,10 @@ class MemoryOutboxStore:
 
     async def dead_letter(self, entry: OutboxEntry, letter: DeadLetter) -> None:
         """Move ``entry`` to the dead letters."""
+        slot = self._leased[entry.sink].get(entry.ref)
+        place = slot.order() if slot is not None else (self._next - 1, next(self._seq))
         self.ack_nowait(entry)
-        self._dead[next(self._seq)] = letter
+        self._dead[next(self._seq)] = (letter, place)
         while len(self._dead) > self._max_dead:
             self._dead.popitem(last=False)
             self.evicted_dead_letters += 1
@@ -298,7 +302,7 @@ class MemoryOutboxStore:
     async def dead_letters(self, sink: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest dead letters."""
         out: list[DeadLetter] = []
-        for ref, letter in self._dead.items():
+        for ref, (letter, _) in self._dead.items():
             if sink is None or letter.sink == sink:
                 out.append(_with_ref(letter, str(ref)))
                 if len(out) >= limit:
@@ -312,19 +316,18 @@ class MemoryOutboxStore:
         wanted = None if refs is None else {int(r) for r in refs}
         chosen = [
             ref
-            for ref, letter in self._dead.items()
+            for ref, (letter, _) in self._dead.items()
             if (sink is None or letter.sink == sink) and (wanted is None or ref in wanted)
         ]
         now = self._clock.time()
         for ref in chosen:
-            letter = self._dead.pop(ref)
-            redo = self._redo.get(letter.sink)
-            if redo is None:  # a sink no longer registered
+            letter, place = self._dead.pop(ref)
+            if letter.sink not in self._redo:  # a sink no longer registered
                 continue
-            # A slot of its own, outside the log: held by this one sink, placed after
-            # everything appended so far.
-            place = (self._next - 1, next(self._seq))
-            redo.append(_Slot(f"r{ref}", letter.envelope, now, 1, place))
+            # A slot of its own, outside the log, held by this one sink, back in its
+            # entry's place in append order (as the SQLite store's row keeps its seq):
+            # a key's entries still pending come after it.
+            self._give_back(letter.sink, [_Slot(f"r{ref}", letter.envelope, now, 1, place)])
             eid = letter.envelope.id
             self._ids[eid] = self._ids.get(eid, 0) + 1
         return len(chosen)
@@ -386,3 +389,42 @@ class EnvelopeCache(Generic[K]):
             found = Envelope.from_json(data)
             self.put(key, found)
         return found
+
+
+T = TypeVar("T")
+
+
+class TurnBatch(Generic[T]):
+    """Calls gathered over one event-loop turn, handed to ``flush`` as one list.
+
+    The stores send the appends (or acknowledgements) made in one loop turn in one
+    statement, pipeline or commit, and still answer each caller: the first item of a
+    turn schedules :meth:`flush` with ``call_soon``, and ``limit`` items flush at once
+    (what comes after starts a new batch).
+    """
+
+    __slots__ = ("_flush", "_items", "_limit")
+
+    def __init__(self, flush: Callable[[list[T]], None], limit: int) -> None:
+        self._flush = flush
+        self._limit = limit
+        self._items: list[T] | None = None
+
+    def add(self, item: T) -> None:
+        """Gather ``item`` into this turn's batch."""
+        items = self._items
+        if items is None:
+            items = self._items = []
+            asyncio.get_running_loop().call_soon(self.flush)
+        items.append(item)
+        if len(items) >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what was gathered to ``flush`` now (nothing gathered: no call)."""
+        items, self._items = self._items, None
+        if items:
+            self._flush(items)
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items else 0

@@ -53,7 +53,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, ValidationError, map_backend_errors
 from ..models import Envelope, Model
 from ._queue import SignalQueue, default_order_key
-from ._store import EnvelopeCache
+from ._store import EnvelopeCache, TurnBatch
 from ._types import DeadLetter, OutboxEntry
 
 __all__ = ["PostgresOutboxConfig", "PostgresOutboxStore", "publish_in_transaction"]
@@ -281,8 +281,11 @@ class PostgresOutboxStore:
         self._gen = 0  # notifications seen
         self._waiters: set[asyncio.Future[None]] = set()
         self._appends = 0
-        self._append_batch: list[tuple[Envelope, asyncio.Future[bool]]] | None = None
-        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
+        self._appends_batch: TurnBatch[tuple[Envelope, asyncio.Future[bool]]]
+        self._appends_batch = TurnBatch(self._flush_appends, _MAX_BATCH)
+        self._acks_batch: TurnBatch[tuple[OutboxEntry, asyncio.Future[None]]]
+        self._acks_batch = TurnBatch(self._queue_acks, _MAX_BATCH)
+        self._acks_ready: list[tuple[OutboxEntry, asyncio.Future[None]]] = []
         self._acking = 0  # acknowledging statements in flight
         self._parsed: EnvelopeCache[int] = EnvelopeCache(_PARSE_CACHE)
         self.taken_over = 0
@@ -359,8 +362,8 @@ class PostgresOutboxStore:
         """Finish pending batches, give back this object's leases, close the pool."""
         if not self._open:
             return
-        self._flush_appends()
-        self._flush_acks()
+        self._appends_batch.flush()
+        self._acks_batch.flush()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self._limits.command_timeout)
         await cancel_and_wait(self._keeper)
@@ -455,20 +458,12 @@ class PostgresOutboxStore:
         """Insert ``envelope`` for every registered sink (appends of one loop turn together)."""
         if not self._open:
             raise ClosedError("the PostgreSQL outbox store is not open")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        if self._append_batch is None:
-            self._append_batch = []
-            loop.call_soon(self._flush_appends)
-        self._append_batch.append((envelope, fut))
-        if len(self._append_batch) >= _MAX_BATCH:
-            self._flush_appends()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._appends_batch.add((envelope, fut))
         return await fut
 
-    def _flush_appends(self) -> None:
-        batch, self._append_batch = self._append_batch or [], None
-        if batch:
-            self._spawn(self._send_appends(batch))
+    def _flush_appends(self, batch: list[tuple[Envelope, asyncio.Future[bool]]]) -> None:
+        self._spawn(self._send_appends(batch))
 
     async def _send_appends(self, batch: list[tuple[Envelope, asyncio.Future[bool]]]) -> None:
         unique: dict[str, Envelope] = {}
@@ -571,24 +566,21 @@ class PostgresOutboxStore:
         """
         if not self._open:
             raise ClosedError("the PostgreSQL outbox store is not open")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        if self._ack_batch is None:
-            self._ack_batch = []
-            loop.call_soon(self._flush_acks)
-        self._ack_batch.append((entry, fut))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks_batch.add((entry, fut))
         await fut
 
-    def _flush_acks(self) -> None:
-        if self._acking < _ACKS_IN_FLIGHT and self._ack_batch:
+    def _queue_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
+        self._acks_ready.extend(batch)
+        if self._acking < _ACKS_IN_FLIGHT:
             self._acking += 1
             self._spawn(self._ack_pump())
 
     async def _ack_pump(self) -> None:
         try:
-            while self._ack_batch:
-                batch = self._ack_batch[:_MAX_BATCH]
-                self._ack_batch = self._ack_batch[_MAX_BATCH:] or None
+            while self._acks_ready:
+                batch = self._acks_ready[:_MAX_BATCH]
+                del self._acks_ready[:_MAX_BATCH]
                 await self._send_acks(batch)
         finally:
             self._acking -= 1

@@ -32,7 +32,7 @@ from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
 from ..models import Envelope
-from ._store import EnvelopeCache
+from ._store import EnvelopeCache, TurnBatch
 from ._types import DeadLetter, OutboxEntry
 
 try:
@@ -143,8 +143,10 @@ class RedisStreamsStore:
         # Every sink's stream holds the same text: parse (and validate) it once.
         self._parsed: EnvelopeCache[bytes | str] = EnvelopeCache(_PARSE_CACHE)
         # Appends and acks made in one loop turn share one pipeline (one round trip).
-        self._append_batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] | None = None
-        self._ack_batch: list[tuple[OutboxEntry, asyncio.Future[None]]] | None = None
+        self._appends_batch: TurnBatch[tuple[list[Any], list[Any], asyncio.Future[Any]]]
+        self._appends_batch = TurnBatch(self._flush_appends, _MAX_BATCH)
+        self._acks_batch: TurnBatch[tuple[OutboxEntry, asyncio.Future[None]]]
+        self._acks_batch = TurnBatch(self._flush_acks, _MAX_BATCH)
         self._flushes: set[asyncio.Task[None]] = set()
         self.reclaimed = 0
         """Entries this store took over from other (crashed) consumers with XAUTOCLAIM."""
@@ -205,8 +207,8 @@ class RedisStreamsStore:
     async def close(self) -> None:
         """Close the connection (if this store made it); pending entries stay in Redis."""
         # Appends and acks already handed to a pipeline finish first (bounded).
-        for flush in (self._flush_appends, self._flush_acks):
-            flush()
+        self._appends_batch.flush()
+        self._acks_batch.flush()
         if self._flushes:
             await asyncio.wait(set(self._flushes), timeout=self._timeout)
         self._open = False
@@ -233,14 +235,8 @@ class RedisStreamsStore:
             self._max_pending,
             self._stream_prefix,
         ]
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        if self._append_batch is None:
-            self._append_batch = []
-            loop.call_soon(self._flush_appends)
-        self._append_batch.append((keys, args, fut))
-        if len(self._append_batch) >= _MAX_BATCH:
-            self._flush_appends()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._appends_batch.add((keys, args, fut))
         result = await fut
         if int(result) == -1:
             raise BackendError("redis", "outbox is full (max_pending reached)")
@@ -248,10 +244,8 @@ class RedisStreamsStore:
             raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
         return int(result) == 1
 
-    def _flush_appends(self) -> None:
-        batch, self._append_batch = self._append_batch or [], None
-        if batch:
-            self._spawn(self._send_appends(batch))
+    def _flush_appends(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
+        self._spawn(self._send_appends(batch))
 
     async def _send_appends(
         self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
@@ -372,21 +366,13 @@ class RedisStreamsStore:
         XDEL per sink. ``ack`` returns once Redis has answered.
         """
         self._r()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        if self._ack_batch is None:
-            self._ack_batch = []
-            loop.call_soon(self._flush_acks)
-        self._ack_batch.append((entry, fut))
-        if len(self._ack_batch) >= _MAX_BATCH:
-            self._flush_acks()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks_batch.add((entry, fut))
         await fut
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
 
-    def _flush_acks(self) -> None:
-        batch, self._ack_batch = self._ack_batch or [], None
-        if batch:
-            self._spawn(self._send_acks(batch))
+    def _flush_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
+        self._spawn(self._send_acks(batch))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         # The loop keeps only weak references to tasks: hold them until they finish.

@@ -32,6 +32,7 @@ from .._aio import cancel_and_wait
 from ..errors import (
     BackendUnavailableError,
     ClosedError,
+    ConfigError,
     OperationTimeoutError,
     ProtocolError,
     ValidationError,
@@ -69,6 +70,8 @@ class SyncClientConfig:
         _validate.number("backoff_base", self.backoff_base, exclusive_minimum=0.0)
         _validate.number("backoff_max", self.backoff_max, exclusive_minimum=0.0)
         _validate.number("max_offset", self.max_offset, exclusive_minimum=0.0)
+        if not isinstance(self.limits, Limits):  # Limits checks its own numbers
+            raise ConfigError("limits", "must be a sync.Limits", self.limits)
 
 
 @dataclass(frozen=True, slots=True)

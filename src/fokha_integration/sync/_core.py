@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .. import _validate
 from ..errors import ProtocolError, ValidationError
 from ._hlc import ClockSkewError, HybridClock, parse_version
 from ._types import Collection, ConflictEntry, Mutation, MutationResult, Record
@@ -48,6 +49,12 @@ class Limits:
     max_record_bytes: int = 65_536
     max_pull_limit: int = 5000
     max_collections: int = 64
+
+    def __post_init__(self) -> None:
+        _validate.integer("max_mutations", self.max_mutations, minimum=1)
+        _validate.integer("max_record_bytes", self.max_record_bytes, minimum=64)
+        _validate.integer("max_pull_limit", self.max_pull_limit, minimum=1)
+        _validate.integer("max_collections", self.max_collections, minimum=1)
 
 
 class MutationGapError(ProtocolError):

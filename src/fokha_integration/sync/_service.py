@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _validate
-from ..errors import BackendUnavailableError, ClosedError, ProtocolError, ValidationError
+from ..errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    ProtocolError,
+    ValidationError,
+)
 from ._core import Limits, MutationGapError, changes_checksum, parse_pull, parse_push, plan_push
 from ._hlc import HybridClock
 from ._store import RawPage, SyncStore, dumps
@@ -53,9 +59,8 @@ class SyncConfig:
         _validate.number("horizon", self.horizon, exclusive_minimum=0.0)
         _validate.integer("max_body_bytes", self.max_body_bytes, minimum=1024)
         _validate.integer("max_response_bytes", self.max_response_bytes, minimum=1024)
-        _validate.integer("limits.max_mutations", self.limits.max_mutations, minimum=1)
-        _validate.integer("limits.max_record_bytes", self.limits.max_record_bytes, minimum=64)
-        _validate.integer("limits.max_pull_limit", self.limits.max_pull_limit, minimum=1)
+        if not isinstance(self.limits, Limits):  # Limits checks its own numbers
+            raise ConfigError("limits", "must be a sync.Limits", self.limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from .. import _validate
 from ..errors import ClosedError, ConfigError, map_backend_errors
 from ._core import Cursor, PushPlan
 from ._store import (
@@ -77,7 +78,7 @@ class PostgresSyncStore:
         if not isinstance(dsn, str) or not dsn:
             raise ConfigError("dsn", "must be a PostgreSQL connection string", dsn)
         self._dsn = dsn
-        self._pool_size = pool_size
+        self._pool_size = _validate.integer("pool_size", pool_size, minimum=1)
         self._pool: asyncpg.Pool | None = None
         self._listener: Any = None
         self._listen_tasks: set[asyncio.Future[None]] = set()
