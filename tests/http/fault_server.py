@@ -7,6 +7,7 @@ Routes (any method):
   answers 200 from the n+1-th hit on;
 - ``/hang``: never answers (until the server stops);
 - ``/reset``: promises 1,000 bytes, sends 10 and drops the connection;
+- ``/big-pending``: promises 100,000 bytes, sends 10 and waits (until the server stops);
 - ``/slow-headers?delay=<s>``: answers after ``delay`` seconds;
 - ``/auth``: 401 unless ``Authorization: Bearer <valid token>``.
 
@@ -96,6 +97,15 @@ class FaultServer:
         request.transport.abort()
         return response
 
+    async def big_pending(self, request: web.Request) -> web.StreamResponse:
+        """Declares a 100 kB body, sends 10 bytes of it and waits (until the server stops)."""
+        await self._record(request)
+        response = web.StreamResponse(status=200, headers={"Content-Length": "100000"})
+        await response.prepare(request)
+        await response.write(b"0123456789")
+        await self.stop.wait()
+        return response
+
     async def slow_headers(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
         with contextlib.suppress(asyncio.TimeoutError):
@@ -115,6 +125,7 @@ class FaultServer:
         app.router.add_route("*", "/hang", self.hang)
         app.router.add_route("*", "/reset", self.reset)
         app.router.add_route("*", "/slow-headers", self.slow_headers)
+        app.router.add_route("*", "/big-pending", self.big_pending)
         app.router.add_route("*", "/auth", self.auth)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self.runner.setup()

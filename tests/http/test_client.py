@@ -252,6 +252,22 @@ async def test_the_breaker_opens_per_host(server: FaultServer) -> None:
     assert server.count("/status/503") == 3
 
 
+async def test_the_breaker_counts_a_retried_call_once(server: FaultServer) -> None:
+    """The breaker runs around the retries: one outcome per logical call, whatever the
+    number of attempts (a 503 then 200 is one success; four 503s are one failure)."""
+    config = ApiClientConfig(breaker=BreakerConfig(failure_threshold=2, open_duration=60))
+    with retry_testing():
+        async with ApiClient(server.url, config=config) as client:
+            assert (await client.get("/status/503?ok_after=2")).attempts == 3
+            with pytest.raises(HttpStatusError):
+                await client.get("/status/503")  # four attempts, one failure
+            assert client.stats()["127.0.0.1"].breaker_state == "closed"
+            with pytest.raises(HttpStatusError):
+                await client.get("/status/503")  # the second failure in a row opens it
+            assert client.stats()["127.0.0.1"].breaker_state == "open"
+    assert server.count("/status/503") == 3 + 4 + 4  # the first call: 503, 503, 200
+
+
 async def test_the_rate_limiter_refuses_past_the_deadline(server: FaultServer) -> None:
     """rate=1/s: a second call with 0.2 s of budget gets RateLimitedError, not a late send."""
     config = ApiClientConfig(rate=1.0, burst=1.0)
@@ -283,6 +299,38 @@ async def test_a_body_over_max_response_bytes_is_refused(server: FaultServer) ->
         with pytest.raises(ApiDecodeError):
             await client.get("/status/503")  # the problem+json body is ~60 bytes
     assert server.count("/status/503") == 1
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body(
+    server: FaultServer,
+) -> None:
+    """Content-Length 100 kB over a 20-byte limit, the body still coming: ApiDecodeError
+    at once (not after the attempt timeout), one attempt."""
+    from fokha_integration.http._errors import ApiDecodeError
+
+    config = ApiClientConfig(max_response_bytes=20, attempt_timeout=5.0)
+    async with ApiClient(server.url, config=config) as client:
+        started = time.monotonic()
+        with pytest.raises(ApiDecodeError):
+            await client.get("/big-pending")
+        assert time.monotonic() - started < 2.0
+    assert server.count("/big-pending") == 1
+
+
+async def test_a_closed_session_is_replaced(server: FaultServer) -> None:
+    """A shared session its owner closed, or the client's own after close(): the next
+    call runs on a new session of the client's own."""
+    import aiohttp
+
+    shared = aiohttp.ClientSession()
+    client = ApiClient(server.url, session=shared)
+    assert (await client.get("/status/200")).status == 200
+    await shared.close()
+    assert (await client.get("/status/200")).status == 200
+    await client.close()
+    assert (await client.get("/status/200")).status == 200
+    await client.close()
+    assert server.count("/status/200") == 3
 
 
 async def test_stats_count_each_call_once(server: FaultServer) -> None:

@@ -280,3 +280,33 @@ def test_jittered_delays_draw_each_wait_from_zero_to_the_backoff_value() -> None
     assert first == again
     assert all(0.0 <= d <= b for d, b in zip(first, bases, strict=True))
     assert first != bases
+
+
+async def test_resume_carries_on_after_a_first_attempt_made_elsewhere() -> None:
+    """resume(): the retries call() would make after that first failure, the deadline
+    counted from ``started``; a failure not to be retried is re-raised as it is."""
+    clock = ManualClock()
+    seen: list[RetryDetails] = []
+    policy = RetryPolicy(
+        attempts=4, initial=1, multiplier=2, jitter="none", clock=clock, hooks=(seen.append,)
+    )
+    flaky = Flaky(2)
+    first = Transient()
+    flaky.calls = 1  # the caller's own first attempt, which raised ``first``
+    assert await drive(clock, policy.resume(first, clock.monotonic(), flaky)) == "done"
+    assert flaky.calls == 3  # two more attempts after the caller's
+    assert [(d.attempt, d.delay) for d in seen] == [(1, 1), (2, 2)]
+    assert seen[0].exception is first
+
+    late = RetryPolicy(attempts=9, initial=1, jitter="none", deadline=10, clock=clock)
+    started = clock.monotonic() - 9.5  # the first attempt began 9.5 s ago: no wait fits
+    with pytest.raises(RetryExhaustedError) as info:
+        await drive(clock, late.resume(Transient(), started, Flaky(0)))
+    assert info.value.attempts == 1
+
+    fatal = ValueError("not retried")
+    never = Flaky(0)
+    strict = RetryPolicy(retry_on=(Transient,), clock=clock)
+    with pytest.raises(ValueError) as raised:
+        await drive(clock, strict.resume(fatal, clock.monotonic(), never))
+    assert raised.value is fatal and never.calls == 0

@@ -1,10 +1,13 @@
 """The aiohttp client middlewares behind :class:`~fokha_integration.http.ApiClient`.
 
 The chain, outermost first: auth (single-flight refresh on 401) → per-host rate
-limiter → per-host circuit breaker → retry. (The per-host metrics are kept by
-``ApiClient.request`` around the whole call.) What a middleware needs
-to know about the logical call (its deadline, whether its body can be replayed)
-travels in a context variable set by the client for the duration of one call.
+limiter → per-host circuit breaker → retry. The breaker and the retry run in one
+stage (:class:`RetryMiddleware` given the client's :class:`HostBreakers`): one
+frame fewer on every request, and the breaker still records one outcome per
+logical call. (The per-host metrics are kept by ``ApiClient.request`` around the
+whole call.) What a middleware needs to know about the logical call (its start
+and deadline, whether its body can be replayed) travels in a context variable set
+by the client for the duration of one call.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 @dataclass(slots=True)
 class CallContext:
-    """One logical call: when it must end, whether its body may be sent again.
+    """One logical call: when it began and must end (both on the client's clock),
+    whether its body may be sent again.
 
     ``send`` is aiohttp's own handler for this request (connect and send), which
     the innermost stage of a :class:`MiddlewareChain` calls. ``body`` is the body the
@@ -66,6 +70,7 @@ class CallContext:
     so the client does not ask aiohttp for it a second time.
     """
 
+    started: float
     deadline: float
     replayable: bool
     budget: float | None = None
@@ -174,39 +179,20 @@ def _breaker_outcome(exc: BaseException) -> Outcome:
     return Outcome.IGNORE
 
 
-class BreakerMiddleware:
-    """A circuit breaker per host around the (retried) call."""
+class HostBreakers(dict[str, CircuitBreaker]):
+    """A circuit breaker per host, made on first use (``breakers[host]``)."""
 
     def __init__(self, config: BreakerConfig, clock: Clock) -> None:
+        super().__init__()
         self._config = config
         self._clock = clock
-        self.breakers: dict[str, CircuitBreaker] = {}
 
-    def breaker(self, host: str) -> CircuitBreaker:
-        """The host's breaker (made on first use)."""
-        found = self.breakers.get(host)
-        if found is None:
-            found = CircuitBreaker(
-                f"http:{host}", config=self._config, classifier=_breaker_outcome, clock=self._clock
-            )
-            self.breakers[host] = found
-        return found
-
-    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
-        host = req.url.host or ""
-        breaker = self.breakers.get(host) or self.breaker(host)
-        permit = breaker.acquire()  # every call under a permit (CircuitBreaker's one public path)
-        try:
-            resp = await handler(req)
-        except BaseException as exc:
-            breaker.release(permit, exc)
-            raise
-        failed = resp.status >= 500 or resp.status == 429
-        breaker.release(
-            permit,
-            HttpStatusError(req.method, str(req.url), resp.status) if failed else None,
+    def __missing__(self, host: str) -> CircuitBreaker:
+        made = CircuitBreaker(
+            f"http:{host}", config=self._config, classifier=_breaker_outcome, clock=self._clock
         )
-        return resp
+        self[host] = made
+        return made
 
 
 class AttemptDeadline:
@@ -252,6 +238,7 @@ class AttemptTimers:
     def __init__(self) -> None:
         self._queue: deque[AttemptDeadline] = deque()
         self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = 0.0  # the handle's time (``handle.when()`` is a Python call)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, seconds: float) -> AttemptDeadline:
@@ -261,7 +248,7 @@ class AttemptTimers:
             self._queue.clear()
             self._handle = None
             self._loop = loop
-        entry = AttemptDeadline(loop.time() + seconds, asyncio.current_task())
+        entry = AttemptDeadline(loop.time() + seconds, asyncio.current_task(loop))
         queue = self._queue
         while queue and queue[0].done:
             queue.popleft()
@@ -270,12 +257,13 @@ class AttemptTimers:
             return entry
         queue.append(entry)
         handle = self._handle
-        if handle is None or entry.at < handle.when():
+        if handle is None or entry.at < self._handle_at:
             # No handle, or one left for a finished attempt's later deadline (the queue
             # emptied since): the new head's deadline is the one to keep.
             if handle is not None:
                 handle.cancel()
             self._handle = loop.call_at(entry.at, self._expire)
+            self._handle_at = entry.at
         return entry
 
     @staticmethod
@@ -297,10 +285,12 @@ class AttemptTimers:
             queue.popleft().fire()
         if queue:
             self._handle = loop.call_at(queue[0].at, self._expire)
+            self._handle_at = queue[0].at
 
 
 class RetryMiddleware:
-    """Retries what is safe to retry, per a :class:`RetryPolicy`.
+    """Retries what is safe to retry, per a :class:`RetryPolicy`; with ``breakers``, the
+    host's circuit breaker around the whole (retried) call.
 
     Safe: an idempotent method, or a request with an ``Idempotency-Key``, whose body
     can be sent again. Each attempt reads the whole body (so a reset mid-body is a
@@ -308,7 +298,13 @@ class RetryMiddleware:
     Retried: connection errors, timeouts and the policy's statuses (plus 409 when
     the request carries a key: the server says the first one still runs).
     ``Retry-After`` (seconds or an HTTP-date) sets the wait; a wait that would end
-    past the deadline raises :class:`~fokha_integration.errors.RetryExhaustedError`.
+    past the call's deadline raises
+    :class:`~fokha_integration.errors.RetryExhaustedError`.
+
+    The first attempt runs in this frame; only after it fails does the policy take
+    over (:meth:`RetryPolicy.resume`), so the usual call pays for neither the
+    policy's frame nor a breaker stage of its own. The breaker gives one permit per
+    logical call and is told how the call ended: its exception, or a 5xx/429 answer.
     """
 
     def __init__(
@@ -317,6 +313,7 @@ class RetryMiddleware:
         attempt_timeout: float,
         clock: Clock,
         max_body: int = 16 * 1024 * 1024,
+        breakers: HostBreakers | None = None,
     ) -> None:
         self._max_body = max_body
         self._policy = dataclasses.replace(
@@ -326,41 +323,73 @@ class RetryMiddleware:
         self._keyed = dataclasses.replace(
             self._policy, retry_statuses=self._policy.retry_statuses | {409}
         )
+        self._retry_statuses = self._keyed.retry_statuses
         self._attempt_timeout = attempt_timeout
         self._clock = clock
         self._timers = AttemptTimers()
+        self._breakers = breakers
 
-    def policy_for(self, req: ClientRequest) -> RetryPolicy:
+    def policy_for(self, req: ClientRequest, call: CallContext) -> RetryPolicy:
         """The policy for one request: no retries unless it is safe to repeat."""
-        call = CALL.get()
-        replayable = call is None or call.replayable
         has_key = "Idempotency-Key" in req.headers
-        if not replayable or not (req.method in IDEMPOTENT_METHODS or has_key):
+        if not call.replayable or not (req.method in IDEMPOTENT_METHODS or has_key):
             return self._once_only
         policy = self._keyed if has_key else self._policy
-        if call is not None and call.budget != policy.deadline:
+        if call.budget != policy.deadline:
             # This call's own deadline: no wait may end past it.
             policy = dataclasses.replace(policy, deadline=call.budget)
         return policy
 
-    async def _attempt(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
+        if call is None:  # used outside ApiClient.request: a call without a deadline
+            call = CallContext(0.0, float("inf"), True)
+        return self.run(call, req, handler)
+
+    async def run(self, call: CallContext, req: ClientRequest, handler: Handler) -> ClientResponse:
+        """The stage for ``call`` (aiohttp calls :meth:`__call__`, which finds the call in
+        ``CALL``; a client whose chain is this stage alone binds the call to this
+        method with :func:`functools.partial` and sets no context variable)."""
+        breaker = None if self._breakers is None else self._breakers[req.url.host or ""]
+        permit = None if breaker is None else breaker.acquire()
+        failure: Exception | None = None
+        try:
+            try:
+                resp = await self._attempt(req, handler, call)
+            except Exception as exc:
+                failure = exc
+            if failure is not None:
+                policy = self.policy_for(req, call)
+                resp = await policy.resume(failure, call.started, self._attempt, req, handler, call)
+        except BaseException as exc:
+            if breaker is not None and permit is not None:
+                breaker.release(permit, exc)
+            raise
+        if breaker is not None and permit is not None:
+            failed = resp.status >= 500 or resp.status == 429
+            breaker.release(
+                permit, HttpStatusError(req.method, str(req.url), resp.status) if failed else None
+            )
+        return resp
+
+    async def _attempt(
+        self, req: ClientRequest, handler: Handler, call: CallContext
+    ) -> ClientResponse:
+        call.attempts += 1
         timeout = self._attempt_timeout
-        if call is not None:
-            call.attempts += 1
-            timeout = min(timeout, max(0.0, call.deadline - self._clock.monotonic()))
+        remaining = call.deadline - self._clock.monotonic()
+        if remaining < timeout:
+            timeout = max(0.0, remaining)
         timer = self._timers.start(timeout)
         try:
             resp = await handler(req)
             try:
-                declared = resp.content_length
-                if declared is not None and declared > self._max_body:
-                    raise ApiDecodeError(req.method, str(req.url), f"body of {declared} bytes")
+                if not resp.content.is_eof():  # else the body is in memory already
+                    self._check_declared(req, resp)
                 body = await resp.read()  # the whole body inside the attempt: a reset is retryable
                 if len(body) > self._max_body:
                     raise ApiDecodeError(req.method, str(req.url), f"body of {len(body)} bytes")
-                if call is not None:
-                    call.body = body
+                call.body = body
             except BaseException:
                 resp.release()
                 raise
@@ -377,28 +406,29 @@ class RetryMiddleware:
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
             self._timers.finish(timer)
-        if resp.status in self._keyed.retry_statuses:
+        if resp.status in self._retry_statuses:
             raise status_error(
                 req.method,
                 str(req.url),
                 resp.status,
-                body=await resp.read(),
+                body=body,
                 headers=dict(resp.headers),
                 retry_after=self._retry_after(resp),
                 has_key="Idempotency-Key" in req.headers,
             )
         return resp
 
+    def _check_declared(self, req: ClientRequest, resp: ClientResponse) -> None:
+        """A declared length over ``max_body`` is refused before the body is read."""
+        declared = resp.content_length
+        if declared is not None and declared > self._max_body:
+            raise ApiDecodeError(req.method, str(req.url), f"body of {declared} bytes")
+
     def _retry_after(self, resp: ClientResponse) -> float | None:
         raw = resp.headers.get("Retry-After")
         if raw is None:
             return None
         return parse_retry_after(raw, now=self._clock.time())
-
-    def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
-        # The policy's coroutine itself, not one awaiting it: a frame fewer on the stack
-        # that every resumption of the request passes through.
-        return self.policy_for(req).call(self._attempt, req, handler)
 
 
 class MiddlewareChain:
@@ -429,8 +459,8 @@ class MiddlewareChain:
 
     def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
-        if call is None:  # used outside ApiClient.request: run the stages per request
-            call = CallContext(float("inf"), True)
+        if call is None:  # used outside ApiClient.request: a call without a deadline
+            call = CallContext(0.0, float("inf"), True)
             CALL.set(call)
         call.send = handler
         return self._chain(req)

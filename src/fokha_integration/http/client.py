@@ -23,8 +23,8 @@ Redirects are not followed (a 3xx is returned as it is). Errors: see
 
 from __future__ import annotations
 
+import functools
 import json as jsonlib
-import time
 import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -38,8 +38,9 @@ from ..resilience import BreakerConfig, RetryPolicy
 from ._client_mw import (
     CALL,
     AuthMiddleware,
-    BreakerMiddleware,
     CallContext,
+    HostBreakers,
+    Middleware,
     MiddlewareChain,
     RateLimitMiddleware,
     RetryMiddleware,
@@ -156,6 +157,16 @@ class ApiResponse(NamedTuple):
             raise ApiDecodeError("GET", self.url, f"not a valid {cls.__name__}: {exc}") from exc
 
 
+# A named tuple's own constructor is a Python function (a frame per call); building
+# the tuple directly does the same in C. One ApiResponse is made per call.
+_new_response = functools.partial(tuple.__new__, ApiResponse)
+
+# The methods as the interned strings aiohttp compares them with (``str.upper()`` makes
+# a new string each time, whose every set lookup and comparison then costs more).
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+_METHODS.update({m.lower(): m for m in _METHODS})
+
+
 @dataclass(frozen=True, slots=True)
 class ApiHostStats:
     """Counters for one host (a snapshot)."""
@@ -198,18 +209,25 @@ class ApiClient:
 
         self._hosts: dict[str, HostCounters] = {}
         self._auth = AuthMiddleware(token_provider) if token_provider is not None else None
-        self._breakers: BreakerMiddleware | None = None
         cfg = self._config
+        self._breakers = HostBreakers(cfg.breaker, clock) if cfg.breaker is not None else None
         chain: list[Any] = []
         if self._auth is not None:
             chain.append(self._auth)
         if cfg.rate is not None:
             chain.append(RateLimitMiddleware(cfg.rate, cfg.burst, clock))
-        if cfg.breaker is not None:
-            self._breakers = BreakerMiddleware(cfg.breaker, clock)
-            chain.append(self._breakers)
-        chain.append(RetryMiddleware(cfg.retry, cfg.attempt_timeout, clock, cfg.max_response_bytes))
-        self._middlewares = (MiddlewareChain(tuple(chain)),)
+        retry = RetryMiddleware(
+            cfg.retry, cfg.attempt_timeout, clock, cfg.max_response_bytes, self._breakers
+        )
+        chain.append(retry)  # the breaker runs in the retry stage, around the retried call
+        # More stages than the retry stage: composed once, and they find the call's
+        # context in CALL. The retry stage alone (the usual case) is given its call
+        # directly (see request()).
+        self._chain: tuple[Middleware, ...] | None = (
+            (MiddlewareChain(tuple(chain)),) if len(chain) > 1 else None
+        )
+        self._run_retry = retry.run
+        self._budget = cfg.retry.deadline
         self._session = session
         self._own_session = session is None
 
@@ -242,8 +260,8 @@ class ApiClient:
         (default: the retry policy's). Error statuses raise :class:`HttpStatusError`
         (or its idempotency subclasses); 2xx and 3xx are returned.
         """
-        method = method.upper()
-        key = self._key(idempotency_key)
+        method = _METHODS.get(method) or method.upper()
+        key = None if idempotency_key is None else self._key(idempotency_key)
         send_headers = dict(headers) if headers else {}
         if key is not None:
             send_headers["Idempotency-Key"] = key
@@ -253,39 +271,53 @@ class ApiClient:
                 raise ValidationError("data", "give json= or data=, not both", None)
             body = jsonlib.dumps(json, separators=(",", ":")).encode("utf-8")
             send_headers.setdefault("Content-Type", "application/json")
-        budget = self._config.retry.deadline if deadline is None else positive("deadline", deadline)
+        budget = self._budget if deadline is None else positive("deadline", deadline)
         replayable = body is None or isinstance(body, (bytes, str))
-        target = self._target(path)
+        target = self._targets.get(path) or self._target(path)
         url = target.url
-        ends = self._clock.monotonic() + (budget if budget is not None else float("inf"))
-        call = CallContext(ends, replayable, budget)
-        token = CALL.set(call)
+        now = self._clock.monotonic()
+        ends = now + budget if budget is not None else float("inf")
+        call = CallContext(now, ends, replayable, budget)
+        middlewares = self._chain
+        token = None
+        if middlewares is None:
+            middlewares = (functools.partial(self._run_retry, call),)
+        else:
+            token = CALL.set(call)
         session = self._session
-        if session is None or session.closed:
+        # The client's own session is closed only by close(), which forgets it; a
+        # shared one may have been closed by its owner (then the client makes its own).
+        if session is None or (not self._own_session and session.closed):
             session = self._new_session()
         answered: int | None = None  # the status, once an answer came back
-        started = time.perf_counter()
         try:
-            async with session.request(
+            # Awaited rather than used in ``async with``: the retry stage has read the
+            # body already, and the context managers' four coroutines would only add
+            # frames; release() frees the response (its connection is back in the pool).
+            resp = await session.request(
                 method,
                 url,
                 data=body,
                 params=params,
                 headers=send_headers or None,
                 allow_redirects=False,
-                middlewares=self._middlewares,
-            ) as resp:
+                middlewares=middlewares,
+            )
+            try:
                 payload = call.body if call.body is not None else await resp.read()
-                status, resp_headers = resp.status, resp.headers
-                answered = status
+            finally:
+                resp.release()
+            status, resp_headers = resp.status, resp.headers
+            answered = status
         except Exception as exc:
             mapped = translate_client_error(exc, method, url, self._config.attempt_timeout)
             if mapped is exc:
                 raise
             raise mapped from (None if mapped is exc.__cause__ else exc)
         finally:
-            CALL.reset(token)
-            target.counters.record(call.attempts, time.perf_counter() - started, answered)
+            if token is not None:
+                CALL.reset(token)
+            target.counters.record(call.attempts, self._clock.monotonic() - now, answered)
         if status >= 400:
             raise status_error(
                 method,
@@ -296,20 +328,19 @@ class ApiClient:
                 retry_after=None,
                 has_key=key is not None,
             )
-        return ApiResponse(status, resp_headers, payload, target.text, key, call.attempts)
+        return _new_response((status, resp_headers, payload, target.text, key, call.attempts))
 
     def _target(self, path: str) -> _Target:
-        """``base_url`` joined with ``path`` (cached: clients call a few paths many times)."""
-        target = self._targets.get(path)
-        if target is None:
-            url = self._base.join(_relative(path))
-            host = url.host or ""
-            counters = self._hosts.get(host)
-            if counters is None:
-                counters = self._hosts[host] = HostCounters()
-            target = _Target(url, str(url), counters)
-            if len(self._targets) < 1024:
-                self._targets[path] = target
+        """``base_url`` joined with ``path``, kept (clients call a few paths many times:
+        ``request`` looks a path up in ``_targets`` before it calls this)."""
+        url = self._base.join(_relative(path))
+        host = url.host or ""
+        counters = self._hosts.get(host)
+        if counters is None:
+            counters = self._hosts[host] = HostCounters()
+        target = _Target(url, str(url), counters)
+        if len(self._targets) < 1024:
+            self._targets[path] = target
         return target
 
     @staticmethod
@@ -347,7 +378,7 @@ class ApiClient:
         """Per-host counters, breaker state and token refreshes (snapshots)."""
         out: dict[str, ApiHostStats] = {}
         for host, c in self._hosts.items():
-            breaker = self._breakers.breakers.get(host) if self._breakers is not None else None
+            breaker = self._breakers.get(host) if self._breakers is not None else None
             out[host] = ApiHostStats(
                 requests=c.requests,
                 attempts=c.attempts,

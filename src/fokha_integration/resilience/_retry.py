@@ -250,6 +250,32 @@ class RetryPolicy:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying per this policy."""
+        start = self.clock.monotonic()
+        try:
+            if self.attempt_timeout is None:
+                return await fn(*args, **kwargs)
+            return await self._bounded(fn(*args, **kwargs), self.attempt_timeout)
+        except Exception as exc:
+            failure = exc
+        return await self.resume(failure, start, fn, *args, **kwargs)
+
+    async def resume(
+        self,
+        failure: Exception,
+        started: float,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Carry on after a first attempt of ``fn(*args, **kwargs)`` raised ``failure``.
+
+        ``started`` is when that attempt began (``clock.monotonic()``; the deadline
+        counts from it). Waits and retries exactly as :meth:`call` would have after
+        that first failure, and re-raises ``failure`` at once when it is not to be
+        retried. For callers that make the first attempt themselves (it nearly
+        always succeeds, and a frame fewer on that path is worth having).
+        """
         mode = _TEST_MODE.get()
         attempts = self.attempts
         waits = True
@@ -258,40 +284,37 @@ class RetryPolicy:
             if mode.attempts is not None:
                 attempts = min(attempts, mode.attempts)
         clock = self.clock
-        start = clock.monotonic()
-        delays: Iterator[float] | None = None  # made on the first failure only
-        attempt = 0
+        delays: Iterator[float] | None = None
+        attempt = 1
+        exc = failure
         while True:
+            if attempt >= attempts or not self.is_retryable(exc):
+                raise exc
+            hinted = _retry_after_of(exc, clock.time())
+            if hinted is not None and hinted > self.max_retry_after:
+                raise exc
+            if delays is None:
+                delays = self.delays()
+            base = next(delays)
+            delay = hinted if hinted is not None else self._jittered(base)
+            if not waits:
+                delay = 0.0
+            elapsed = clock.monotonic() - started
+            if self.deadline is not None and elapsed + delay > self.deadline:
+                raise RetryExhaustedError(attempt, elapsed, exc) from exc
+            self._notify(RetryDetails(self.name, attempt, delay, elapsed, exc))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s: attempt %d failed (%r); retrying in %.3fs", self.name, attempt, exc, delay
+                )
+            await clock.sleep(delay)
             attempt += 1
             try:
                 if self.attempt_timeout is None:
                     return await fn(*args, **kwargs)
                 return await self._bounded(fn(*args, **kwargs), self.attempt_timeout)
-            except Exception as exc:
-                if attempt >= attempts or not self.is_retryable(exc):
-                    raise
-                hinted = _retry_after_of(exc, clock.time())
-                if hinted is not None and hinted > self.max_retry_after:
-                    raise
-                if delays is None:
-                    delays = self.delays()
-                base = next(delays)
-                delay = hinted if hinted is not None else self._jittered(base)
-                if not waits:
-                    delay = 0.0
-                elapsed = clock.monotonic() - start
-                if self.deadline is not None and elapsed + delay > self.deadline:
-                    raise RetryExhaustedError(attempt, elapsed, exc) from exc
-                self._notify(RetryDetails(self.name, attempt, delay, elapsed, exc))
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "%s: attempt %d failed (%r); retrying in %.3fs",
-                        self.name,
-                        attempt,
-                        exc,
-                        delay,
-                    )
-            await clock.sleep(delay)
+            except Exception as next_exc:
+                exc = next_exc
 
     @staticmethod
     async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
