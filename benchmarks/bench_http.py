@@ -6,7 +6,7 @@ Rows:
   aiohttp server (a separate process), 16 requests in flight; the ``ApiClient`` runs
   its per-host metrics and its whole middleware chain (breaker, retry policy; no
   retries happen).
-  Throughput ratio and p99 latency ratio.
+  Throughput ratio and p99 latency ratio, each the median of the per-round ratios.
 * ``app_plain`` vs ``app_idempotent``: POSTs with a fresh ``Idempotency-Key`` each
   to the same handler without and with ``idempotency_middleware`` (memory
   ``DedupCache``), through a bare session; throughput ratio.
@@ -109,7 +109,7 @@ async def client_rows(base: str, n: int, rounds: int, report: Report) -> None:
 
     await _drive(200, bare)
     await _drive(200, ours)  # warm both connection pools
-    ratios, bare_rates, our_rates = [], [], []
+    ratios, bare_rates, our_rates, p99_ratios = [], [], [], []
     bare_lat: list[float] = []
     our_lat: list[float] = []
     for i in range(rounds):
@@ -117,13 +117,16 @@ async def client_rows(base: str, n: int, rounds: int, report: Report) -> None:
         # burst of load from elsewhere hits one pair, not one side.
         sides = [("bare", bare), ("ours", ours)] if i % 2 == 0 else [("ours", ours), ("bare", bare)]
         rates = {}
+        p99s = {}
         for side, one in sides:
             seconds, latencies = await _drive(n, one)
             rates[side] = n / seconds
+            p99s[side] = percentile(latencies, 99)
             (bare_lat if side == "bare" else our_lat).extend(latencies)
         bare_rates.append(rates["bare"])
         our_rates.append(rates["ours"])
         ratios.append(rates["ours"] / rates["bare"])
+        p99_ratios.append(p99s["ours"] / p99s["bare"])
     await client.close()
     await session.close()
     bare_p99, our_p99 = percentile(bare_lat, 99), percentile(our_lat, 99)
@@ -138,7 +141,19 @@ async def client_rows(base: str, n: int, rounds: int, report: Report) -> None:
         ">=",
         "x",
     )
-    report.target("ApiClient p99 vs bare session", round(our_p99 / bare_p99, 3), 1.15, "<=", "x")
+    report.figure("ApiClient p99 vs bare session, pooled", round(our_p99 / bare_p99, 3))
+    report.notes.append(
+        "ApiClient/bare p99 per round: " + ", ".join(f"{r:.2f}" for r in p99_ratios)
+    )
+    # As for throughput, the median of the per-round ratios: a pooled p99 is the 1 %
+    # slowest requests of all rounds, which one round hit by load from elsewhere fills.
+    report.target(
+        "ApiClient p99 vs bare session",
+        round(statistics.median(p99_ratios), 3),
+        1.15,
+        "<=",
+        "x",
+    )
 
 
 async def idempotency_rows(base: str, n: int, rounds: int, report: Report) -> None:
@@ -240,8 +255,8 @@ def main() -> None:
     log(args, "verify_webhook row")
     webhook_row(20_000 if args.quick else 100_000, report)
     report.notes.append(
-        f"ratios: median over {rounds} pairs of {n}-request rounds in alternating order; "
-        "p99 over all rounds; the server runs in its own process"
+        f"ratios (throughput and p99): median over {rounds} pairs of {n}-request rounds "
+        "in alternating order; the server runs in its own process"
     )
     report.emit(args.json)
 
