@@ -245,3 +245,27 @@ async def test_a_row_another_process_committed_first_is_handed_out_first(tmp_pat
     finally:
         await mine.close()
         await theirs.close()
+
+
+async def test_a_queue_on_sqlite_is_woken_by_the_store_and_stops_listening_at_close(
+    tmp_path: Path,
+) -> None:
+    """SignalQueue watches a WatchedOutboxStore's appends while it runs (its workers
+    fetch as soon as rows are committed) and stops watching when it closes: a store
+    object outlives the queue without keeping it alive."""
+    store = SQLiteOutboxStore(tmp_path / "o.db")
+    got: list[str] = []
+    done = asyncio.Event()
+
+    async def deliver(envelope: Envelope) -> None:
+        got.append(envelope.id)
+        if len(got) == 3:
+            done.set()
+
+    queue = SignalQueue(store=store, sinks=[CallableSink(deliver, name="s")])
+    async with queue:
+        assert len(store._append_watchers) == 1
+        for i in range(3):
+            await queue.publish(Envelope(type="signal", key=f"wk{i}", payload={"i": i}))
+        await asyncio.wait_for(done.wait(), timeout(10))
+    assert store._append_watchers == []

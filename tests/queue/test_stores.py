@@ -11,7 +11,7 @@ import pytest
 from fokha_integration.clock import ManualClock
 from fokha_integration.errors import BackendError, BackendUnavailableError, ConfigError
 from fokha_integration.models import Envelope
-from fokha_integration.queue import AttemptRecord, DeadLetter, OutboxStore
+from fokha_integration.queue import AttemptRecord, DeadLetter, OutboxEntry, OutboxStore
 from tests.queue.conftest import StoreFactory
 from tests.support import RedisServer, free_port, timeout
 
@@ -289,6 +289,34 @@ async def test_sqlite_store_refuses_appends_past_its_bound(tmp_path: object) -> 
         assert (await store.stats("a"))[0] <= 5 + 256
     finally:
         await store.close()
+
+
+async def test_sqlite_append_watchers_hear_of_fetchable_rows_only(tmp_path: Path) -> None:
+    """watch_appends: the callback runs once a group of appends is committed, and a
+    fetch started from inside it already finds the rows; a repeated id (nothing
+    stored) calls nobody; after unwatch nobody is called."""
+    from fokha_integration.queue import SQLiteOutboxStore, WatchedOutboxStore
+
+    store = SQLiteOutboxStore(tmp_path / "o.db")
+    assert isinstance(store, WatchedOutboxStore)
+    await store.open(["a"])
+    fetches: list[asyncio.Task[list[OutboxEntry]]] = []
+
+    def watcher() -> None:
+        fetches.append(asyncio.ensure_future(store.fetch("a", limit=10)))
+
+    unwatch = store.watch_appends(watcher)
+    first, second = env(key="w1"), env(key="w2")
+    assert await asyncio.gather(store.append(first), store.append(second)) == [True, True]
+    assert len(fetches) == 1  # one call for the group
+    got = await fetches[0]
+    assert [x.envelope for x in got] == [first, second]
+    assert await store.append(first) is False
+    assert len(fetches) == 1
+    unwatch()
+    assert await store.append(env(key="w3")) is True
+    assert len(fetches) == 1
+    await store.close()
 
 
 async def test_sqlite_ack_nowait_that_fails_keeps_the_lease_and_retries(tmp_path: Path) -> None:

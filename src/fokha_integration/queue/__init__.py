@@ -19,7 +19,7 @@ from ._sinks import (
     WebSocketSink,
 )
 from ._sqlite import SQLiteOutboxStore
-from ._store import FastOutboxStore, MemoryOutboxStore, OutboxStore
+from ._store import FastOutboxStore, MemoryOutboxStore, OutboxStore, WatchedOutboxStore
 from ._types import (
     AttemptRecord,
     BadSinkResultError,
@@ -66,6 +66,7 @@ __all__ = [
     "SinkConfig",
     "SinkMetrics",
     "SinkStats",
+    "WatchedOutboxStore",
     "WebSocketSink",
     "WebhookSink",
     "memory_deduper",

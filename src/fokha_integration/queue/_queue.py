@@ -26,7 +26,7 @@ from ..dedup import content_key
 from ..errors import ClosedError, ConfigError, OperationTimeoutError
 from ..models import Envelope, Model, Signal
 from ..resilience import BreakerConfig, CircuitBreaker, RetryPolicy
-from ._store import MemoryOutboxStore, OutboxStore
+from ._store import MemoryOutboxStore, OutboxStore, WatchedOutboxStore
 from ._types import (
     DeadLetter,
     Deduper,
@@ -192,6 +192,11 @@ class SignalQueue:
         self._progress_event: asyncio.Event | None = None
         self._accepted = self._duplicates = self._conflicts = 0
         self._storing: set[asyncio.Task[bool]] = set()
+        self._unwatch: Callable[[], None] | None = None
+
+    def _wake_workers(self) -> None:
+        for worker in self._workers.values():
+            worker.wake.set()
 
     def _progressed(self) -> None:
         if self._progress_event is not None:
@@ -214,6 +219,10 @@ class SignalQueue:
             self._started = True
             for worker in self._workers.values():
                 worker.start()
+            if isinstance(self.store, WatchedOutboxStore):
+                # The store says when appended rows are committed: the workers fetch
+                # them one loop turn sooner than after the publish resumes.
+                self._unwatch = self.store.watch_appends(self._wake_workers)
 
     async def drain(self, timeout: float) -> bool:
         """Graceful stop, first half: fetch nothing more, let deliveries under way finish.
@@ -233,6 +242,8 @@ class SignalQueue:
         if self._closed:
             return
         self._closed = True
+        if self._unwatch is not None:
+            self._unwatch()
         for worker in self._workers.values():
             await worker.stop()
         if self._storing:  # publishes cut short whose store write is still running

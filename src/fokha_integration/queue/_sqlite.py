@@ -530,6 +530,7 @@ class SQLiteOutboxStore:
         self._acks_batch = TurnBatch(self._flush_acks, _MAX_BATCH)
         self._appends_batch: TurnBatch[tuple[Envelope, str, float, asyncio.Future[int]]]
         self._appends_batch = TurnBatch(self._flush_appends, _MAX_BATCH)
+        self._append_watchers: list[Callable[[], None]] = []
         self._settled: dict[str, set[int]] = {}  # per sink, during its fetch (see fetch)
         self._tails: dict[str, _LocalTail] = {}  # per sink of this process (see _LocalTail)
 
@@ -613,8 +614,23 @@ class SQLiteOutboxStore:
                             tail.add(appended)
                     if not fut.done():
                         fut.set_result(seq)
+                if any(seqs):
+                    for watcher in list(self._append_watchers):
+                        watcher()
 
         self._db.submit_then(op, done)
+
+    def watch_appends(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` in the event loop as soon as a group of appends is
+        committed (see :class:`~fokha_integration.queue.WatchedOutboxStore`); returns
+        the function that stops it."""
+        self._append_watchers.append(callback)
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._append_watchers.remove(callback)
+
+        return unwatch
 
     async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
         """Lease up to ``limit`` pending entries of ``sink``, oldest first."""

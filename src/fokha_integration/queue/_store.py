@@ -27,7 +27,7 @@ from ..errors import BackendError, ClosedError, ConfigError
 from ..models import Envelope
 from ._types import DeadLetter, OutboxEntry
 
-__all__ = ["FastOutboxStore", "MemoryOutboxStore", "OutboxStore"]
+__all__ = ["FastOutboxStore", "MemoryOutboxStore", "OutboxStore", "WatchedOutboxStore"]
 
 
 @runtime_checkable
@@ -97,6 +97,21 @@ class FastOutboxStore(OutboxStore, Protocol):
 
     def ack_nowait(self, entry: OutboxEntry) -> None:
         """:meth:`OutboxStore.ack`, without waiting for the write."""
+        ...
+
+
+@runtime_checkable
+class WatchedOutboxStore(OutboxStore, Protocol):
+    """An :class:`OutboxStore` that says when appended entries can be fetched.
+
+    A store whose appends complete on another thread (SQLite) calls the watchers in
+    the event loop the moment the rows are committed: :class:`SignalQueue` wakes its
+    workers from there, one loop turn before the publish that appended resumes.
+    """
+
+    def watch_appends(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (no arguments, in the loop) whenever appended entries
+        became fetchable; returns the function that stops it."""
         ...
 
 
