@@ -205,12 +205,23 @@ class ConnectionPool:
         self._waiters.append(fut)
         try:
             conn = await asyncio.wait_for(fut, self.limits.acquire_timeout)
-        except asyncio.TimeoutError:
-            raise BackendUnavailableError(
-                "postgres",
-                f"no free connection within {self.limits.acquire_timeout:g}s"
-                f" (max_size={self.limits.max_size})",
-            ) from None
+        except BaseException as exc:
+            # A connection handed over just before the wait ended (cancelled or timed
+            # out in the same loop turn; Python >= 3.12 raises then) is not ours to
+            # drop on the floor: it goes to the next waiter or back to the free list.
+            if fut.done() and not fut.cancelled():
+                handed = fut.result()
+                if handed is not None:
+                    self.release(handed)
+                else:
+                    self._wake_one(None)  # the free slot was handed over: pass it on
+            if isinstance(exc, asyncio.TimeoutError):
+                raise BackendUnavailableError(
+                    "postgres",
+                    f"no free connection within {self.limits.acquire_timeout:g}s"
+                    f" (max_size={self.limits.max_size})",
+                ) from None
+            raise
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
@@ -349,10 +360,10 @@ class ConnectionPool:
 
     def failed(self, conn: Any, exc: BaseException, what: str) -> bool:
         """Take ``conn`` back after its statement raised ``exc``. True: the statement
-        was a stale :meth:`prepared` one (the schema changed under it) and did not
-        run; run it again (e.g. with :meth:`fetchrow`). Else raises the library's
+        was a stale :meth:`prepared` one (the schema or a type changed under it) and
+        did not run; run it again (e.g. with :meth:`fetchrow`). Else raises the library's
         error for ``exc``, or returns False: re-raise ``exc`` then."""
-        if isinstance(exc, asyncpg.InvalidCachedStatementError):
+        if isinstance(exc, (asyncpg.InvalidCachedStatementError, asyncpg.OutdatedSchemaCacheError)):
             self._stmts.pop(conn, None)
             self._failed(conn, exc, what, raising=False)
             return True

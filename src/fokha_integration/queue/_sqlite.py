@@ -566,7 +566,8 @@ class SQLiteOutboxStore:
         return await self._call(op)
 
     async def close(self) -> None:
-        """Finish queued calls (acknowledgements included) and close the file."""
+        """Finish queued calls (appends and acknowledgements included) and close the file."""
+        self._appends_batch.flush()
         self._acks_batch.flush()
         db, self._db = self._db, None
         if db is not None:

@@ -386,7 +386,13 @@ class RedisStreamsStore:
             by_sink.setdefault(entry.sink, []).append(entry.ref)
         futures = [fut for _, fut in batch]
         try:
-            async with self._r().pipeline(transaction=True) as pipe:
+            # A plain pipeline, not MULTI: a full Redis (maxmemory, noeviction) refuses
+            # every command of a MULTI, but not XACK and XDEL on their own, and XDEL is
+            # what frees the memory an outbox backlog holds. Both are idempotent, so a
+            # batch that failed half-way is simply sent again; a process that dies
+            # between the two leaves an acknowledged entry in the stream, which no
+            # consumer reads again (it is no longer pending).
+            async with self._r().pipeline(transaction=False) as pipe:
                 for sink, refs in by_sink.items():
                     stream = self._stream(sink)
                     pipe.xack(stream, sink, *refs)

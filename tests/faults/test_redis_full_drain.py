@@ -1,11 +1,12 @@
-"""Review finding: a Redis filled by the outbox's own backlog never drains.
+"""Review finding (fixed): a Redis filled by the outbox's own backlog never drained.
 
 Under ``maxmemory`` + ``noeviction`` Redis refuses every command queued in a
 ``MULTI``, while ``XACK`` and ``XDEL`` on their own are allowed (they are not
-``denyoom``; ``XDEL`` frees memory). ``RedisStreamsStore`` acknowledges with a
-``MULTI`` (XACK + XDEL), so once the outbox itself has filled Redis, every
-acknowledgement is refused and retried forever: the sink has delivered everything,
-yet the stream never shrinks and Redis stays full until an operator steps in.
+``denyoom``; ``XDEL`` frees memory). ``RedisStreamsStore`` acknowledged with a
+``MULTI`` (XACK + XDEL), so once the outbox itself had filled Redis, every
+acknowledgement was refused and retried forever: the sink had delivered everything,
+yet the stream never shrank and Redis stayed full until an operator stepped in.
+It now acknowledges with a plain pipeline.
 (tests/faults/test_redis_full.py frees memory by deleting an unrelated filler, so
 it does not see this.)
 """
@@ -30,10 +31,6 @@ from tests.faults.test_redis_full import (  # noqa: F401  (fixtures)
 from tests.support import RedisServer, timeout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: RedisStreamsStore acks in MULTI, which a full Redis refuses",
-)
 async def test_an_outbox_that_filled_redis_drains_once_its_sink_catches_up(
     small_redis: RedisServer,  # noqa: F811 - the fixtures of test_redis_full
     admin: Any,  # noqa: F811

@@ -1,5 +1,5 @@
-"""Review finding: a connection handed to a waiter that is cancelled in the same loop
-turn is lost on Python >= 3.12 (the pool's capacity shrinks for good).
+"""Review finding (fixed): a connection handed to a waiter that is cancelled in the
+same loop turn was lost on Python >= 3.12 (the pool's capacity shrank for good).
 
 ``ConnectionPool.acquire`` waits with ``asyncio.wait_for(fut, acquire_timeout)``;
 ``release`` hands the connection over with ``fut.set_result(conn)``. From Python 3.12
@@ -12,7 +12,6 @@ it is never released nor closed). 3.10 and 3.11 return the result instead.
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 
@@ -23,11 +22,6 @@ pytest.importorskip("asyncpg")
 from fokha_integration._postgres import ConnectionPool, PostgresPool
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    strict=True,
-    reason="review finding: a connection handed to a cancelled waiter is lost (3.12+)",
-)
 async def test_a_cancelled_waiter_does_not_swallow_the_handed_over_connection(
     postgres_dsn: str,
 ) -> None:
