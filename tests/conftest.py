@@ -9,7 +9,6 @@ reason locally and fail under ``CI=true``.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.support import PostgresServer, RedisServer, free_port, postgres_bin_dir
+from tests.support import PostgresServer, RedisServer, free_port, postgres_bin_dir, require_redis
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on a free port, for the whole test session."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed; .ci/run should have installed it")
-        pytest.skip("redis-server binary not found on PATH")
+    require_redis(client=False)
     with tempfile.TemporaryDirectory(prefix="fokha-redis-") as workdir:
         server = RedisServer(port=free_port(), workdir=Path(workdir))
         server.start()

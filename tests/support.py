@@ -51,6 +51,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def require_redis(*, client: bool = True) -> None:
+    """Skip the calling test (locally) or fail it (under ``CI=true``) when
+    ``redis-server`` is not on PATH, or, with ``client``, the redis extra is missing."""
+    import pytest
+
+    ci = os.environ.get("CI") == "true"
+    if shutil.which("redis-server") is None:
+        if ci:
+            pytest.fail("redis-server is not installed; .ci/run should have installed it")
+        pytest.skip("redis-server binary not found on PATH")
+    if client:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            if ci:
+                pytest.fail("the redis extra is not installed (the Makefile's TEST_EXTRAS has it)")
+            pytest.skip("the redis extra is not installed")
+
+
 @dataclass
 class RedisServer:
     """A private redis-server process the tests control (stop/start for outage tests)."""

@@ -5,8 +5,6 @@ accepted signal delivered once or dead-lettered; publishes that fail say so."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from fokha_integration.queue import SignalQueue
 from fokha_integration.resilience import RetryPolicy
 from tests.faults._lag import LoopLagSampler
 from tests.faults._queue_support import Ledger, check_invariant
-from tests.support import RedisServer, free_port, timeout
+from tests.support import RedisServer, free_port, require_redis, timeout
 
 ATTEMPTS = 4
 FAST = RetryPolicy(attempts=ATTEMPTS, initial=0.01, max_delay=0.2, deadline=None)
@@ -28,16 +26,7 @@ FAST = RetryPolicy(attempts=ATTEMPTS, initial=0.01, max_delay=0.2, deadline=None
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server this test may pause and kill."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed; .ci/run should have installed it")
-        pytest.skip("redis-server binary not found on PATH")
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the redis extra is not installed (it is in the Makefile's TEST_EXTRAS)")
-        pytest.skip("the redis extra is not installed")
+    require_redis()
     # appendfsync always: a SIGKILL of the server loses nothing it acknowledged.
     server = RedisServer(
         port=free_port(),

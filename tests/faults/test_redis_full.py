@@ -13,8 +13,6 @@ other Redis that cannot serve; a refused broker publish takes no sequence number
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +26,7 @@ from fokha_integration.queue import SignalQueue
 from fokha_integration.resilience import RetryPolicy
 from tests.faults._lag import LoopLagSampler
 from tests.faults._queue_support import Ledger, check_invariant
-from tests.support import RedisServer, free_port, timeout
+from tests.support import RedisServer, free_port, require_redis, timeout
 
 ATTEMPTS = 4
 FAST = RetryPolicy(attempts=ATTEMPTS, initial=0.01, max_delay=0.2, deadline=None)
@@ -41,16 +39,7 @@ PREFIX = "{fokha:queue}"  # RedisStreamsStore's default key prefix
 @pytest.fixture
 def small_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server with a small ``maxmemory`` and ``noeviction``."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed; .ci/run should have installed it")
-        pytest.skip("redis-server binary not found on PATH")
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the redis extra is not installed (it is in the Makefile's TEST_EXTRAS)")
-        pytest.skip("the redis extra is not installed")
+    require_redis()
     server = RedisServer(
         port=free_port(),
         workdir=tmp_path,
