@@ -213,3 +213,42 @@ async def test_redis_restored_from_an_older_snapshot_loses_nothing_silently(
     # Duplicates only for entries whose acknowledgement the snapshot undid.
     assert twice == {KEYS[e] for e in held}, twice
     assert store2.rewinds == 0
+
+
+@pytest.mark.redis
+async def test_a_released_entry_redis_forgot_is_appended_again(rdb_redis: RedisServer) -> None:
+    """After a rewind found by an append, a leased entry Redis no longer has is put
+    back when released (fetched again, same envelope, new ref); one Redis still has
+    is not copied; the rewind is counted once, by how many appends it went back."""
+    import redis.asyncio as aioredis
+
+    from fokha_integration.queue.redis import RedisStreamsStore
+
+    store = RedisStreamsStore(rdb_redis.url, timeout=0.5, consumer="c1")
+    await store.open(["a"])
+    admin = aioredis.from_url(rdb_redis.url)
+    try:
+        kept, gone, late, new = batch("e", 4)
+        assert await store.append(kept)
+        await admin.save()  # the snapshot: one append
+        await admin.aclose()
+        assert await store.append(gone)
+        assert await store.append(late)
+        leased = await store.fetch("a", limit=10)
+        assert [e.envelope.id for e in leased] == [kept.id, gone.id, late.id]
+        await asyncio.to_thread(rdb_redis.kill)
+        await asyncio.to_thread(rdb_redis.start)
+        assert await again(lambda: store.append(new))  # numbered 2 again: a rewind
+        assert (store.rewinds, store.rewound) == (1, 2)
+        for entry in leased[:2]:
+            await store.release(entry)
+        again_ = await store.fetch("a", limit=10)
+        ids = [e.envelope.id for e in again_]
+        # kept: Redis has it again, as never delivered; gone: put back (a new
+        # entry); new: appended after the restore; late: still leased here.
+        assert sorted(ids) == sorted([kept.id, gone.id, new.id]), ids
+        [copy] = [e for e in again_ if e.envelope.id == gone.id]
+        assert copy.ref != leased[1].ref
+        assert store.rewinds == 1
+    finally:
+        await store.close()
