@@ -252,3 +252,27 @@ async def test_a_released_entry_redis_forgot_is_appended_again(rdb_redis: RedisS
         assert store.rewinds == 1
     finally:
         await store.close()
+
+
+@pytest.mark.redis
+async def test_a_redis_that_came_back_empty_is_reported_too(rdb_redis: RedisServer) -> None:
+    """Redis restarted with nothing on disk: fetches fail (the consumer group is
+    gone: NOGROUP), and the one after the first failure reports the rewind, all the
+    way back."""
+    from fokha_integration.errors import BackendError
+    from fokha_integration.queue.redis import RedisStreamsStore
+
+    store = RedisStreamsStore(rdb_redis.url, timeout=0.5, consumer="c1")
+    await store.open(["a"])
+    try:
+        for env in batch("x", 3):
+            assert await store.append(env)
+        assert len(await store.fetch("a", limit=10)) == 3
+        await asyncio.to_thread(rdb_redis.kill)
+        await asyncio.to_thread(rdb_redis.start)  # no snapshot was ever taken
+        for _ in range(2):
+            with pytest.raises(BackendError, match="NOGROUP"):
+                await again(lambda: store.fetch("a", limit=10))
+        assert (store.rewinds, store.rewound) == (1, 3)
+    finally:
+        await store.close()

@@ -27,7 +27,9 @@ state. The append script numbers every envelope from a counter,
 store remembers the highest number it appended or read; a counter below it
 means the history went back. It is checked with every append (the number the
 script returns) and with every read of new entries (a ``GET`` of the counter
-pipelined with the ``XREADGROUP``: no extra round trip). A rewind is logged as an
+pipelined with the ``XREADGROUP``: no extra round trip); after a failed fetch
+(Redis gone, or back from a restart) the next fetch reads the counter first, one
+extra ``GET``. A rewind is logged as an
 ERROR naming how many appends it went back and counted in :attr:`rewinds` and
 :attr:`rewound`; this store then re-reads its pending entries at once (the
 acknowledgements the snapshot undid are delivered again, and receivers dedup on
@@ -174,6 +176,7 @@ class RedisStreamsStore:
         self._high = 0
         self._era = 0
         self._check_leases = False
+        self._check_due = False
         self._orphans: dict[str, set[str]] = {}
         self._pool: Any = None
         self._open = False
@@ -311,7 +314,8 @@ class RedisStreamsStore:
                 raise
             return
         numbers = [r for r in results if isinstance(r, int) and r > 0]
-        if numbers:
+        # Numbers sent before a rewind reported meanwhile may be from before it: unused.
+        if numbers and era == self._era:
             self._check_counter(min(numbers) - 1, high, era)
             self._high = max(self._high, max(numbers))
         for fut, result in zip(futures, results, strict=True):
@@ -345,6 +349,8 @@ class RedisStreamsStore:
             # pending list, before we got them) leaves entries only a re-read of our
             # own pending list finds: without this they would wait for reclaim_idle.
             self._reread[sink] = True
+            # Redis may have restarted: the next fetch checks the append counter first.
+            self._check_due = True
             raise
 
     async def _fetch(self, sink: str, limit: int) -> list[OutboxEntry]:
@@ -353,6 +359,11 @@ class RedisStreamsStore:
         stream = self._stream(sink)
         out: list[OutboxEntry] = []
         now = self._clock.monotonic()
+        if self._check_due:
+            high, era = self._high, self._era
+            counter = await self._do(r.get(self._seq_key))
+            self._check_due = False
+            self._check_counter(int(counter or 0), high, era)
         if self._check_leases:
             await self._find_orphans()
         await self._refresh(sink, now)
@@ -404,8 +415,13 @@ class RedisStreamsStore:
             async with r.pipeline(transaction=False) as pipe:
                 pipe.xreadgroup(sink, self.consumer, {stream: ">"}, count=limit - len(out))
                 pipe.get(self._seq_key)
-                resp, counter = await self._do(pipe.execute())
-            self._check_counter(int(counter or 0), high, era)
+                resp, counter = await self._do(pipe.execute(raise_on_error=False))
+            # Checked even when the read failed: a Redis that came back without the
+            # consumer group (NOGROUP) has gone back too.
+            if not isinstance(counter, Exception):
+                self._check_counter(int(counter or 0), high, era)
+            if isinstance(resp, Exception):
+                raise _translate(resp) from resp
             for _, items in resp or ():
                 take(items)
         return out
@@ -466,7 +482,12 @@ class RedisStreamsStore:
             )
         )
         self._high = max(self._high, int(number))
-        self._orphans.get(entry.sink, set()).discard(entry.ref)
+        self._forget_orphan(entry)
+
+    def _forget_orphan(self, entry: OutboxEntry) -> None:
+        orphans = self._orphans.get(entry.sink)
+        if orphans:
+            orphans.discard(entry.ref)
 
     async def _put_back_orphans(self) -> None:
         """At close: entries still leased that a rewind took from Redis go back to it,
@@ -513,7 +534,7 @@ class RedisStreamsStore:
         self._acks_batch.add((entry, fut))
         await fut
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
-        self._orphans.get(entry.sink, set()).discard(entry.ref)
+        self._forget_orphan(entry)
 
     def _flush_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
         self._spawn(self._send_acks(batch))
@@ -567,7 +588,7 @@ class RedisStreamsStore:
             pipe.xdel(stream, entry.ref)
             await self._do(pipe.execute())
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
-        self._orphans.get(entry.sink, set()).discard(entry.ref)
+        self._forget_orphan(entry)
 
     async def _dead_items(self, sink: str | None, limit: int) -> list[tuple[str, DeadLetter]]:
         r = self._r()
