@@ -7,7 +7,8 @@ Layout (``prefix`` defaults to ``fokha:queue``; the braces keep every key in one
 cluster slot): ``{prefix}:sinks`` (a set of sink names), ``{prefix}:s:<sink>`` (one
 stream per sink, read by the consumer group ``<sink>``: a consumer group per sink),
 ``{prefix}:dead`` (the dead-letter stream), ``{prefix}:id:<envelope id>`` (marks an
-appended id for ``id_ttl`` seconds so a repeated append is a no-op).
+appended id for ``id_ttl`` seconds so a repeated append is a no-op), ``{prefix}:seq``
+(the append counter, see "Rewinds" below).
 
 An append adds the envelope to every registered sink's stream in one Lua script
 (atomic). A delivering process reads new entries with ``XREADGROUP``, acknowledges
