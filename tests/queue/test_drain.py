@@ -6,7 +6,13 @@ import asyncio
 from pathlib import Path
 
 from fokha_integration.models import Direction, Envelope, Signal
-from fokha_integration.queue import CallableSink, SignalQueue, SQLiteOutboxStore
+from fokha_integration.queue import (
+    CallableSink,
+    MemoryOutboxStore,
+    OutboxEntry,
+    SignalQueue,
+    SQLiteOutboxStore,
+)
 from tests.support import timeout
 
 
@@ -69,3 +75,37 @@ async def test_drain_returns_false_when_a_call_outlives_the_timeout(tmp_path: Pa
     await asyncio.wait_for(started.wait(), timeout(10))
     assert await queue.drain(0.05) is False
     await queue.close()
+
+
+class SwallowingStore(MemoryOutboxStore):
+    """A store whose fetch, once armed, swallows the cancellation it gets and returns
+    nothing (what a Redis client can do with a cancelled read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.in_fetch = asyncio.Event()
+        self.swallowed = 0
+
+    async def fetch(self, sink: str, *, limit: int) -> list[OutboxEntry]:
+        if not self.armed:
+            return await super().fetch(sink, limit=limit)
+        self.in_fetch.set()
+        try:
+            await asyncio.Event().wait()  # a read that never answers
+        except asyncio.CancelledError:
+            self.swallowed += 1
+        return []
+
+
+async def test_drain_ends_the_fetcher_even_when_the_store_swallows_its_cancellation() -> None:
+    """drain() returns when the store's fetch swallows the cancellation drain sends (the
+    fetcher stops on the drain flag), and close() after it returns too."""
+    store = SwallowingStore()
+    queue = SignalQueue(store=store, sinks=[CallableSink(lambda e: None, name="s")])
+    await queue.start()
+    store.armed = True
+    await asyncio.wait_for(store.in_fetch.wait(), timeout(5))
+    assert await asyncio.wait_for(queue.drain(timeout(1)), timeout(5)) is True
+    assert store.swallowed == 1
+    await asyncio.wait_for(queue.close(), timeout(5))

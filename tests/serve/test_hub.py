@@ -399,3 +399,38 @@ async def test_scopes_per_action(hub_factory: HubFactory, tmp_path: Path) -> Non
             base + "/sync/v1/pull", json=pull, headers={"Authorization": f"Bearer {display}"}
         ) as r:
             assert r.status == 403
+
+
+@pytest.mark.redis
+async def test_queue_health_warns_after_the_redis_outbox_went_back(
+    hub_factory: HubFactory, tmp_path: Path, redis_url: str
+) -> None:
+    """With the Redis store, an outbox whose history went back (its append counter
+    set below what the hub appended, as a restore from an older snapshot leaves it)
+    turns the queue check to warn, naming how far it went back."""
+    import redis.asyncio as aioredis
+
+    from fokha_integration.health import HealthStatus
+    from fokha_integration.models import Envelope
+    from fokha_integration.serve._config import QueueSection
+
+    hub = await hub_factory(
+        make_config(tmp_path / "state", queue=QueueSection(store="redis", url=redis_url))
+    )
+
+    async def queue_check() -> tuple[HealthStatus, str]:
+        report = await asyncio.wait_for(hub.monitor.run_once(), timeout(10))
+        [view] = [v for c, v in report.checks if c.component == "queue"]
+        assert view.result is not None
+        return view.result.status, view.result.output
+
+    for i in range(3):
+        assert (await hub.queue.publish(Envelope(type="t", key=f"k{i}", payload={}))).accepted
+    assert (await queue_check())[0] is HealthStatus.PASS
+    admin = aioredis.from_url(redis_url)
+    await admin.set("{fokha:queue}:seq", 1)  # what a restore from an older snapshot leaves
+    await admin.aclose()
+    assert (await hub.queue.publish(Envelope(type="t", key="k3", payload={}))).accepted
+    status, output = await queue_check()
+    assert status is HealthStatus.WARN
+    assert "outbox history went back 2 append(s)" in output, output

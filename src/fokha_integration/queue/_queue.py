@@ -389,7 +389,14 @@ class SignalQueue:
             duplicates=self._duplicates,
             conflicts=self._conflicts,
             sinks=tuple(worker.stats() for worker in self._workers.values()),
+            store_rewinds=self._store_counter("rewinds"),
+            store_rewound=self._store_counter("rewound"),
         )
+
+    def _store_counter(self, name: str) -> int:
+        # Only a store whose history can move backwards (Redis Streams) has these.
+        value = getattr(self.store, name, 0)
+        return value if isinstance(value, int) else 0
 
     async def metrics(self) -> dict[str, SinkMetrics]:
         """Per-sink metrics, with pending counts and oldest age read from the store."""
@@ -409,6 +416,7 @@ class SignalQueue:
                 lag=snap.lag,
                 oldest_pending_age=0.0 if oldest is None else max(0.0, now - oldest),
                 breaker=snap.breaker,
+                store_rewinds=self._store_counter("rewinds"),
             )
         return out
 

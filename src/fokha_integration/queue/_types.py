@@ -349,7 +349,8 @@ class SinkMetrics:
     ``pending`` is entries waiting in the store (including in flight); ``lag`` is
     seconds from enqueue to delivery of the last delivered entry;
     ``oldest_pending_age`` is seconds since the oldest pending entry was enqueued
-    (0 when none). ``breaker`` is the sink's breaker state.
+    (0 when none). ``breaker`` is the sink's breaker state. ``store_rewinds`` is
+    :attr:`QueueStats.store_rewinds` (the store's, the same for every sink).
     """
 
     name: str
@@ -361,6 +362,7 @@ class SinkMetrics:
     lag: float = 0.0
     oldest_pending_age: float = 0.0
     breaker: str = "closed"
+    store_rewinds: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,12 +388,20 @@ class SinkStats:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """A snapshot of a :class:`SignalQueue`'s counters: publishes and one entry per sink."""
+    """A snapshot of a :class:`SignalQueue`'s counters: publishes and one entry per sink.
+
+    ``store_rewinds``: times the store found its history moved backwards (the Redis
+    Streams store: Redis restarted from an older snapshot); ``store_rewound``: the
+    appends those rewinds went back, summed (envelopes appended in that span and
+    not yet fetched are lost). Both stay 0 for stores that cannot rewind.
+    """
 
     accepted: int
     duplicates: int
     conflicts: int
     sinks: tuple[SinkStats, ...]
+    store_rewinds: int = 0
+    store_rewound: int = 0
 
     def sink(self, name: str) -> SinkStats:
         """The snapshot of the sink called ``name``."""

@@ -222,7 +222,10 @@ class SinkWorker:
 
     async def _fetch_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        # Draining ends the loop too, not only the cancellation drain() sends: a store
+        # client may swallow it (redis-py can turn a cancelled read into a connection
+        # error), and the fetcher would then wait here for ever.
+        while not self._stopping and not self._draining:
             self.wake.clear()
             room = self._room()
             got = 0

@@ -7,7 +7,8 @@ Layout (``prefix`` defaults to ``fokha:queue``; the braces keep every key in one
 cluster slot): ``{prefix}:sinks`` (a set of sink names), ``{prefix}:s:<sink>`` (one
 stream per sink, read by the consumer group ``<sink>``: a consumer group per sink),
 ``{prefix}:dead`` (the dead-letter stream), ``{prefix}:id:<envelope id>`` (marks an
-appended id for ``id_ttl`` seconds so a repeated append is a no-op).
+appended id for ``id_ttl`` seconds so a repeated append is a no-op), ``{prefix}:seq``
+(the append counter, see "Rewinds" below).
 
 An append adds the envelope to every registered sink's stream in one Lua script
 (atomic). A delivering process reads new entries with ``XREADGROUP``, acknowledges
@@ -18,11 +19,32 @@ time (``XCLAIM ... JUSTID``), so a slow but live consumer is not robbed.
 
 Durability is what the server's persistence gives (``appendonly yes`` with
 ``appendfsync everysec`` or ``always``).
+
+Rewinds: a Redis restarted from an older state (an RDB snapshot, an AOF written
+with ``appendfsync everysec`` that lost its last second, a failover to a replica
+that lagged) has forgotten the appends and acknowledgements made after that
+state. The append script numbers every envelope from a counter,
+``{prefix}:seq``, and stores the number with each stream entry (field ``n``). This
+store remembers the highest number it appended or read; a counter below it
+means the history went back. It is checked with every append (the number the
+script returns) and with every read of new entries (a ``GET`` of the counter
+pipelined with the ``XREADGROUP``: no extra round trip); after a failed fetch
+(Redis gone, or back from a restart) the next fetch reads the counter first, one
+extra ``GET``. A rewind is logged as an
+ERROR naming how many appends it went back and counted in :attr:`rewinds` and
+:attr:`rewound`; this store then re-reads its pending entries at once (the
+acknowledgements the snapshot undid are delivered again, and receivers dedup on
+the envelope id), and the entries it holds that Redis no longer has are put back
+when they are released or still held at :meth:`close`. Envelopes appended after
+the snapshot and never fetched are gone: the log and counters are how you learn
+about them. Detection misses a rewind only when, before this store's next append
+or read, other processes appended more envelopes than the rewind lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Coroutine, Sequence
@@ -45,6 +67,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RedisStreamsStore"]
 
+logger = logging.getLogger("fokha_integration.queue.redis")
+
 _PARSE_CACHE = 8192  # envelopes parsed once for every sink's copy of the same data
 _MAX_BATCH = 512  # appends or acks sent in one pipeline
 
@@ -63,10 +87,18 @@ for _, s in ipairs(sinks) do
     return -1
   end
 end
+local n = redis.call('INCR', KEYS[3])
 for _, s in ipairs(sinks) do
-  redis.call('XADD', ARGV[5] .. s, '*', 'd', ARGV[1], 't', ARGV[2])
+  redis.call('XADD', ARGV[5] .. s, '*', 'd', ARGV[1], 't', ARGV[2], 'n', n)
 end
-return 1
+return n
+"""
+
+# Puts back an entry Redis forgot in a rewind (see the module docstring).
+_READD = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 't', ARGV[2], 'n', n)
+return n
 """
 
 
@@ -124,6 +156,7 @@ class RedisStreamsStore:
         self._stream_prefix = f"{base}:s:"
         self._dead_key = f"{base}:dead"
         self._id_prefix = f"{base}:id:"
+        self._seq_key = f"{base}:seq"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         """This process's consumer name in every sink's group."""
         self._reclaim_ms = max(1, int(check.positive("reclaim_idle", reclaim_idle) * 1000))
@@ -138,6 +171,14 @@ class RedisStreamsStore:
         self._last_refresh: dict[str, float] = {}
         self._claim_cursor: dict[str, str] = {}
         self._append: Any = None
+        self._readd: Any = None
+        # The highest append number this store appended or read, and how many
+        # rewinds it has seen (a check that began before the last one is stale).
+        self._high = 0
+        self._era = 0
+        self._check_leases = False
+        self._check_due = False
+        self._orphans: dict[str, set[str]] = {}
         self._pool: Any = None
         self._open = False
         # Every sink's stream holds the same text: parse (and validate) it once.
@@ -150,6 +191,12 @@ class RedisStreamsStore:
         self._flushes: set[asyncio.Task[None]] = set()
         self.reclaimed = 0
         """Entries this store took over from other (crashed) consumers with XAUTOCLAIM."""
+        self.rewinds = 0
+        """Times this store found the outbox's history moved backwards (Redis restarted
+        from an older snapshot, or lost writes): see the module docstring."""
+        self.rewound = 0
+        """Appends those rewinds went back, summed: at most this many envelopes
+        appended before them are gone or will be delivered again."""
 
     def _stream(self, sink: str) -> str:
         return self._stream_prefix + sink
@@ -183,6 +230,7 @@ class RedisStreamsStore:
         self._open = True
         r = self._client
         self._append = r.register_script(_APPEND)
+        self._readd = r.register_script(_READD)
         names = list(sinks)
         if names:
             await self._do(r.sadd(self._sinks_key, *names))
@@ -211,6 +259,8 @@ class RedisStreamsStore:
         self._acks_batch.flush()
         if self._flushes:
             await asyncio.wait(set(self._flushes), timeout=self._timeout)
+        if self._open and self._client is not None:
+            await self._put_back_orphans()
         self._open = False
         self._leased.clear()
         if self._own_client and self._client is not None:
@@ -227,7 +277,7 @@ class RedisStreamsStore:
         script stays atomic and each caller gets its own answer.
         """
         self._r()
-        keys = [self._sinks_key, self._id_prefix + envelope.id]
+        keys = [self._sinks_key, self._id_prefix + envelope.id, self._seq_key]
         args = [
             envelope.to_json(),
             repr(self._clock.time()),
@@ -242,7 +292,7 @@ class RedisStreamsStore:
             raise BackendError("redis", "outbox is full (max_pending reached)")
         if int(result) == -2:
             raise ConfigError("sinks", "no sink is registered: the envelope would reach nobody")
-        return int(result) == 1
+        return int(result) > 0
 
     def _flush_appends(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
         self._spawn(self._send_appends(batch))
@@ -251,6 +301,9 @@ class RedisStreamsStore:
         self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
     ) -> None:
         futures = [fut for _, _, fut in batch]
+        # What this store had seen before the batch was sent: the script's numbers
+        # must all be above it, unless Redis went back meanwhile.
+        high, era = self._high, self._era
         try:
             async with self._r().pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
@@ -261,6 +314,11 @@ class RedisStreamsStore:
             if not isinstance(exc, Exception):
                 raise
             return
+        numbers = [r for r in results if isinstance(r, int) and r > 0]
+        # Numbers sent before a rewind reported meanwhile may be from before it: unused.
+        if numbers and era == self._era:
+            self._check_counter(min(numbers) - 1, high, era)
+            self._high = max(self._high, max(numbers))
         for fut, result in zip(futures, results, strict=True):
             if fut.done():
                 continue
@@ -276,6 +334,9 @@ class RedisStreamsStore:
         ts = fields.get(b"t", fields.get("t"))
         if data is None:
             return None
+        number = fields.get(b"n", fields.get("n"))
+        if number is not None and int(number) > self._high:
+            self._high = int(number)
         return OutboxEntry(
             sink, _text(ident), self._parsed.parse(data, data), float(_text(ts or 0))
         )
@@ -289,6 +350,8 @@ class RedisStreamsStore:
             # pending list, before we got them) leaves entries only a re-read of our
             # own pending list finds: without this they would wait for reclaim_idle.
             self._reread[sink] = True
+            # Redis may have restarted: the next fetch checks the append counter first.
+            self._check_due = True
             raise
 
     async def _fetch(self, sink: str, limit: int) -> list[OutboxEntry]:
@@ -297,6 +360,13 @@ class RedisStreamsStore:
         stream = self._stream(sink)
         out: list[OutboxEntry] = []
         now = self._clock.monotonic()
+        if self._check_due:
+            high, era = self._high, self._era
+            counter = await self._do(r.get(self._seq_key))
+            self._check_due = False
+            self._check_counter(int(counter or 0), high, era)
+        if self._check_leases:
+            await self._find_orphans()
         await self._refresh(sink, now)
 
         def take(items: Any) -> None:
@@ -341,12 +411,107 @@ class RedisStreamsStore:
             take(resp[1] if resp else ())
             self.reclaimed += len(out) - before
         if len(out) < limit:
-            resp = await self._do(
-                r.xreadgroup(sink, self.consumer, {stream: ">"}, count=limit - len(out))
-            )
+            # The append counter rides along with the read (see "Rewinds" above).
+            high, era = self._high, self._era
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.xreadgroup(sink, self.consumer, {stream: ">"}, count=limit - len(out))
+                pipe.get(self._seq_key)
+                resp, counter = await self._do(pipe.execute(raise_on_error=False))
+            # Checked even when the read failed: a Redis that came back without the
+            # consumer group (NOGROUP) has gone back too.
+            if not isinstance(counter, Exception):
+                self._check_counter(int(counter or 0), high, era)
+            if isinstance(resp, Exception):
+                raise _translate(resp) from resp
             for _, items in resp or ():
                 take(items)
         return out
+
+    def _check_counter(self, counter: int, high: int, era: int) -> None:
+        """Report a rewind when the append counter is below what this store had seen.
+
+        ``high`` and ``era`` were read before the command that returned ``counter``
+        was sent: every number in ``high`` was handed out by Redis before it, so a
+        lower counter means Redis forgot appends. A check begun before a rewind that
+        was already reported (an older ``era``) says nothing new.
+        """
+        if counter >= high or era != self._era:
+            return
+        self._era += 1
+        self.rewinds += 1
+        self.rewound += high - counter
+        self._high = counter
+        for sink in self._reread:
+            self._reread[sink] = True
+        self._check_leases = True
+        logger.error(
+            "Redis outbox %s: history went back %d append(s) (append counter %d, this store "
+            "had seen %d): Redis restarted from an older snapshot or lost writes. Envelopes "
+            "appended since then and not yet fetched are lost (publish them again from the "
+            "system of record); entries acknowledged since then are delivered again "
+            "(receivers dedup on the envelope id); rewind %d of this store",
+            self._seq_key,
+            high - counter,
+            counter,
+            high,
+            self.rewinds,
+        )
+
+    async def _find_orphans(self) -> None:
+        """After a rewind: which leased entries Redis no longer has (put back later)."""
+        r = self._r()
+        sinks = [(sink, list(leased)) for sink, leased in self._leased.items() if leased]
+        if sinks:
+            async with r.pipeline(transaction=False) as pipe:
+                for sink, refs in sinks:
+                    for ref in refs:
+                        pipe.xrange(self._stream(sink), ref, ref)
+                found = iter(await self._do(pipe.execute()))
+            for sink, refs in sinks:
+                leased = self._leased.get(sink, {})
+                for ref in refs:
+                    if not next(found) and ref in leased:
+                        self._orphans.setdefault(sink, set()).add(ref)
+        self._check_leases = False
+
+    async def _put_back(self, entry: OutboxEntry) -> None:
+        """Append a leased entry Redis lost in a rewind again (a new entry, same envelope)."""
+        number = await self._do(
+            self._readd(
+                keys=[self._stream(entry.sink), self._seq_key],
+                args=[entry.envelope.to_json(), repr(entry.enqueued_at)],
+            )
+        )
+        self._high = max(self._high, int(number))
+        self._forget_orphan(entry)
+
+    def _forget_orphan(self, entry: OutboxEntry) -> None:
+        orphans = self._orphans.get(entry.sink)
+        if orphans:
+            orphans.discard(entry.ref)
+
+    async def _put_back_orphans(self) -> None:
+        """At close: entries still leased that a rewind took from Redis go back to it,
+        so the next opener delivers them (as it would any entry left leased)."""
+        held = [e for leased in self._leased.values() for e in leased.values()]
+        if not held or not (self._check_leases or self._orphans):
+            return
+        try:
+            if self._check_leases:
+                await self._find_orphans()
+            for entry in held:
+                if entry.ref in self._orphans.get(entry.sink, ()):
+                    await self._put_back(entry)
+        except Exception as exc:
+            lost = sorted(e.envelope.id for e in held if e.ref in self._orphans.get(e.sink, ()))
+            logger.error(
+                "Redis outbox %s: could not put back %d envelope(s) a rewind took from "
+                "Redis and this store still held at close (%r): %s",
+                self._seq_key,
+                len(lost),
+                exc,
+                ", ".join(lost) if lost else "unknown (the lease check failed)",
+            )
 
     async def _refresh(self, sink: str, now: float) -> None:
         # Keep our in-flight entries from looking idle, so nobody reclaims a live lease.
@@ -370,6 +535,7 @@ class RedisStreamsStore:
         self._acks_batch.add((entry, fut))
         await fut
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
+        self._forget_orphan(entry)
 
     def _flush_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
         self._spawn(self._send_acks(batch))
@@ -408,7 +574,14 @@ class RedisStreamsStore:
                 fut.set_result(None)
 
     async def release(self, entry: OutboxEntry) -> None:
-        """Forget the lease; the entry stays in this consumer's pending list and is re-read."""
+        """Forget the lease; the entry stays in this consumer's pending list and is re-read.
+
+        An entry Redis lost in a rewind is appended again first (a new entry).
+        """
+        if self._check_leases:
+            await self._find_orphans()
+        if entry.ref in self._orphans.get(entry.sink, ()):
+            await self._put_back(entry)
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
         self._reread[entry.sink] = True
 
@@ -422,6 +595,7 @@ class RedisStreamsStore:
             pipe.xdel(stream, entry.ref)
             await self._do(pipe.execute())
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
+        self._forget_orphan(entry)
 
     async def _dead_items(self, sink: str | None, limit: int) -> list[tuple[str, DeadLetter]]:
         r = self._r()

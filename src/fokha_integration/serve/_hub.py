@@ -172,7 +172,7 @@ class Hub:
             from ..dedup.redis import RedisDedupBackend
             from ..queue.redis_streams import RedisStreamsStore
 
-            backend = RedisDedupBackend(cfg.queue.url, namespace="fokha:dedup")
+            backend = RedisDedupBackend(cfg.queue.url, namespace="fokha.dedup")
             store = RedisStreamsStore(cfg.queue.url)
         dedup = await self._stack.enter_async_context(
             DedupCache(backend=backend, fail_mode=cast(Any, cfg.queue.fail_mode))
@@ -299,7 +299,16 @@ class Hub:
             dead = sum(m.dead_lettered for m in stats.values())
             oldest = max((m.oldest_pending_age for m in stats.values()), default=0.0)
             status = HS.WARN if oldest > 60 else HS.PASS
-            return Observation(status, output=f"oldest pending {oldest:.1f}s, {dead} dead")
+            text = f"oldest pending {oldest:.1f}s, {dead} dead"
+            snap = self.queue.stats()
+            if snap.store_rewinds:
+                # Redis came back from an older snapshot: signals may have been lost.
+                status = HS.WARN
+                text += (
+                    f"; outbox history went back {snap.store_rewound} append(s) "
+                    f"({snap.store_rewinds} time(s)): signals may be lost, see the ERROR log"
+                )
+            return Observation(status, output=text)
 
         checks.append(callable_check(queue_ok, component="queue", interval=interval))
         self.monitor = HealthMonitor(checks)
