@@ -47,7 +47,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from .. import _validate as check
@@ -122,6 +122,130 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class _Rewinds:
+    """A store's watch on the outbox's append counter (see "Rewinds" in the module
+    docstring): the highest number it appended or read, the rewinds it found, and
+    the leased entries a rewind took from Redis. The store does the I/O; the
+    operations that need Redis take the client, the call wrapper and the names."""
+
+    def __init__(self, seq_key: str) -> None:
+        self.seq_key = seq_key
+        self.high = 0  # the highest append number this store appended or read
+        self.era = 0  # rewinds seen: a check begun before the last one is stale
+        self.check_leases = False  # a rewind happened: find the leased entries it took
+        self.check_due = False  # a fetch failed: read the counter on the next one
+        self.orphans: dict[str, set[str]] = {}  # sink -> refs Redis no longer has
+        self.rewinds = 0
+        self.rewound = 0
+
+    def seen(self, number: int) -> None:
+        """An append number this store appended or read."""
+        if number > self.high:
+            self.high = number
+
+    def check(self, counter: int, high: int, era: int) -> bool:
+        """Whether ``counter`` shows a new rewind (then it is counted and logged).
+
+        ``high`` and ``era`` were read before the command that returned ``counter``
+        was sent: every number in ``high`` was handed out by Redis before it, so a
+        lower counter means Redis forgot appends. A check begun before a rewind that
+        was already reported (an older ``era``) says nothing new.
+        """
+        if counter >= high or era != self.era:
+            return False
+        self.era += 1
+        self.rewinds += 1
+        self.rewound += high - counter
+        self.high = counter
+        self.check_leases = True
+        logger.error(
+            "Redis outbox %s: history went back %d append(s) (append counter %d, this store "
+            "had seen %d): Redis restarted from an older snapshot or lost writes. Envelopes "
+            "appended since then and not yet fetched are lost (publish them again from the "
+            "system of record); entries acknowledged since then are delivered again "
+            "(receivers dedup on the envelope id); rewind %d of this store",
+            self.seq_key,
+            high - counter,
+            counter,
+            high,
+            self.rewinds,
+        )
+        return True
+
+    async def put_back(
+        self, do: Callable[[Any], Awaitable[Any]], readd: Any, stream: str, entry: OutboxEntry
+    ) -> None:
+        """Append ``entry`` (leased, lost in a rewind) to ``stream`` again: a new entry,
+        the same envelope."""
+        args = [entry.envelope.to_json(), repr(entry.enqueued_at)]
+        self.seen(int(await do(readd(keys=[stream, self.seq_key], args=args))))
+        self.forget(entry)
+
+    def unsaved(self, held: list[OutboxEntry], exc: BaseException) -> None:
+        """Log the envelopes a rewind took that could not be put back at close."""
+        lost = sorted(e.envelope.id for e in held if self.is_orphan(e))
+        logger.error(
+            "Redis outbox %s: could not put back %d envelope(s) a rewind took from "
+            "Redis and this store still held at close (%r): %s",
+            self.seq_key,
+            len(lost),
+            exc,
+            ", ".join(lost) if lost else "unknown (the lease check failed)",
+        )
+
+    def is_orphan(self, entry: OutboxEntry) -> bool:
+        return entry.ref in self.orphans.get(entry.sink, ())
+
+    def forget(self, entry: OutboxEntry) -> None:
+        orphans = self.orphans.get(entry.sink)
+        if orphans:
+            orphans.discard(entry.ref)
+
+    async def find_orphans(
+        self,
+        r: Any,
+        do: Callable[[Any], Awaitable[Any]],
+        stream: Callable[[str], str],
+        leased: Mapping[str, Mapping[str, OutboxEntry]],
+    ) -> None:
+        """After a rewind: which leased entries Redis no longer has (put back later)."""
+        sinks = [(sink, list(held)) for sink, held in leased.items() if held]
+        if sinks:
+            async with r.pipeline(transaction=False) as pipe:
+                for sink, refs in sinks:
+                    for ref in refs:
+                        pipe.xrange(stream(sink), ref, ref)
+                found = iter(await do(pipe.execute()))
+            for sink, refs in sinks:
+                held = leased.get(sink, {})
+                for ref in refs:
+                    if not next(found) and ref in held:
+                        self.orphans.setdefault(sink, set()).add(ref)
+        self.check_leases = False
+
+
+async def _read_dead(
+    r: Any, do: Callable[[Any], Awaitable[Any]], dead_key: str, sink: str | None, limit: int
+) -> list[tuple[str, DeadLetter]]:
+    """The oldest ``limit`` dead letters (of ``sink``, or all) with their refs."""
+    out: list[tuple[str, DeadLetter]] = []
+    start = "-"
+    while len(out) < limit:
+        batch = await do(r.xrange(dead_key, start, "+", count=500))
+        if not batch:
+            break
+        for ident, fields in batch:
+            ref = _text(ident)
+            if sink is None or _text(fields.get(b"sink", b"")) == sink:
+                out.append((ref, DeadLetter.from_json(fields[b"data"], ref=ref)))
+                if len(out) >= limit:
+                    break
+        if len(batch) < 500:
+            break
+        start = "(" + _text(batch[-1][0])
+    return out
+
+
 class RedisStreamsStore:
     """An :class:`~fokha_integration.queue.OutboxStore` on Redis Streams.
 
@@ -172,13 +296,7 @@ class RedisStreamsStore:
         self._claim_cursor: dict[str, str] = {}
         self._append: Any = None
         self._readd: Any = None
-        # The highest append number this store appended or read, and how many
-        # rewinds it has seen (a check that began before the last one is stale).
-        self._high = 0
-        self._era = 0
-        self._check_leases = False
-        self._check_due = False
-        self._orphans: dict[str, set[str]] = {}
+        self._rw = _Rewinds(self._seq_key)
         self._pool: Any = None
         self._open = False
         # Every sink's stream holds the same text: parse (and validate) it once.
@@ -191,12 +309,18 @@ class RedisStreamsStore:
         self._flushes: set[asyncio.Task[None]] = set()
         self.reclaimed = 0
         """Entries this store took over from other (crashed) consumers with XAUTOCLAIM."""
-        self.rewinds = 0
+
+    @property
+    def rewinds(self) -> int:
         """Times this store found the outbox's history moved backwards (Redis restarted
         from an older snapshot, or lost writes): see the module docstring."""
-        self.rewound = 0
+        return self._rw.rewinds
+
+    @property
+    def rewound(self) -> int:
         """Appends those rewinds went back, summed: at most this many envelopes
         appended before them are gone or will be delivered again."""
+        return self._rw.rewound
 
     def _stream(self, sink: str) -> str:
         return self._stream_prefix + sink
@@ -303,7 +427,7 @@ class RedisStreamsStore:
         futures = [fut for _, _, fut in batch]
         # What this store had seen before the batch was sent: the script's numbers
         # must all be above it, unless Redis went back meanwhile.
-        high, era = self._high, self._era
+        high, era = self._rw.high, self._rw.era
         try:
             async with self._r().pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
@@ -316,9 +440,9 @@ class RedisStreamsStore:
             return
         numbers = [r for r in results if isinstance(r, int) and r > 0]
         # Numbers sent before a rewind reported meanwhile may be from before it: unused.
-        if numbers and era == self._era:
+        if numbers and era == self._rw.era:
             self._check_counter(min(numbers) - 1, high, era)
-            self._high = max(self._high, max(numbers))
+            self._rw.seen(max(numbers))
         for fut, result in zip(futures, results, strict=True):
             if fut.done():
                 continue
@@ -335,8 +459,8 @@ class RedisStreamsStore:
         if data is None:
             return None
         number = fields.get(b"n", fields.get("n"))
-        if number is not None and int(number) > self._high:
-            self._high = int(number)
+        if number is not None:
+            self._rw.seen(int(number))
         return OutboxEntry(
             sink, _text(ident), self._parsed.parse(data, data), float(_text(ts or 0))
         )
@@ -351,7 +475,7 @@ class RedisStreamsStore:
             # own pending list finds: without this they would wait for reclaim_idle.
             self._reread[sink] = True
             # Redis may have restarted: the next fetch checks the append counter first.
-            self._check_due = True
+            self._rw.check_due = True
             raise
 
     async def _fetch(self, sink: str, limit: int) -> list[OutboxEntry]:
@@ -360,13 +484,13 @@ class RedisStreamsStore:
         stream = self._stream(sink)
         out: list[OutboxEntry] = []
         now = self._clock.monotonic()
-        if self._check_due:
-            high, era = self._high, self._era
+        if self._rw.check_due:
+            high, era = self._rw.high, self._rw.era
             counter = await self._do(r.get(self._seq_key))
-            self._check_due = False
+            self._rw.check_due = False
             self._check_counter(int(counter or 0), high, era)
-        if self._check_leases:
-            await self._find_orphans()
+        if self._rw.check_leases:
+            await self._rw.find_orphans(self._r(), self._do, self._stream, self._leased)
         await self._refresh(sink, now)
 
         def take(items: Any) -> None:
@@ -412,7 +536,7 @@ class RedisStreamsStore:
             self.reclaimed += len(out) - before
         if len(out) < limit:
             # The append counter rides along with the read (see "Rewinds" above).
-            high, era = self._high, self._era
+            high, era = self._rw.high, self._rw.era
             async with r.pipeline(transaction=False) as pipe:
                 pipe.xreadgroup(sink, self.consumer, {stream: ">"}, count=limit - len(out))
                 pipe.get(self._seq_key)
@@ -428,90 +552,30 @@ class RedisStreamsStore:
         return out
 
     def _check_counter(self, counter: int, high: int, era: int) -> None:
-        """Report a rewind when the append counter is below what this store had seen.
-
-        ``high`` and ``era`` were read before the command that returned ``counter``
-        was sent: every number in ``high`` was handed out by Redis before it, so a
-        lower counter means Redis forgot appends. A check begun before a rewind that
-        was already reported (an older ``era``) says nothing new.
-        """
-        if counter >= high or era != self._era:
-            return
-        self._era += 1
-        self.rewinds += 1
-        self.rewound += high - counter
-        self._high = counter
-        for sink in self._reread:
-            self._reread[sink] = True
-        self._check_leases = True
-        logger.error(
-            "Redis outbox %s: history went back %d append(s) (append counter %d, this store "
-            "had seen %d): Redis restarted from an older snapshot or lost writes. Envelopes "
-            "appended since then and not yet fetched are lost (publish them again from the "
-            "system of record); entries acknowledged since then are delivered again "
-            "(receivers dedup on the envelope id); rewind %d of this store",
-            self._seq_key,
-            high - counter,
-            counter,
-            high,
-            self.rewinds,
-        )
-
-    async def _find_orphans(self) -> None:
-        """After a rewind: which leased entries Redis no longer has (put back later)."""
-        r = self._r()
-        sinks = [(sink, list(leased)) for sink, leased in self._leased.items() if leased]
-        if sinks:
-            async with r.pipeline(transaction=False) as pipe:
-                for sink, refs in sinks:
-                    for ref in refs:
-                        pipe.xrange(self._stream(sink), ref, ref)
-                found = iter(await self._do(pipe.execute()))
-            for sink, refs in sinks:
-                leased = self._leased.get(sink, {})
-                for ref in refs:
-                    if not next(found) and ref in leased:
-                        self._orphans.setdefault(sink, set()).add(ref)
-        self._check_leases = False
+        """A rewind (see :meth:`_Rewinds.check`) makes every sink re-read its own
+        pending entries at once: the acknowledgements Redis forgot come back."""
+        if self._rw.check(counter, high, era):
+            for sink in self._reread:
+                self._reread[sink] = True
 
     async def _put_back(self, entry: OutboxEntry) -> None:
         """Append a leased entry Redis lost in a rewind again (a new entry, same envelope)."""
-        number = await self._do(
-            self._readd(
-                keys=[self._stream(entry.sink), self._seq_key],
-                args=[entry.envelope.to_json(), repr(entry.enqueued_at)],
-            )
-        )
-        self._high = max(self._high, int(number))
-        self._forget_orphan(entry)
-
-    def _forget_orphan(self, entry: OutboxEntry) -> None:
-        orphans = self._orphans.get(entry.sink)
-        if orphans:
-            orphans.discard(entry.ref)
+        await self._rw.put_back(self._do, self._readd, self._stream(entry.sink), entry)
 
     async def _put_back_orphans(self) -> None:
         """At close: entries still leased that a rewind took from Redis go back to it,
         so the next opener delivers them (as it would any entry left leased)."""
         held = [e for leased in self._leased.values() for e in leased.values()]
-        if not held or not (self._check_leases or self._orphans):
+        if not held or not (self._rw.check_leases or self._rw.orphans):
             return
         try:
-            if self._check_leases:
-                await self._find_orphans()
+            if self._rw.check_leases:
+                await self._rw.find_orphans(self._r(), self._do, self._stream, self._leased)
             for entry in held:
-                if entry.ref in self._orphans.get(entry.sink, ()):
+                if self._rw.is_orphan(entry):
                     await self._put_back(entry)
         except Exception as exc:
-            lost = sorted(e.envelope.id for e in held if e.ref in self._orphans.get(e.sink, ()))
-            logger.error(
-                "Redis outbox %s: could not put back %d envelope(s) a rewind took from "
-                "Redis and this store still held at close (%r): %s",
-                self._seq_key,
-                len(lost),
-                exc,
-                ", ".join(lost) if lost else "unknown (the lease check failed)",
-            )
+            self._rw.unsaved(held, exc)
 
     async def _refresh(self, sink: str, now: float) -> None:
         # Keep our in-flight entries from looking idle, so nobody reclaims a live lease.
@@ -535,7 +599,7 @@ class RedisStreamsStore:
         self._acks_batch.add((entry, fut))
         await fut
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
-        self._forget_orphan(entry)
+        self._rw.forget(entry)
 
     def _flush_acks(self, batch: list[tuple[OutboxEntry, asyncio.Future[None]]]) -> None:
         self._spawn(self._send_acks(batch))
@@ -578,9 +642,9 @@ class RedisStreamsStore:
 
         An entry Redis lost in a rewind is appended again first (a new entry).
         """
-        if self._check_leases:
-            await self._find_orphans()
-        if entry.ref in self._orphans.get(entry.sink, ()):
+        if self._rw.check_leases:
+            await self._rw.find_orphans(self._r(), self._do, self._stream, self._leased)
+        if self._rw.is_orphan(entry):
             await self._put_back(entry)
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
         self._reread[entry.sink] = True
@@ -595,35 +659,17 @@ class RedisStreamsStore:
             pipe.xdel(stream, entry.ref)
             await self._do(pipe.execute())
         self._leased.get(entry.sink, {}).pop(entry.ref, None)
-        self._forget_orphan(entry)
-
-    async def _dead_items(self, sink: str | None, limit: int) -> list[tuple[str, DeadLetter]]:
-        r = self._r()
-        out: list[tuple[str, DeadLetter]] = []
-        start = "-"
-        while len(out) < limit:
-            batch = await self._do(r.xrange(self._dead_key, start, "+", count=500))
-            if not batch:
-                break
-            for ident, fields in batch:
-                ref = _text(ident)
-                if sink is None or _text(fields.get(b"sink", b"")) == sink:
-                    out.append((ref, DeadLetter.from_json(fields[b"data"], ref=ref)))
-                    if len(out) >= limit:
-                        break
-            if len(batch) < 500:
-                break
-            start = "(" + _text(batch[-1][0])
-        return out
+        self._rw.forget(entry)
 
     async def dead_letters(self, sink: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest dead letters."""
-        return [letter for _, letter in await self._dead_items(sink, limit)]
+        items = await _read_dead(self._r(), self._do, self._dead_key, sink, limit)
+        return [letter for _, letter in items]
 
     async def replay(self, sink: str | None = None, refs: Sequence[str] | None = None) -> int:
         """XADD dead letters back to their sink's stream and XDEL them from the dead stream."""
         r = self._r()
-        items = await self._dead_items(sink, 1_000_000)
+        items = await _read_dead(r, self._do, self._dead_key, sink, 1_000_000)
         if refs is not None:
             keep = set(refs)
             items = [(ref, letter) for ref, letter in items if ref in keep]
