@@ -17,8 +17,10 @@ entries of crashed consumers with ``XAUTOCLAIM`` once they have been idle for
 ``reclaim_idle`` seconds. While it works on an entry it refreshes the entry's idle
 time (``XCLAIM ... JUSTID``), so a slow but live consumer is not robbed.
 
-Durability is what the server's persistence gives (``appendonly yes`` with
-``appendfsync everysec`` or ``always``).
+Durability is what the server's persistence gives: ``appendonly yes`` with
+``appendfsync always`` keeps every accepted envelope through a crash of the machine;
+``everysec`` through a crash of the ``redis-server`` process only (see
+docs/signal-queue.md). Run it with ``maxmemory-policy noeviction``.
 
 Rewinds: a Redis restarted from an older state (an RDB snapshot, an AOF written
 with ``appendfsync everysec`` that lost its last second, a failover to a replica
@@ -35,10 +37,12 @@ ERROR naming how many appends it went back and counted in :attr:`rewinds` and
 :attr:`rewound`; this store then re-reads its pending entries at once (the
 acknowledgements the snapshot undid are delivered again, and receivers dedup on
 the envelope id), and the entries it holds that Redis no longer has are put back
-when they are released or still held at :meth:`close`. Envelopes appended after
-the snapshot and never fetched are gone: the log and counters are how you learn
-about them. Detection misses a rewind only when, before this store's next append
-or read, other processes appended more envelopes than the rewind lost.
+when they are released or still held at :meth:`close` (which reads the counter
+once more when it holds entries); after a rewind the sinks and their consumer
+groups are registered again. Envelopes appended after the snapshot and never
+fetched are gone: the log and counters are how you learn about them. A store
+notices only a counter below a number it appended or read itself: a
+delivering-only process cannot notice the loss of appends it never read.
 """
 
 from __future__ import annotations
@@ -52,7 +56,13 @@ from typing import Any
 
 from .. import _validate as check
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BackendError, ClosedError, ConfigError, translate_backend_error
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    translate_backend_error,
+)
 from ..models import Envelope
 from ._store import EnvelopeCache, TurnBatch
 from ._types import DeadLetter, OutboxEntry
@@ -246,6 +256,36 @@ async def _read_dead(
     return out
 
 
+async def _register(
+    r: Any,
+    do: Callable[[Any], Awaitable[Any]],
+    sinks_key: str,
+    stream: Callable[[str], str],
+    names: Sequence[str],
+) -> None:
+    """Register the sinks ``names`` and create their consumer groups (existing ones are
+    kept): at open, and again after a rewind (a Redis back empty has neither)."""
+    if names:
+        await do(r.sadd(sinks_key, *names))
+    for name in names:
+        try:
+            await r.xgroup_create(stream(name), name, id="0", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise _translate(exc) from exc
+        except redis_errors.RedisError as exc:
+            raise _translate(exc) from exc
+
+
+async def _read_counter(r: Any, do: Callable[[Any], Awaitable[Any]], key: str) -> int:
+    """The append counter, asked twice if need be: the first command on a pooled
+    connection that a Redis restart broke fails."""
+    try:
+        return int(await do(r.get(key)) or 0)
+    except BackendUnavailableError:
+        return int(await do(r.get(key)) or 0)
+
+
 class RedisStreamsStore:
     """An :class:`~fokha_integration.queue.OutboxStore` on Redis Streams.
 
@@ -318,8 +358,9 @@ class RedisStreamsStore:
 
     @property
     def rewound(self) -> int:
-        """Appends those rewinds went back, summed: at most this many envelopes
-        appended before them are gone or will be delivered again."""
+        """How far those rewinds went back below the numbers this store had seen,
+        summed: a lower bound of the appends Redis forgot (it may have forgotten
+        appends this store never saw)."""
         return self._rw.rewound
 
     def _stream(self, sink: str) -> str:
@@ -356,16 +397,8 @@ class RedisStreamsStore:
         self._append = r.register_script(_APPEND)
         self._readd = r.register_script(_READD)
         names = list(sinks)
-        if names:
-            await self._do(r.sadd(self._sinks_key, *names))
+        await _register(r, self._do, self._sinks_key, self._stream, names)
         for name in names:
-            try:
-                await r.xgroup_create(self._stream(name), name, id="0", mkstream=True)
-            except redis_errors.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise _translate(exc) from exc
-            except redis_errors.RedisError as exc:
-                raise _translate(exc) from exc
             self._leased.setdefault(name, {})
             self._reread[name] = True
             self._last_reclaim.setdefault(name, float("-inf"))
@@ -490,6 +523,8 @@ class RedisStreamsStore:
             self._rw.check_due = False
             self._check_counter(int(counter or 0), high, era)
         if self._rw.check_leases:
+            # A Redis back empty lost the sinks and their groups: register them again.
+            await _register(r, self._do, self._sinks_key, self._stream, list(self._leased))
             await self._rw.find_orphans(self._r(), self._do, self._stream, self._leased)
         await self._refresh(sink, now)
 
@@ -566,9 +601,14 @@ class RedisStreamsStore:
         """At close: entries still leased that a rewind took from Redis go back to it,
         so the next opener delivers them (as it would any entry left leased)."""
         held = [e for leased in self._leased.values() for e in leased.values()]
-        if not held or not (self._rw.check_leases or self._rw.orphans):
+        if not held:
             return
         try:
+            # A rewind no fetch or append has seen yet would take the held entries
+            # with it: read the counter once more (one round trip, only when holding).
+            high, era = self._rw.high, self._rw.era
+            counter = await _read_counter(self._r(), self._do, self._seq_key)
+            self._check_counter(counter, high, era)
             if self._rw.check_leases:
                 await self._rw.find_orphans(self._r(), self._do, self._stream, self._leased)
             for entry in held:
