@@ -245,9 +245,7 @@ class ConnectionPool:
     def _drop(self, conn: Any) -> None:
         self._size -= 1
         self._stmts.pop(conn, None)
-        if conn.is_closed():
-            pass
-        else:
+        if not conn.is_closed():
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -273,7 +271,9 @@ class ConnectionPool:
         """Record that a statement (or a lease block) starts on ``conn`` now: the
         watchdog cancels its task at ``command_timeout``."""
         deadline = time.monotonic() + self.limits.command_timeout
-        self._running[conn] = (deadline, asyncio.current_task())
+        # current_task() without its loop argument asks for the running loop, which
+        # costs a getpid() system call on every statement.
+        self._running[conn] = (deadline, asyncio.current_task(self._loop))
         if self._watchdog is None:
             self._arm(deadline)
 
@@ -324,20 +324,7 @@ class ConnectionPool:
         (then :meth:`lend` waits for one). For one statement, then :meth:`checkin`
         (it succeeded) or :meth:`failed` (it raised): the hot path of a caller that
         runs the statement itself, without a coroutine layer of the pool's."""
-        free = self._free
-        if free and not self._closed:
-            conn, since = free.pop()  # the most recently used one
-            now = time.monotonic()
-            if now - since < self.limits.max_idle and not conn.is_closed():
-                # current_task() without its loop argument asks for the running loop,
-                # which costs a getpid() system call on every claim.
-                task = asyncio.current_task(self._loop)
-                self._running[conn] = (now + self.limits.command_timeout, task)
-                if self._watchdog is None:
-                    self._arm(now + self.limits.command_timeout)
-                return conn
-            free.append((conn, since))
-        conn = self._take_free()  # the slow way: stale ones dropped, ClosedError
+        conn = self._take_free()
         if conn is not None:
             self.watch(conn)
         return conn

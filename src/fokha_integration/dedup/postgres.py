@@ -54,8 +54,8 @@ _new = cast(Callable[[type[ClaimResult], tuple[Any, ...]], ClaimResult], tuple._
 _NOW = "coalesce({}::float8, date_part('epoch', statement_timestamp()))"
 
 
-def _claim_params(fingerprint: bool, clock: bool) -> tuple[str, str, str, str]:
-    """The column list, VALUES row and RETURNING list of a single claim, and its "now".
+def _claim_params(fingerprint: bool, clock: bool) -> tuple[str, str, str]:
+    """The column list, VALUES row and RETURNING list of a single claim.
 
     Parameters: $1 type, $2 key, $3 ttl, $4 state, $5 token, then $6 fingerprint
     (``fingerprint``), then the caller's clock (``clock``). A claim without a
@@ -74,7 +74,23 @@ def _claim_params(fingerprint: bool, clock: bool) -> tuple[str, str, str, str]:
     returning = "first_seen, expires_at, state, token, result" + (
         ", fingerprint" if fingerprint else ""
     )
-    return cols, values, returning, now
+    return cols, values, returning
+
+
+# The take-over's SET clause: every expression sees the old row (d); a live row
+# (another claim took the key over meanwhile) is written back as it is, an expired
+# one takes the new values. excluded.first_seen is the claim's "now".
+_EXPIRED = "d.expires_at <= excluded.first_seen"
+_TAKE_OVER_SET = ",\n    ".join(
+    [
+        f"first_seen = CASE WHEN {_EXPIRED} THEN excluded.first_seen ELSE d.first_seen END",
+        f"result = CASE WHEN {_EXPIRED} THEN NULL ELSE d.result END",
+    ]
+    + [
+        f"{c} = CASE WHEN {_EXPIRED} THEN excluded.{c} ELSE d.{c} END"
+        for c in ("expires_at", "state", "fingerprint", "token")
+    ]
+)
 
 
 def _claim_sql(p: str, fingerprint: bool, clock: bool) -> str:
@@ -82,7 +98,7 @@ def _claim_sql(p: str, fingerprint: bool, clock: bool) -> str:
     # is (RETURNING answers only for a row written, hence the no-op SET). An expired
     # row is left alone and nothing is returned: then the take-over runs. Fewer
     # expressions than the take-over: each one costs the server on every call.
-    cols, values, returning, _ = _claim_params(fingerprint, clock)
+    cols, values, returning = _claim_params(fingerprint, clock)
     return f"""
 INSERT INTO {p}dedup AS d ({cols})
 VALUES ({values})
@@ -93,23 +109,13 @@ RETURNING {returning}
 
 
 def _take_over_sql(p: str, fingerprint: bool, clock: bool) -> str:
-    # The same parameters as _claim_sql, and an answer in every case. Every SET
-    # expression sees the old row (d); a live row (another claim took the key over
-    # since the fast path looked) is written back as it is, an expired one takes the
-    # new values. excluded.first_seen is this claim's "now".
-    cols, values, returning, _ = _claim_params(fingerprint, clock)
-    expired = "d.expires_at <= excluded.first_seen"
-    sets = ",\n    ".join(
-        f"{c} = CASE WHEN {expired} THEN excluded.{c} ELSE d.{c} END"
-        for c in ("expires_at", "state", "fingerprint", "token")
-    )
+    # The same parameters as _claim_sql, and an answer in every case.
+    cols, values, returning = _claim_params(fingerprint, clock)
     return f"""
 INSERT INTO {p}dedup AS d ({cols})
 VALUES ({values})
 ON CONFLICT (type, key) DO UPDATE SET
-    first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
-    result = CASE WHEN {expired} THEN NULL ELSE d.result END,
-    {sets}
+    {_TAKE_OVER_SET}
 RETURNING {returning}
 """
 
@@ -143,13 +149,7 @@ WHERE d.type = $1 AND d.key = ANY($3::text[]) AND d.expires_at > n.now
 
 
 def _take_over_many_sql(p: str) -> str:
-    # The batch's take-over: the parameters of _claim_many_sql, a row for every key
-    # (as in _take_over_sql, a live row is written back as it is).
-    expired = "d.expires_at <= excluded.first_seen"
-    cols = ("expires_at", "state", "fingerprint", "token")
-    sets = ",\n    ".join(
-        f"{c} = CASE WHEN {expired} THEN excluded.{c} ELSE d.{c} END" for c in cols
-    )
+    # The batch's take-over: the parameters of _claim_many_sql, a row for every key.
     return f"""
 INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token)
 SELECT $1, u.key, n.now, n.now + $2, 0, NULL, $4
@@ -157,15 +157,13 @@ FROM unnest($3::text[]) WITH ORDINALITY AS u(key, i),
     (SELECT {_NOW.format("$5")} AS now) n
 ORDER BY u.i
 ON CONFLICT (type, key) DO UPDATE SET
-    first_seen = CASE WHEN {expired} THEN excluded.first_seen ELSE d.first_seen END,
-    result = CASE WHEN {expired} THEN NULL ELSE d.result END,
-    {sets}
+    {_TAKE_OVER_SET}
 RETURNING key, first_seen, expires_at, state, token, result
 """
 
 
 def _commit_sql(p: str) -> str:
-    expired = "d.expires_at <= excluded.first_seen"
+    expired = _EXPIRED
     return f"""
 INSERT INTO {p}dedup AS d (type, key, first_seen, expires_at, state, fingerprint, token, result)
 VALUES ($1, $2, {_NOW.format("$6")}, {_NOW.format("$6")} + $3, 2, NULL, $4, $5)
@@ -303,7 +301,7 @@ class PostgresDedupBackend:
         """Atomically claim ``key``: one statement, two when its entry has expired."""
         pool = self._pool if self._ready else await self._open()
         assert pool is not None
-        token = f"{self._token_prefix}{next(self._seq):x}"
+        token = self._token()
         args: tuple[Any, ...]
         if lease is None:
             args = (type, key, float(ttl), _CLAIMED, token)
