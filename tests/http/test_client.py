@@ -366,3 +366,29 @@ async def test_the_body_returned_is_the_last_answers(server: FaultServer) -> Non
             refreshed = await client.get("/auth")
     assert retried.attempts == 2 and retried.json()["ok"] is True
     assert refreshed.status == 200 and refreshed.body == b"in"
+
+
+async def test_the_retry_stage_on_a_plain_session_keeps_the_policys_deadline(
+    server: FaultServer,
+) -> None:
+    """RetryMiddleware given straight to an aiohttp session (no ApiClient around it):
+    the call's time counts from its start (retry hooks see seconds, not the machine's
+    uptime) and the policy's own deadline holds (a Retry-After past it is not slept)."""
+    import aiohttp
+
+    from fokha_integration.clock import SYSTEM_CLOCK
+    from fokha_integration.http._client_mw import RetryMiddleware
+
+    seen: list[RetryDetails] = []
+    policy = RetryPolicy(
+        attempts=3, initial=0.01, max_delay=0.02, deadline=1.0, hooks=(seen.append,)
+    )
+    stage = RetryMiddleware(policy, 5.0, SYSTEM_CLOCK)
+    async with aiohttp.ClientSession(middlewares=(stage,)) as session:
+        async with session.get(server.url + "/status/503?ok_after=1") as resp:
+            assert resp.status == 200
+        assert [d.elapsed < timeout(1.0) for d in seen] == [True]
+        started = time.monotonic()
+        with pytest.raises(RetryExhaustedError):
+            await session.get(server.url + "/status/503?retry_after=5")
+    assert time.monotonic() - started < timeout(0.5)

@@ -65,7 +65,8 @@ class CallContext:
     whether its body may be sent again.
 
     ``send`` is aiohttp's own handler for this request (connect and send), which
-    the innermost stage of a :class:`MiddlewareChain` calls. ``body`` is the body the
+    the innermost stage of a :class:`MiddlewareChain` calls. ``budget`` is the call's
+    time budget in seconds (``None``: the retry policy's own deadline). ``body`` is the body the
     latest attempt read (the retry stage reads each answer whole, inside the attempt),
     so the client does not ask aiohttp for it a second time.
     """
@@ -335,15 +336,15 @@ class RetryMiddleware:
         if not call.replayable or not (req.method in IDEMPOTENT_METHODS or has_key):
             return self._once_only
         policy = self._keyed if has_key else self._policy
-        if call.budget != policy.deadline:
+        if call.budget is not None and call.budget != policy.deadline:
             # This call's own deadline: no wait may end past it.
             policy = dataclasses.replace(policy, deadline=call.budget)
         return policy
 
     def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
-        if call is None:  # used outside ApiClient.request: a call without a deadline
-            call = CallContext(0.0, float("inf"), True)
+        if call is None:  # used outside ApiClient.request: the policy's own deadline
+            call = CallContext(self._clock.monotonic(), float("inf"), True)
         return self.run(call, req, handler)
 
     async def run(self, call: CallContext, req: ClientRequest, handler: Handler) -> ClientResponse:
@@ -443,8 +444,9 @@ class MiddlewareChain:
     call's :class:`CallContext`.
     """
 
-    def __init__(self, stages: tuple[Middleware, ...]) -> None:
+    def __init__(self, stages: tuple[Middleware, ...], clock: Clock) -> None:
         self.stages = stages
+        self._clock = clock
         handler: Handler = self._send
         for stage in reversed(stages):
             handler = functools.partial(stage, handler=handler)
@@ -459,8 +461,8 @@ class MiddlewareChain:
 
     def __call__(self, req: ClientRequest, handler: Handler) -> Awaitable[ClientResponse]:
         call = CALL.get()
-        if call is None:  # used outside ApiClient.request: a call without a deadline
-            call = CallContext(0.0, float("inf"), True)
+        if call is None:  # used outside ApiClient.request: the retry policy's own deadline
+            call = CallContext(self._clock.monotonic(), float("inf"), True)
             CALL.set(call)
         call.send = handler
         return self._chain(req)

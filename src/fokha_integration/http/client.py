@@ -224,7 +224,7 @@ class ApiClient:
         # context in CALL. The retry stage alone (the usual case) is given its call
         # directly (see request()).
         self._chain: tuple[Middleware, ...] | None = (
-            (MiddlewareChain(tuple(chain)),) if len(chain) > 1 else None
+            (MiddlewareChain(tuple(chain), clock),) if len(chain) > 1 else None
         )
         self._run_retry = retry.run
         self._budget = cfg.retry.deadline
