@@ -155,7 +155,13 @@ def test_crash_chaos_every_request_once_and_replied(tmp_path: Path) -> None:
     assert all(replies[r] == ("executed", tickets[r]) for r in expected), f"seed {SEED}"
     for d in ("py2ea", "ea2py"):
         for sub in ("tmp", "new", "cur", "bad", "done"):
-            assert files(root / d / sub) == [], f"{d}/{sub} not empty (seed {SEED})"
+            left = files(root / d / sub)
+            if (d, sub) == ("ea2py", "tmp"):
+                # The EA is SIGKILLed at the very end (above), after the folders drained,
+                # perhaps in the middle of writing a heartbeat snapshot: that temp file
+                # is a crash leftover its next start deletes (the writer's recovery).
+                left = [f for f in left if not f.endswith(".ea.snap")]
+            assert left == [], f"{d}/{sub} not empty (seed {SEED})"
     snaps = files(root / "ea2py" / "snap")
     assert len(snaps) <= 2, snaps
     assert kills["writer"] >= 3, f"too few kills: {kills}"
